@@ -1,0 +1,291 @@
+"""Typed schemas of every config group, and the validation that runs before any work starts.
+
+Hydra checks types while composing; ranges and cross-field rules are checked here, in
+``__post_init__``, which ``OmegaConf.to_object`` runs for every node. Every check raises
+:class:`ConfigError` with the full key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from nasrun.errors import ConfigError, NasrunError
+
+DARTS_PRIMITIVES = [
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+]
+CIFAR10_MEAN = [0.49139968, 0.48215827, 0.44653124]
+CIFAR10_STD = [0.24703233, 0.24348505, 0.26158768]
+
+DATASETS = ("cifar10", "digits", "synthetic")
+AUGMENTATIONS = ("crop", "flip")
+ESTIMATORS = ("first_order", "second_order")
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _positive_int(key: str, value: int) -> None:
+    _check(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
+
+
+def _non_negative(key: str, value: float) -> None:
+    _check(math.isfinite(value) and value >= 0, key, value, "must be a finite number >= 0")
+
+
+def _positive(key: str, value: float) -> None:
+    _check(math.isfinite(value) and value > 0, key, value, "must be a finite number > 0")
+
+
+@dataclass
+class SpaceConf:
+    """What can be searched: the op vocabulary (its order is the alpha column order)."""
+
+    name: str = "darts"
+    ops: list[str] = field(default_factory=lambda: list(DARTS_PRIMITIVES))
+
+    def __post_init__(self) -> None:
+        from nasrun.spaces.ops import OPS
+
+        _check(len(self.ops) >= 1, "space.ops", self.ops, "needs at least one op")
+        for op in self.ops:
+            _check(op in OPS, "space.ops", op, "known ops are " + ", ".join(sorted(OPS)))
+        _check(len(set(self.ops)) == len(self.ops), "space.ops", self.ops, "ops must be distinct")
+        _check(any(op != "none" for op in self.ops), "space.ops", self.ops, "needs an op other than none")
+
+
+@dataclass
+class DatasetConf:
+    """Where the images come from, their shape, normalisation and augmentation."""
+
+    name: str = "cifar10"
+    root: str = "data"
+    download: bool = False
+    in_channels: int = 3
+    image_size: int = 32
+    num_classes: int = 10
+    mean: Optional[list[float]] = field(default_factory=lambda: list(CIFAR10_MEAN))
+    std: Optional[list[float]] = field(default_factory=lambda: list(CIFAR10_STD))
+    train_augment: list[str] = field(default_factory=lambda: ["crop", "flip"])
+    crop_padding: int = 4
+    augment_val: bool = False
+    search_split: float = 0.5
+    split_seed: int = 0
+    test_fraction: float = 0.2
+    num_train: int = 512
+    num_test: int = 128
+
+    def __post_init__(self) -> None:
+        _check(self.name in DATASETS, "dataset.name", self.name, "one of " + ", ".join(DATASETS))
+        _positive_int("dataset.in_channels", self.in_channels)
+        _positive_int("dataset.image_size", self.image_size)
+        _check(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            _check(
+                value is None or len(value) == self.in_channels,
+                f"dataset.{key}",
+                value,
+                f"null (computed from the data) or one value per channel ({self.in_channels})",
+            )
+        if self.std is not None:
+            _check(all(s > 0 for s in self.std), "dataset.std", self.std, "every value must be > 0")
+        for aug in self.train_augment:
+            _check(aug in AUGMENTATIONS, "dataset.train_augment", aug, "one of " + ", ".join(AUGMENTATIONS))
+        _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "must be >= 0")
+        _check(0 < self.search_split < 1, "dataset.search_split", self.search_split, "must be in (0, 1)")
+        _check(0 < self.test_fraction < 1, "dataset.test_fraction", self.test_fraction, "must be in (0, 1)")
+        _positive_int("dataset.num_train", self.num_train)
+        _positive_int("dataset.num_test", self.num_test)
+
+
+@dataclass
+class MethodConf:
+    """A search method: one choice per axis (estimator, ...) plus its hyperparameters."""
+
+    name: str = "darts"
+    estimator: str = "first_order"
+    fd_radius: float = 0.01
+
+    def __post_init__(self) -> None:
+        _check(self.estimator in ESTIMATORS, "method.estimator", self.estimator, "one of " + ", ".join(ESTIMATORS))
+        _positive("method.fd_radius", self.fd_radius)
+
+
+@dataclass
+class SearchConf:
+    """The bilevel loop's settings (DARTS paper defaults)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    arch_warmup_epochs: int = 0
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _positive_int("search.epochs", self.epochs)
+        _positive_int("search.batch_size", self.batch_size)
+        _positive_int("search.eval_batch_size", self.eval_batch_size)
+        _positive("search.lr", self.lr)
+        _non_negative("search.lr_min", self.lr_min)
+        _check(self.lr_min <= self.lr, "search.lr_min", self.lr_min, f"must be <= search.lr ({self.lr})")
+        _check(0 <= self.momentum < 1, "search.momentum", self.momentum, "must be in [0, 1)")
+        _non_negative("search.weight_decay", self.weight_decay)
+        _positive("search.grad_clip", self.grad_clip)
+        _positive("search.arch_lr", self.arch_lr)
+        _check(
+            len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas),
+            "search.arch_betas",
+            self.arch_betas,
+            "two numbers in [0, 1)",
+        )
+        _non_negative("search.arch_weight_decay", self.arch_weight_decay)
+        _check(
+            isinstance(self.arch_warmup_epochs, int) and 0 <= self.arch_warmup_epochs,
+            "search.arch_warmup_epochs",
+            self.arch_warmup_epochs,
+            "must be an integer >= 0",
+        )
+
+
+@dataclass
+class SupernetConf:
+    """Size of the weight-sharing network used during search."""
+
+    C: int = 16
+    layers: int = 8
+    nodes: int = 4
+    stem_multiplier: int = 3
+
+    def __post_init__(self) -> None:
+        _positive_int("supernet.C", self.C)
+        _check(self.layers >= 3, "supernet.layers", self.layers, "must be >= 3 (two reduction cells and a normal cell)")
+        _check(self.nodes >= 2, "supernet.nodes", self.nodes, "must be >= 2 (a genotype keeps two edges per node)")
+        _positive_int("supernet.stem_multiplier", self.stem_multiplier)
+
+
+@dataclass
+class RecipeConf:
+    """How a genotype is retrained from scratch (DARTS 600-epoch CIFAR recipe by default)."""
+
+    name: str = "cifar"
+    epochs: int = 600
+    C: int = 36
+    layers: int = 20
+    batch_size: int = 96
+    lr: float = 0.025
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    auxiliary: bool = True
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2
+    cutout: int = 16
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _positive_int("recipe.epochs", self.epochs)
+        _positive_int("recipe.C", self.C)
+        _check(self.layers >= 3, "recipe.layers", self.layers, "must be >= 3 (two reduction cells and a normal cell)")
+        _positive_int("recipe.batch_size", self.batch_size)
+        _positive_int("recipe.eval_batch_size", self.eval_batch_size)
+        _positive("recipe.lr", self.lr)
+        _non_negative("recipe.lr_min", self.lr_min)
+        _check(self.lr_min <= self.lr, "recipe.lr_min", self.lr_min, f"must be <= recipe.lr ({self.lr})")
+        _check(0 <= self.momentum < 1, "recipe.momentum", self.momentum, "must be in [0, 1)")
+        _non_negative("recipe.weight_decay", self.weight_decay)
+        _positive("recipe.grad_clip", self.grad_clip)
+        _non_negative("recipe.auxiliary_weight", self.auxiliary_weight)
+        _check(0 <= self.drop_path_prob < 1, "recipe.drop_path_prob", self.drop_path_prob, "must be in [0, 1)")
+        _check(self.cutout >= 0, "recipe.cutout", self.cutout, "must be >= 0 (0 turns cutout off)")
+
+
+@dataclass
+class NasrunConf:
+    """The whole config of every command (search, retrain, show share one schema)."""
+
+    seed: int = 2
+    device: str = "auto"
+    genotype: Optional[str] = None
+    progress: bool = True
+    space: SpaceConf = field(default_factory=SpaceConf)
+    dataset: Optional[DatasetConf] = None
+    method: MethodConf = field(default_factory=MethodConf)
+    search: SearchConf = field(default_factory=SearchConf)
+    supernet: SupernetConf = field(default_factory=SupernetConf)
+    recipe: RecipeConf = field(default_factory=RecipeConf)
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", self.seed, "must be an integer >= 0")
+        ok = self.device in ("auto", "cpu", "cuda") or (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        )
+        _check(ok, "device", self.device, "one of auto, cpu, cuda, cuda:N")
+
+
+def register_schemas() -> None:
+    """Put the schema into Hydra's ConfigStore so the primary configs can extend it."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="nasrun_schema", node=NasrunConf)
+
+
+def to_typed(cfg: DictConfig) -> NasrunConf:
+    """Turn a composed config into dataclasses, running every check; raise ConfigError on any problem."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hint = " (a published name such as DARTS_V2, a genotype.json or a search run folder)" if "genotype" in missing else ""
+        raise ConfigError(f"{', '.join(missing)} must be given, e.g. {missing[0]}=...{hint}")
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except NasrunError:
+        raise
+    except Exception as exc:  # omegaconf wraps errors raised inside __post_init__
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None:
+            if isinstance(cause, NasrunError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise ConfigError(one_line(exc)) from None
+    assert isinstance(typed, NasrunConf)
+    return typed
+
+
+def one_line(exc: BaseException) -> str:
+    """Condense a Hydra/OmegaConf error (often several lines) into one readable line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    keep = []
+    for ln in lines:
+        if ln.startswith(("full_key:", "object_type=", "reference_type=", "Set the environment variable")):
+            continue
+        keep.append(ln)
+    text = "; ".join(keep) if keep else type(exc).__name__
+    return text.replace("Available options in", "available options in").replace(":;", ":")
+
+
+def as_plain_dict(cfg: NasrunConf | DictConfig) -> dict:
+    """A JSON-friendly dict of a config (for result.json and config comparison)."""
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]

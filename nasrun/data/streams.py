@@ -1,0 +1,225 @@
+"""Mini-batch streams that keep the data on the compute device and can be resumed exactly.
+
+:class:`BatchStream` replaces a ``DataLoader`` in the search and retrain loops: the uint8 images of
+its subset are moved to the device once, each batch is gathered there, converted to float,
+augmented and normalised with tensor ops, and the stream never ends (passes over the subset roll
+over on their own), so the loops just call ``next(stream)``.
+
+Reproducibility: the order of pass ``p`` is a permutation drawn from a CPU generator seeded with
+``(seed, p)``, so any pass can be rebuilt from two integers; augmentation draws come from a second
+CPU generator whose state is part of :meth:`BatchStream.state_dict`. Restoring that dict gives
+exactly the batches the original stream would have produced next, on any device.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from nasrun.data.augment import cutout as _cutout
+from nasrun.data.augment import normalize, random_crop, random_flip, to_unit_float
+from nasrun.data.datasets import ImageSet
+from nasrun.errors import DataError
+
+AUGMENTATIONS = ("crop", "flip")
+_STATE_VERSION = 1
+
+
+def _derived_seed(seed: int, *key: int) -> int:
+    """A 64-bit seed derived from ``seed`` and a key path (independent streams per key)."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    state = np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+class BatchStream:
+    """An endless, resumable stream of augmented, normalised mini-batches from (a subset of) an ImageSet.
+
+    Args:
+        data: the images (uint8 0..255, or float in [0, 1]) and labels.
+        indices: which images of ``data`` to stream (e.g. one half of :func:`search_split`);
+            ``None`` streams all of them.
+        batch_size: images per batch.
+        seed: seeds both the per-pass order and the augmentation generator.
+        mean, std: per-channel normalisation constants (of images scaled to [0, 1]).
+        augment: any of ``"crop"`` (zero-padded random crop) and ``"flip"`` (horizontal flip),
+            applied in that order before normalisation.
+        crop_padding: padding of the random crop.
+        cutout: side of the cutout square applied after normalisation; 0 disables it.
+        device: where the subset is kept and batches are produced.
+        shuffle: draw a new permutation every pass (else the subset's order is kept).
+        drop_last: skip the final incomplete batch of each pass, so every batch has the same size.
+
+    A subset smaller than ``batch_size`` with ``drop_last`` does not fail: the stream then yields
+    one batch of the whole subset per pass (see :attr:`batch_size`). An empty subset raises
+    :class:`DataError`.
+
+    Each item is ``(x, y)``: ``x`` float32 (B, C, H, W) normalised, ``y`` int64 (B,), both on ``device``.
+    """
+
+    def __init__(
+        self,
+        data: ImageSet,
+        indices: Tensor | None,
+        batch_size: int,
+        seed: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: Sequence[str] = (),
+        crop_padding: int = 4,
+        cutout: int = 0,
+        device: str | torch.device = "cpu",
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ) -> None:
+        unknown = [a for a in augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {unknown}: allowed are {', '.join(AUGMENTATIONS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        if indices is None:
+            images, labels = data.images, data.labels
+        else:
+            idx = indices.detach().to("cpu", torch.long)
+            images = data.images[idx.to(data.images.device)]
+            labels = data.labels[idx.to(data.labels.device)]
+        n = int(labels.shape[0])
+        if n == 0:
+            raise DataError("a data stream got an empty set of images: check dataset sizes and dataset.search_split")
+        self._images = images.to(self.device)
+        self._labels = labels.to(device=self.device, dtype=torch.long)
+        self._n = n
+        self._requested_batch = int(batch_size)
+        self._batch = min(int(batch_size), n) if drop_last else int(batch_size)
+        self._batches_per_pass = n // self._batch if drop_last else -(-n // self._batch)
+        self.seed = int(seed)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.augment = tuple(augment)
+        self.crop_padding = int(crop_padding)
+        self.cutout = int(cutout)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self._aug_gen = torch.Generator(device="cpu").manual_seed(_derived_seed(self.seed, 1))
+        self._pass = 0
+        self._position = 0
+        self._order = self._pass_order(0)
+
+    # ------------------------------------------------------------------ sizes
+
+    def __len__(self) -> int:
+        """Number of images in the streamed subset."""
+        return self._n
+
+    @property
+    def batch_size(self) -> int:
+        """Images per batch actually used (smaller than requested only for a tiny subset)."""
+        return self._batch
+
+    @property
+    def batches_per_pass(self) -> int:
+        """Batches in one pass over the subset."""
+        return self._batches_per_pass
+
+    @property
+    def pass_index(self) -> int:
+        """The pass (0-based) the next batch comes from, unless the current one is exhausted."""
+        return self._pass
+
+    # ------------------------------------------------------------------ iteration
+
+    def _pass_order(self, p: int) -> Tensor:
+        if not self.shuffle:
+            order = torch.arange(self._n)
+        else:
+            gen = torch.Generator(device="cpu").manual_seed(_derived_seed(self.seed, 0, p))
+            order = torch.randperm(self._n, generator=gen)
+        return order.to(self.device)
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        if self._position >= self._batches_per_pass:
+            self._pass += 1
+            self._position = 0
+            self._order = self._pass_order(self._pass)
+        start = self._position * self._batch
+        idx = self._order[start : start + self._batch]
+        self._position += 1
+        x = to_unit_float(self._images[idx])
+        if "crop" in self.augment:
+            x = random_crop(x, self.crop_padding, self._aug_gen)
+        if "flip" in self.augment:
+            x = random_flip(x, self._aug_gen)
+        x = normalize(x, self.mean, self.std)
+        if self.cutout > 0:
+            x = _cutout(x, self.cutout, self._aug_gen)
+        return x, self._labels[idx]
+
+    # ------------------------------------------------------------------ resume
+
+    def state_dict(self) -> dict:
+        """Where the stream stands: pass, batches taken in it, augmentation RNG state (plus sizes, to check on load)."""
+        return {
+            "version": _STATE_VERSION,
+            "pass": self._pass,
+            "position": self._position,
+            "aug_rng": self._aug_gen.get_state(),
+            "seed": self.seed,
+            "num_samples": self._n,
+            "batch_size": self._batch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output; the stream must be built on the same subset and settings."""
+        for key, mine in (("seed", self.seed), ("num_samples", self._n), ("batch_size", self._batch)):
+            if state.get(key) != mine:
+                raise DataError(
+                    f"cannot resume a data stream saved with {key}={state.get(key)!r} into one with {key}={mine!r}: "
+                    "the dataset, split or batch size differs from the checkpoint's run"
+                )
+        position = int(state["position"])
+        if not 0 <= position <= self._batches_per_pass:
+            raise DataError(f"data stream state has position {position} outside 0..{self._batches_per_pass}")
+        self._pass = int(state["pass"])
+        self._position = position
+        self._aug_gen.set_state(state["aug_rng"].to("cpu", torch.uint8))
+        self._order = self._pass_order(self._pass)
+
+
+def eval_batches(
+    data: ImageSet,
+    indices: Tensor | None,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """One ordered pass over (a subset of) ``data`` for evaluation: no augmentation, last batch kept.
+
+    Yields ``(x, y)`` on ``device`` like :class:`BatchStream`, covering every selected image exactly
+    once in the order of ``indices`` (or of ``data``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(data) if indices is None else int(indices.numel())
+    idx_all = None if indices is None else indices.detach().to(data.images.device, torch.long)
+    for start in range(0, n, batch_size):
+        if idx_all is None:
+            images = data.images[start : start + batch_size]
+            labels = data.labels[start : start + batch_size]
+        else:
+            idx = idx_all[start : start + batch_size]
+            images = data.images[idx]
+            labels = data.labels[idx.to(data.labels.device)]
+        x = normalize(to_unit_float(images.to(device, non_blocking=True)), mean, std)
+        yield x, labels.to(device=device, dtype=torch.long)
+
+
+__all__ = ["BatchStream", "eval_batches", "AUGMENTATIONS"]

@@ -1,0 +1,172 @@
+"""The evaluation network built from a genotype for retraining on CIFAR-sized images (spaces.md §1.4)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nasrun.errors import ConfigError
+from nasrun.genotype import Genotype
+from nasrun.spaces.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
+
+#: The auxiliary head's 5x5/3 pool then 2x2 conv need at least 8x8 maps.
+MIN_AUX_MAP = 8
+
+
+class Cell(nn.Module):
+    """A discrete cell: node i sums the genotype's two ops applied to their chosen input states.
+
+    Drop path is applied to every op output except identity (dropping an identity would remove
+    the only path a skip provides without regularising any weights), before the node sum.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[str, int]],
+        concat: Sequence[int],
+        nodes: int,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = nodes
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C, affine=True)
+        else:
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=True)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=True)
+        self.ops = nn.ModuleList()
+        self.inputs: list[int] = []
+        for name, src in pairs:
+            stride = 2 if reduction and src < 2 else 1
+            self.ops.append(OPS[name](C, stride, True))
+            self.inputs.append(src)
+        self.concat = list(concat)
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        use_drop = self.training and drop_prob > 0
+        for i in range(self.nodes):
+            total: Tensor | None = None
+            for k in (2 * i, 2 * i + 1):
+                op = self.ops[k]
+                y = op(states[self.inputs[k]])
+                if use_drop and not isinstance(op, Identity):
+                    y = drop_path(y, drop_prob)
+                total = y if total is None else total + y
+            states.append(total)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class AuxiliaryHeadCIFAR(nn.Module):
+    """Classifier on the maps two thirds of the way up; its loss helps gradients reach early cells.
+
+    Designed for 8x8 maps (pool -> 2x2, 2x2 conv -> 1x1). A final global average pool (a no-op
+    at 8x8) lets it also accept larger maps.
+    """
+
+    def __init__(self, C: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=False),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class NetworkCIFAR(nn.Module):
+    """Stem, ``layers`` cells from ``genotype`` (reductions at layers//3 and 2*layers//3), pool, linear.
+
+    ``drop_path_prob`` is a public attribute the trainer sets every epoch (0 turns it off).
+    The auxiliary head, if asked for, is attached after cell ``2*layers//3``; it is disabled
+    (``auxiliary_enabled = False`` and ``auxiliary_note`` says why) when the maps there would be
+    smaller than 8x8, e.g. 8x8 or 28x28 input. ``forward`` returns ``(logits, logits_aux)``,
+    where ``logits_aux`` is None unless training with the head enabled.
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype,
+        C: int,
+        num_classes: int,
+        layers: int,
+        auxiliary: bool,
+        in_channels: int = 3,
+        input_size: int = 32,
+        stem_multiplier: int = 3,
+    ) -> None:
+        super().__init__()
+        self.genotype = genotype
+        self.layers = layers
+        self.drop_path_prob: float = 0.0
+        reductions = sorted({layers // 3, 2 * layers // 3})
+        factor = 2 ** len(reductions)
+        if input_size % factor != 0:
+            raise ConfigError(
+                f"input_size={input_size} is not allowed: the network halves the maps {len(reductions)} times "
+                f"with FactorizedReduce, which needs even sizes; use a size divisible by {factor}"
+            )
+        self.aux_index = 2 * layers // 3
+        aux_map = input_size // 2 ** sum(1 for r in reductions if r <= self.aux_index)
+
+        self.auxiliary_enabled = bool(auxiliary) and aux_map >= MIN_AUX_MAP
+        self.auxiliary_note: str | None = None
+        if auxiliary and not self.auxiliary_enabled:
+            self.auxiliary_note = (
+                f"auxiliary head disabled: with {input_size}x{input_size} input the maps after cell "
+                f"{self.aux_index} are {aux_map}x{aux_map}, but the head needs at least "
+                f"{MIN_AUX_MAP}x{MIN_AUX_MAP} (5x5 stride-3 pool then 2x2 conv)"
+            )
+
+        C_cur = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_cur, 3, padding=1, bias=False),
+            nn.BatchNorm2d(C_cur),
+        )
+        C_pp, C_p, C_cur = C_cur, C_cur, C
+        reduction_prev = False
+        C_aux = C_p
+        self.cells = nn.ModuleList()
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                C_cur *= 2
+                pairs, concat = genotype.reduce, genotype.reduce_concat
+            else:
+                pairs, concat = genotype.normal, genotype.normal_concat
+            cell = Cell(pairs, concat, genotype.nodes, C_pp, C_p, C_cur, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, cell.multiplier * C_cur
+            if i == self.aux_index:
+                C_aux = C_p
+        self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if self.auxiliary_enabled else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits_aux = None
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, logits_aux

@@ -1,0 +1,212 @@
+"""The retraining loop: a genotype trained from scratch with a recipe, evaluated on the test set.
+
+The genotype comes from a published name, a genotype.json or a search run folder; in the last
+case the dataset defaults to the one the search used. Resumes from its checkpoint like the search.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
+from nasrun.data import BatchStream, load_dataset
+from nasrun.errors import ConfigError
+from nasrun.genotype import Genotype, resolve_genotype
+from nasrun.nets import NetworkCIFAR, count_macs, count_parameters
+from nasrun.runs import (
+    CHECKPOINT,
+    METRICS,
+    add_file_log,
+    append_jsonl,
+    atomic_torch_save,
+    check_same_config,
+    environment,
+    load_checkpoint,
+    read_jsonl,
+    read_result,
+    resolve_device,
+    seed_everything,
+    truncate_jsonl,
+    write_result,
+)
+from nasrun.search import NonFiniteLoss, evaluate
+
+log = logging.getLogger(__name__)
+
+
+def search_dataset(run_folder: Path | None) -> DatasetConf | None:
+    """The dataset config a search run used (from its result.json, else its .hydra/config.yaml)."""
+    if run_folder is None:
+        return None
+    result = read_result(run_folder) or {}
+    node = (result.get("config") or {}).get("dataset")
+    if node is None and (run_folder / ".hydra" / "config.yaml").exists():
+        node = OmegaConf.to_container(OmegaConf.load(run_folder / ".hydra" / "config.yaml")).get("dataset")
+    if not node:
+        return None
+    return DatasetConf(**node)
+
+
+def resolve_inputs(cfg: NasrunConf) -> tuple[Genotype, Path | None, DatasetConf]:
+    """Genotype, the search run folder it came from (if any), and the dataset to retrain on."""
+    if not cfg.genotype:
+        raise ConfigError("genotype is required: a published name (e.g. DARTS_V2), a genotype.json or a search run folder")
+    genotype, run_folder = resolve_genotype(cfg.genotype)
+    dataset = cfg.dataset or search_dataset(run_folder) or DatasetConf()
+    return genotype, run_folder, dataset
+
+
+def build_network(genotype: Genotype, cfg: NasrunConf, dataset: DatasetConf) -> NetworkCIFAR:
+    r = cfg.recipe
+    return NetworkCIFAR(genotype, r.C, dataset.num_classes, r.layers, r.auxiliary,
+                        in_channels=dataset.in_channels, input_size=dataset.image_size)
+
+
+def describe_network(model: NetworkCIFAR, dataset: DatasetConf) -> dict:
+    shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
+    return {
+        "params": count_parameters(model),
+        "params_with_auxiliary": count_parameters(model, include_auxiliary=True),
+        "macs": count_macs(model, shape),
+        "auxiliary": model.auxiliary_enabled,
+        "auxiliary_note": getattr(model, "auxiliary_note", None),
+    }
+
+
+def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> dict:
+    """Train the genotype of ``cfg.genotype`` from scratch into ``out_dir``; resume if a checkpoint is there."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    add_file_log(out, "retrain.log")
+    genotype, run_folder, dataset_cfg = resolve_inputs(cfg)
+    cfg = replace(cfg, dataset=dataset_cfg)
+    config = as_plain_dict(cfg)
+    previous = read_result(out)
+    if previous and previous.get("status") == "completed":
+        check_same_config(out, previous.get("config", {}), config)
+        log.info("%s already holds a completed retraining; nothing to do", out)
+        return previous
+    started = time.time()
+    device = resolve_device(cfg.device)
+    try:
+        return _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end)
+    except KeyboardInterrupt:
+        write_result(out, "interrupted", reason="interrupted by the user; rerun the same command to resume",
+                     config=config)
+        raise
+    except Exception as exc:
+        write_result(out, "failed", reason=f"{type(exc).__name__}: {exc}", config=config,
+                     wall_seconds=time.time() - started)
+        raise
+
+
+def _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end) -> dict:
+    seed_everything(cfg.seed)
+    r = cfg.recipe
+    data = load_dataset(dataset_cfg)
+    if r.cutout >= dataset_cfg.image_size:
+        log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
+                    dataset_cfg.image_size)
+    stream = BatchStream(data.train, None, r.batch_size, seed=cfg.seed * 1000 + 3, mean=data.mean, std=data.std,
+                         augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, cutout=r.cutout,
+                         device=device, drop_last=False)
+    model = build_network(genotype, cfg, dataset_cfg)
+    network = describe_network(model, dataset_cfg)
+    model = model.to(device)
+    if not model.auxiliary_enabled and r.auxiliary:
+        log.warning("auxiliary head disabled: %s", model.auxiliary_note)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs, eta_min=r.lr_min)
+    start_epoch, elapsed_before = 0, 0.0
+    ckpt = load_checkpoint(out)
+    if ckpt is not None:
+        check_same_config(out, ckpt["config"], config)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        stream.load_state_dict(ckpt["stream"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        start_epoch, elapsed_before = ckpt["epoch"] + 1, ckpt["elapsed"]
+        log.info("resuming %s from epoch %d", out, start_epoch)
+    truncate_jsonl(out / METRICS, start_epoch)
+    log.info("retrain %s on %s: %d epochs, C=%d, %d cells, %.2fM params, %.1fM MACs, device %s -> %s",
+             cfg.genotype, dataset_cfg.name, r.epochs, r.C, r.layers, network["params"] / 1e6, network["macs"] / 1e6,
+             device, out)
+
+    last_row: dict = {}
+    for epoch in range(start_epoch, r.epochs):
+        t0 = time.time()
+        lr = sched.get_last_lr()[0]
+        model.drop_path_prob = r.drop_path_prob * epoch / r.epochs
+        model.train()
+        loss_sum, correct, n = 0.0, 0, 0
+        for _ in range(stream.batches_per_pass):
+            x, y = next(stream)
+            opt.zero_grad(set_to_none=True)
+            logits, aux = model(x)
+            loss = F.cross_entropy(logits, y)
+            if aux is not None:
+                loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise NonFiniteLoss(f"training loss is {loss_value} at lr {lr}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+            opt.step()
+            loss_sum += loss_value * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        sched.step()
+        test_loss, test_acc = evaluate(model, data.test, None, r.eval_batch_size, data.mean, data.std, device)
+        seconds = time.time() - t0
+        row = {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": loss_sum / n,
+               "train_acc": correct / n, "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
+               "images_per_s": n / seconds}
+        append_jsonl(out / METRICS, row)
+        atomic_torch_save(
+            {"config": config, "epoch": epoch, "elapsed": elapsed_before + (time.time() - started),
+             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "stream": stream.state_dict(), "rng": {"torch": torch.get_rng_state()}},
+            out / CHECKPOINT,
+        )
+        log.info("epoch %d/%d  train_acc %.4f  test_acc %.4f  %.1fs", epoch + 1, r.epochs, row["train_acc"],
+                 test_acc, seconds)
+        last_row = row
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+
+    if not last_row:
+        rows = read_jsonl(out / METRICS)
+        last_row = rows[-1] if rows else {}
+    atomic_torch_save({"model": model.state_dict(), "genotype": genotype.to_dict(), "config": config}, out / "model.pt")
+    ckpt = load_checkpoint(out)
+    result = write_result(
+        out,
+        "completed",
+        command="retrain",
+        genotype_source=cfg.genotype,
+        search_run=str(run_folder) if run_folder else None,
+        dataset=dataset_cfg.name,
+        seed=cfg.seed,
+        epochs=r.epochs,
+        test_acc=last_row.get("test_acc"),
+        test_error=None if last_row.get("test_acc") is None else 1.0 - last_row["test_acc"],
+        train_acc=last_row.get("train_acc"),
+        **network,
+        genotype=genotype.to_dict(),
+        wall_seconds=ckpt["elapsed"] if ckpt else time.time() - started,
+        data=data.info,
+        environment=environment(device),
+        config=config,
+    )
+    log.info("retrain finished: test accuracy %.4f -> %s", result["test_acc"], out)
+    return result

@@ -1,0 +1,304 @@
+"""The search loop: the one implementation of the bilevel loop that every method composes.
+
+Per step: an architecture step on a validation batch (the method's estimator, then Adam), then a
+weight step on the training batch (SGD, gradient clipping). Per epoch: a metrics row, a genotype row,
+the alpha history and an atomic checkpoint. ``run_search`` takes a typed config and an output folder,
+so it runs the same from the CLI, from Python and from tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
+from nasrun.data import BatchStream, eval_batches, index_hash, load_dataset, search_split
+from nasrun.methods import ArchBatch, make_estimator
+from nasrun.runs import (
+    CHECKPOINT,
+    METRICS,
+    add_file_log,
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_bytes,
+    check_same_config,
+    environment,
+    load_checkpoint,
+    read_jsonl,
+    read_result,
+    resolve_device,
+    seed_everything,
+    truncate_jsonl,
+    write_result,
+)
+from nasrun.supernet import SuperNet
+
+log = logging.getLogger(__name__)
+
+GENOTYPES = "genotypes.jsonl"
+ALPHAS = "alphas.npz"
+
+EpochHook = Callable[[int, dict], None]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def alpha_entropy(weights: torch.Tensor) -> float:
+    """Mean over edges of the entropy of the mixing weights (log K when uniform, 0 when one-hot)."""
+    w = weights.detach().clamp_min(1e-12)
+    return float(-(w * w.log()).sum(-1).mean())
+
+
+def run_search(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[EpochHook] = None) -> dict:
+    """Search a genotype into ``out_dir``; resume from its checkpoint if there is one."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    add_file_log(out, "search.log")
+    config = as_plain_dict(cfg)
+    previous = read_result(out)
+    if previous and previous.get("status") == "completed":
+        check_same_config(out, previous.get("config", {}), config)
+        log.info("%s already holds a completed search; nothing to do", out)
+        return previous
+
+    started = time.time()
+    device = resolve_device(cfg.device)
+    dataset_cfg = cfg.dataset or DatasetConf()
+    try:
+        return _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end)
+    except KeyboardInterrupt:
+        write_result(out, "interrupted", reason="interrupted by the user; rerun the same command to resume",
+                     config=config)
+        raise
+    except Exception as exc:
+        write_result(out, "failed", reason=f"{type(exc).__name__}: {exc}", config=config,
+                     wall_seconds=time.time() - started)
+        raise
+
+
+def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dict:
+    seed_everything(cfg.seed)
+    data = load_dataset(dataset_cfg)
+    train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
+    s = cfg.search
+    train_stream = BatchStream(
+        data.train, train_idx, s.batch_size, seed=cfg.seed * 1000 + 1, mean=data.mean, std=data.std,
+        augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, device=device,
+    )
+    val_stream = BatchStream(
+        data.train, val_idx, s.batch_size, seed=cfg.seed * 1000 + 2, mean=data.mean, std=data.std,
+        augment=dataset_cfg.train_augment if dataset_cfg.augment_val else (),
+        crop_padding=dataset_cfg.crop_padding, device=device,
+    )
+
+    model = SuperNet(
+        cfg.supernet.C, dataset_cfg.num_classes, cfg.supernet.layers, cfg.space.ops,
+        nodes=cfg.supernet.nodes, in_channels=dataset_cfg.in_channels,
+        stem_multiplier=cfg.supernet.stem_multiplier,
+    ).to(device)
+    w_opt = torch.optim.SGD(model.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    a_opt = torch.optim.Adam(model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
+                             weight_decay=s.arch_weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=s.epochs, eta_min=s.lr_min)
+    estimator = make_estimator(cfg.method)
+    history: dict[str, list[np.ndarray]] = {"normal": [], "reduce": []}
+    start_epoch, elapsed_before = 0, 0.0
+
+    ckpt = load_checkpoint(out)
+    if ckpt is not None:
+        check_same_config(out, ckpt["config"], config)
+        model.load_state_dict(ckpt["model"])
+        w_opt.load_state_dict(ckpt["weight_optimizer"])
+        a_opt.load_state_dict(ckpt["arch_optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        train_stream.load_state_dict(ckpt["train_stream"])
+        val_stream.load_state_dict(ckpt["val_stream"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
+        start_epoch, elapsed_before = ckpt["epoch"] + 1, ckpt["elapsed"]
+        log.info("resuming %s from epoch %d", out, start_epoch)
+    for name in (METRICS, GENOTYPES):
+        truncate_jsonl(out / name, start_epoch)
+
+    split = {"seed": cfg.seed, "fraction": dataset_cfg.search_split, "train": len(train_idx), "val": len(val_idx),
+             "train_hash": index_hash(train_idx), "val_hash": index_hash(val_idx)}
+    log.info("search: %s on %s, %s, %d epochs, %d steps/epoch, device %s -> %s", cfg.method.name,
+             dataset_cfg.name, cfg.space.name, s.epochs, train_stream.batches_per_pass, device, out)
+
+    last_row: dict = {}
+    for epoch in range(start_epoch, s.epochs):
+        t0 = time.time()
+        lr = sched.get_last_lr()[0]
+        arch_active = epoch >= s.arch_warmup_epochs
+        stats = _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, arch_active, s.grad_clip,
+                             cfg.progress, f"epoch {epoch + 1}/{s.epochs}")
+        sched.step()
+        val_loss, val_acc = evaluate(model, data.train, val_idx, s.eval_batch_size, data.mean, data.std, device)
+        seconds = time.time() - t0
+        mix = model.mixing_weights()
+        genotype = model.genotype(cfg.space.name)
+        for kind in ("normal", "reduce"):
+            history[kind].append(mix[kind].detach().cpu().numpy())
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "arch_active": arch_active,
+            **stats,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "alpha_entropy_normal": alpha_entropy(mix["normal"]),
+            "alpha_entropy_reduce": alpha_entropy(mix["reduce"]),
+            "skip_normal": genotype.count("skip_connect", "normal"),
+            "skip_reduce": genotype.count("skip_connect", "reduce"),
+            "seconds": seconds,
+            "images_per_s": stats["images"] / seconds,
+        }
+        append_jsonl(out / METRICS, row)
+        append_jsonl(out / GENOTYPES, {"epoch": epoch, "genotype": genotype.to_dict()})
+        _save_alphas(out / ALPHAS, history, model)
+        atomic_torch_save(
+            {
+                "config": config,
+                "epoch": epoch,
+                "elapsed": elapsed_before + (time.time() - started),
+                "model": model.state_dict(),
+                "weight_optimizer": w_opt.state_dict(),
+                "arch_optimizer": a_opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "train_stream": train_stream.state_dict(),
+                "val_stream": val_stream.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+                "alpha_history": {k: [a.tolist() for a in v] for k, v in history.items()},
+            },
+            out / CHECKPOINT,
+        )
+        log.info("epoch %d/%d  train_acc %.4f  val_acc %.4f  skip %d  %.1fs  %s", epoch + 1, s.epochs,
+                 stats["train_acc"], val_acc, row["skip_normal"], seconds, genotype)
+        last_row = row
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+
+    if not last_row:
+        rows = read_jsonl(out / METRICS)
+        last_row = rows[-1] if rows else {}
+    genotype = model.genotype(cfg.space.name)
+    genotype.save(out / "genotype.json")
+    ckpt = load_checkpoint(out)
+    result = write_result(
+        out,
+        "completed",
+        command="search",
+        method=cfg.method.name,
+        space=cfg.space.name,
+        dataset=dataset_cfg.name,
+        seed=cfg.seed,
+        epochs=s.epochs,
+        final={k: last_row.get(k) for k in ("train_acc", "val_acc", "val_loss", "skip_normal", "skip_reduce")},
+        genotype=genotype.to_dict(),
+        wall_seconds=ckpt["elapsed"] if ckpt else time.time() - started,
+        split=split,
+        data=data.info,
+        environment=environment(device),
+        config=config,
+    )
+    log.info("search finished: val_acc %.4f, genotype %s -> %s", last_row.get("val_acc", float("nan")), genotype,
+             out / "genotype.json")
+    return result
+
+
+def _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, arch_active, grad_clip,
+                 progress, label) -> dict:
+    model.train()
+    steps = train_stream.batches_per_pass
+    totals = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_correct": 0, "arch_n": 0}
+    bar = _progress(progress, label, steps)
+    for _ in range(steps):
+        x, y = next(train_stream)
+        xv, yv = next(val_stream)
+        if arch_active:
+            arch = estimator(model, ArchBatch(x, y, xv, yv, w_opt, lr))
+            a_opt.zero_grad(set_to_none=True)
+            for p, g in zip(model.arch_parameters(), arch.grads):
+                p.grad = g.detach()
+            a_opt.step()
+            totals["arch_loss"] += arch.val_loss * len(yv)
+            totals["arch_correct"] += arch.val_correct
+            totals["arch_n"] += len(yv)
+        w_opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(f"training loss is {loss_value} at lr {lr}")
+        loss.backward()
+        for p in model.arch_parameters():
+            p.grad = None
+        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), grad_clip)
+        w_opt.step()
+        totals["loss"] += loss_value * len(y)
+        totals["correct"] += int((logits.argmax(1) == y).sum())
+        totals["n"] += len(y)
+        if bar is not None:
+            bar[0].advance(bar[1])
+    if bar is not None:
+        bar[0].stop()
+    n, an = max(totals["n"], 1), max(totals["arch_n"], 1)
+    return {
+        "train_loss": totals["loss"] / n,
+        "train_acc": totals["correct"] / n,
+        "arch_val_loss": totals["arch_loss"] / an if totals["arch_n"] else None,
+        "arch_val_acc": totals["arch_correct"] / an if totals["arch_n"] else None,
+        "images": totals["n"] + totals["arch_n"],
+    }
+
+
+def _progress(enabled: bool, label: str, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   transient=True)
+    if not bar.console.is_terminal:
+        return None
+    task = bar.add_task(label, total=total)
+    bar.start()
+    return bar, task
+
+
+@torch.no_grad()
+def evaluate(model, data, indices, batch_size, mean, std, device) -> tuple[float, float]:
+    """Loss and accuracy in eval mode over a fixed set of images (no augmentation)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in eval_batches(data, indices, batch_size, mean, std, device):
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    model.train(was_training)
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+def _save_alphas(path: Path, history: dict, model: SuperNet) -> None:
+    """alphas.npz: softmaxed alpha per epoch, (epochs, edges, ops) per cell type, plus the op names."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, normal=np.stack(history["normal"]), reduce=np.stack(history["reduce"]),
+             ops=np.array(list(model.ops)))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+__all__ = ["run_search", "evaluate", "alpha_entropy"]

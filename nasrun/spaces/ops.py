@@ -1,0 +1,200 @@
+"""Primitive operations of the DARTS cell space (spaces.md §1.1).
+
+Every op maps C channels to C channels; stride 2 halves the spatial size (rounding up).
+``OPS[name](C, stride, affine)`` builds one. ``affine=False`` is what the search supernet
+uses (its BN scales would otherwise compete with the architecture weights); evaluation
+networks use ``affine=True``. All convolutions are bias-free because a BN follows each one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+#: The 8 DARTS primitives; this order is the alpha column order of the DARTS space.
+DARTS_OPS: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+#: Ops without learnable weights (counted when judging skip/pool-heavy "collapsed" cells).
+PARAMETER_FREE_OPS: frozenset[str] = frozenset(
+    {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "noise"}
+)
+
+
+def drop_path(x: Tensor, p: float) -> Tensor:
+    """Zero whole samples with probability ``p`` and rescale the survivors by ``1/(1-p)``.
+
+    The expected value of the output equals ``x``, so nothing has to change at test time.
+    The mask is drawn from torch's global RNG on ``x``'s device (seeded runs repeat).
+    Out of place, so it is safe inside autograd graphs.
+    """
+    if p <= 0.0:
+        return x
+    keep = 1.0 - p
+    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+    mask.bernoulli_(keep)
+    return x * mask / keep
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> k x k conv -> BN: the standard pre-activation block (also the 1x1 preprocessing)."""
+
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the spatial size with two offset strided 1x1 convs, so no pixel is skipped.
+
+    One conv sees the even pixels, the other the odd ones (input shifted by one); their
+    outputs are concatenated along channels. Needs even height and width. An odd ``C_out``
+    is split as ``C_out//2`` + the rest.
+    """
+
+    def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
+        super().__init__()
+        half = C_out // 2
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, half, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out - half, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(x)
+        out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
+        return self.bn(out)
+
+
+class Zero(nn.Module):
+    """The ``none`` op: zeros of the output shape (``ceil(H/stride)``, like strided slicing).
+
+    It allocates fresh zeros instead of multiplying the input by 0, so it builds no graph.
+    """
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.stride
+        n, c, h, w = x.shape
+        return x.new_zeros((n, c, -(-h // s), -(-w // s)))
+
+
+class Identity(nn.Module):
+    """``skip_connect`` at stride 1. A class of its own so drop path can recognise and spare it."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class SepConv(nn.Module):
+    """Depthwise-separable conv applied twice (only the first one strided), as in DARTS."""
+
+    def __init__(
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride=stride, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_in, 1, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel, stride=1, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """One dilated depthwise conv + pointwise conv: a large receptive field for few weights."""
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        affine: bool = True,
+    ) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(
+                C_in, C_in, kernel, stride=stride, padding=padding, dilation=dilation,
+                groups=C_in, bias=False,
+            ),
+            nn.Conv2d(C_in, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class Conv7x1_1x7(nn.Module):
+    """ReLU -> 1x7 conv -> 7x1 conv -> BN (NASNet/AmoebaNet op); each conv strides along its own axis."""
+
+    def __init__(self, C: int, stride: int, affine: bool = True) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+def _skip(C: int, stride: int, affine: bool) -> nn.Module:
+    return Identity() if stride == 1 else FactorizedReduce(C, C, affine=affine)
+
+
+OpFactory = Callable[[int, int, bool], nn.Module]
+
+#: op name -> factory(C, stride, affine). The keys are the op vocabulary nasrun knows.
+OPS: dict[str, OpFactory] = {
+    "none": lambda C, stride, affine: Zero(stride),
+    "max_pool_3x3": lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(
+        3, stride=stride, padding=1, count_include_pad=False
+    ),
+    "skip_connect": _skip,
+    "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine=affine),
+    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine=affine),
+    "sep_conv_7x7": lambda C, stride, affine: SepConv(C, C, 7, stride, 3, affine=affine),
+    "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
+    "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
+    "conv_7x1_1x7": lambda C, stride, affine: Conv7x1_1x7(C, stride, affine=affine),
+}
+
+#: Pooling ops; the search supernet follows them with a non-affine BN (spaces.md §1.1).
+POOLING_OPS: frozenset[str] = frozenset({"max_pool_3x3", "avg_pool_3x3"})

@@ -1,0 +1,65 @@
+"""The search cell: every intermediate node sums a mixed edge from each earlier state."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nasrun.spaces.ops import FactorizedReduce, ReLUConvBN
+from nasrun.supernet.mixed_op import MixedOp
+
+
+def num_edges(nodes: int) -> int:
+    """Mixed edges in a cell: node i has 2 + i incoming edges (2+3+4+5 = 14 for 4 nodes)."""
+    return sum(2 + i for i in range(nodes))
+
+
+class SearchCell(nn.Module):
+    """A DARTS search cell (spaces.md §1.2), generalised to ``nodes`` intermediate nodes.
+
+    Edge (= alpha row) order: for node i = 0..nodes-1, for source state j = 0..i+1, where
+    states 0 and 1 are the two cell inputs and state 2 + i is node i. In a reduction cell the
+    edges leaving the two inputs have stride 2. The output concatenates all intermediate
+    nodes, so it has ``nodes * C`` channels.
+    """
+
+    def __init__(
+        self,
+        nodes: int,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        ops: Sequence[str],
+    ) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.reduction = reduction
+        self.multiplier = nodes
+        # State 0 is twice the size of state 1 when the previous cell reduced.
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(C_pp, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList()
+        for i in range(nodes):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(C, stride, ops))
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        """``weights``: mixing weights of shape ``[num_edges, len(ops)]`` in edge order."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for _ in range(self.nodes):
+            total: Tensor | None = None
+            for j, h in enumerate(states):
+                y = self.edges[e + j](h, weights[e + j])
+                total = y if total is None else total + y
+            e += len(states)
+            states.append(total)
+        return torch.cat(states[2:], dim=1)

@@ -1,0 +1,82 @@
+"""Images per second of one search step (architecture step + weight step) of the DARTS supernet.
+
+    python scripts/bench.py                       # CPU, C=16, 8 cells, batch 64, 32x32x3 (paper size)
+    python scripts/bench.py --C 4 --layers 5 --batch 32 --size 8 --channels 1
+    python scripts/bench.py --device cuda --repeats 20
+
+Prints, per estimator, the median step time over --repeats timed steps (after --warmup steps) and
+images/s counted as training plus validation images per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from nasrun.config import DARTS_PRIMITIVES, MethodConf
+from nasrun.methods import ArchBatch, make_estimator
+from nasrun.supernet import SuperNet
+
+
+def step_time(estimator_name: str, args: argparse.Namespace) -> list[float]:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels).to(device)
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    est = make_estimator(MethodConf(estimator=estimator_name))
+    shape = (args.batch, args.channels, args.size, args.size)
+    x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    y, yv = torch.randint(0, 10, (args.batch,), device=device), torch.randint(0, 10, (args.batch,), device=device)
+    times = []
+    for i in range(args.warmup + args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        arch = est(net, ArchBatch(x, y, xv, yv, w_opt, 0.025))
+        a_opt.zero_grad(set_to_none=True)
+        for p, g in zip(net.arch_parameters(), arch.grads):
+            p.grad = g
+        a_opt.step()
+        w_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        for p in net.arch_parameters():
+            p.grad = None
+        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+        w_opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--C", type=int, default=16)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--estimators", nargs="+", default=["first_order", "second_order"])
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(f"supernet C={args.C}, {args.layers} cells, {args.nodes} nodes, 8 ops; batch {args.batch} of "
+          f"{args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}")
+    for name in args.estimators:
+        times = step_time(name, args)
+        med = statistics.median(times)
+        print(f"{name:<13} median step {med * 1000:9.1f} ms over {len(times)} steps  "
+              f"{2 * args.batch / med:9.1f} images/s  (min {min(times) * 1000:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The command line end to end on digits with a tiny supernet: search, retrain, show, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_RETRAIN, TINY_SEARCH
+
+NASRUN = [sys.executable, "-c", "from nasrun.cli import main; main()"]
+
+
+def nasrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run([*NASRUN, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("cli")
+    run = base / "search"
+    proc = nasrun("search", *TINY_SEARCH, "seed=3", f"hydra.run.dir={run}", cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    assert str(run) in proc.stdout
+    return run
+
+
+def test_search_writes_the_run_folder(searched: Path):
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "search.log", "metrics.jsonl", "genotypes.jsonl",
+                 "alphas.npz", "checkpoint.pt", "genotype.json", "result.json"):
+        assert (searched / name).exists(), name
+    rows = [json.loads(line) for line in (searched / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for key in ("train_loss", "val_acc", "lr", "alpha_entropy_normal", "skip_normal", "seconds", "images_per_s"):
+        assert key in rows[0]
+    assert rows[1]["lr"] < rows[0]["lr"]  # cosine schedule
+    alphas = np.load(searched / "alphas.npz")
+    assert alphas["normal"].shape == (2, 5, 4)  # epochs x edges (2 nodes) x ops
+    np.testing.assert_allclose(alphas["normal"].sum(-1), 1.0, rtol=1e-6)
+    result = json.loads((searched / "result.json").read_text())
+    assert result["status"] == "completed"
+    assert result["config"]["seed"] == 3 and result["config"]["dataset"]["name"] == "digits"
+    assert result["split"]["train"] + result["split"]["val"] == result["data"]["num_train"]
+    genotype = json.loads((searched / "genotype.json").read_text())
+    assert genotype["format"] == "nasrun.genotype/1" and genotype["nodes"] == 2
+    assert genotype == json.loads((searched / "genotypes.jsonl").read_text().splitlines()[-1])["genotype"]
+    assert "epoch 2/2" in (searched / "search.log").read_text()
+
+
+def test_completed_search_is_not_redone(searched: Path):
+    mtime = (searched / "checkpoint.pt").stat().st_mtime_ns
+    proc = nasrun("search", *TINY_SEARCH, "seed=3", f"hydra.run.dir={searched}", cwd=searched.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert (searched / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_retrain_from_run_folder_uses_the_search_dataset(searched: Path, tmp_path: Path):
+    run = tmp_path / "retrain"
+    proc = nasrun("retrain", f"genotype={searched}", *TINY_RETRAIN, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "completed"
+    assert result["dataset"] == "digits" and result["search_run"] == str(searched)
+    assert 0.0 <= result["test_acc"] <= 1.0 and result["params"] > 0 and result["macs"] > 0
+    assert (run / "model.pt").exists() and (run / "metrics.jsonl").exists()
+    assert "test accuracy" in proc.stdout
+
+
+def test_retrain_published_genotype_on_digits(tmp_path: Path):
+    run = tmp_path / "r"
+    proc = nasrun("retrain", "genotype=DARTS_V2", "dataset=digits", *TINY_RETRAIN, f"hydra.run.dir={run}",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((run / "result.json").read_text())["genotype_source"] == "DARTS_V2"
+
+
+def test_show_published_genotype(tmp_path: Path):
+    proc = nasrun("show", "genotype=DARTS_V2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "3.3" in proc.stdout and "multiply-adds" in proc.stdout and "sep_conv_3x3" in proc.stdout
+
+
+def test_help_lists_commands_and_groups(tmp_path: Path):
+    top = nasrun("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    for word in ("search", "retrain", "show", "darts_2nd", "digits", "quickstart", "quick"):
+        assert word in top.stdout
+    sub = nasrun("search", "--help", cwd=tmp_path)
+    assert sub.returncode == 0
+    assert "method: darts, darts_2nd" in sub.stdout and "supernet" in sub.stdout
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["search", "method=foo"], ["method", "foo", "darts_2nd"]),
+        (["search", "search.epochs=-1"], ["search.epochs", "-1", ">= 1"]),
+        (["search", "supernet.C=0"], ["supernet.C", "0"]),
+        (["search", "space.ops=[none,conv_9x9]"], ["space.ops", "conv_9x9", "sep_conv_3x3"]),
+        (["search", "method.foo=1"], ["method.foo"]),
+        (["search", "seed=1.5"], ["seed", "1.5"]),
+        (["search", "device=tpu"], ["device", "tpu", "cuda"]),
+        (["search", "-m", "seed=0,1", "search.epochs=0,1"], ["search.epochs", "0"]),
+        (["retrain", "recipe=nope"], ["recipe", "nope", "quick"]),
+        (["retrain", "recipe=quick"], ["genotype"]),
+        (["retrain", "genotype=NOT_A_GENOTYPE", "recipe=quick"], ["NOT_A_GENOTYPE", "DARTS_V2"]),
+        (["show", "genotype=DARTS_V9"], ["DARTS_V9", "DARTS_V1"]),
+        (["frobnicate"], ["frobnicate", "search"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args, words):
+    proc = nasrun(*args, "progress=false", cwd=tmp_path) if args[0] != "frobnicate" else nasrun(*args, cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_broken_genotype_file_is_reported(tmp_path: Path):
+    bad = tmp_path / "genotype.json"
+    bad.write_text(json.dumps({"format": "nasrun.genotype/1", "normal": [["sep_conv_9x9", 0]]}))
+    proc = nasrun("retrain", f"genotype={bad}", "recipe=quick", "dataset=digits", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and str(bad) in proc.stderr or "genotype" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_cifar_names_the_path_and_how_to_get_it(tmp_path: Path):
+    run = tmp_path / "run"
+    proc = nasrun("search", f"dataset.root={tmp_path / 'nowhere'}", "progress=false", f"hydra.run.dir={run}",
+                  cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert str(tmp_path / "nowhere") in proc.stderr and "dataset.download" in proc.stderr
+    assert json.loads((run / "result.json").read_text())["status"] == "failed"
