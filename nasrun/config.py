@@ -28,9 +28,10 @@ DARTS_PRIMITIVES = [
 CIFAR10_MEAN = [0.49139968, 0.48215827, 0.44653124]
 CIFAR10_STD = [0.24703233, 0.24348505, 0.26158768]
 
-DATASETS = ("cifar10", "digits", "synthetic")
+DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "fashion_mnist", "digits", "synthetic")
 AUGMENTATIONS = ("crop", "flip")
-ESTIMATORS = ("first_order", "second_order")
+ESTIMATORS = ("first_order", "second_order", "amended")
+HVP_MODES = ("finite_difference", "exact")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -69,7 +70,15 @@ class SpaceConf:
 
 @dataclass
 class DatasetConf:
-    """Where the images come from, their shape, normalisation and augmentation."""
+    """Where the images come from, their shape, normalisation, augmentation, size and input pipeline.
+
+    ``subset`` shrinks the training and the test set alike for quick runs: a float in (0, 1] keeps
+    that fraction of every class, an integer >= 1 that many images per class (seeded by
+    ``split_seed``). ``subset_classes=K`` keeps the first K classes only and sets ``num_classes``
+    to K. ``loader``: ``device`` keeps the uint8 images on the run's device and augments batches
+    there; ``torch`` is a DataLoader with ``workers`` processes and (on CUDA) pinned memory, the
+    only choice for imagenet, whose ``train_augment`` options are resized_crop, flip, color_jitter.
+    """
 
     name: str = "cifar10"
     root: str = "data"
@@ -87,9 +96,15 @@ class DatasetConf:
     test_fraction: float = 0.2
     num_train: int = 512
     num_test: int = 128
+    subset: Any = None
+    subset_classes: Optional[int] = None
+    loader: str = "device"
+    workers: int = 2
+    pin_memory: bool = True
 
     def __post_init__(self) -> None:
         _check(self.name in DATASETS, "dataset.name", self.name, "one of " + ", ".join(DATASETS))
+        files = self.name == "imagenet"  # decoded from image files on demand, not held in memory
         _positive_int("dataset.in_channels", self.in_channels)
         _positive_int("dataset.image_size", self.image_size)
         _check(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
@@ -103,9 +118,35 @@ class DatasetConf:
             )
         if self.std is not None:
             _check(all(s > 0 for s in self.std), "dataset.std", self.std, "every value must be > 0")
+        augmentations = ("resized_crop", "flip", "color_jitter") if files else AUGMENTATIONS
         for aug in self.train_augment:
-            _check(aug in AUGMENTATIONS, "dataset.train_augment", aug, "one of " + ", ".join(AUGMENTATIONS))
+            _check(aug in augmentations, "dataset.train_augment", aug,
+                   f"one of {', '.join(augmentations)} for dataset {self.name}")
         _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "must be >= 0")
+        _check(self.loader in ("device", "torch"), "dataset.loader", self.loader, "one of device, torch")
+        _check(isinstance(self.workers, int) and self.workers >= 0, "dataset.workers", self.workers,
+               "must be an integer >= 0 (0 loads in the main process)")
+        if files:
+            _check(self.loader == "torch", "dataset.loader", self.loader,
+                   "torch for imagenet (its images are decoded from files by DataLoader workers)")
+            _check(self.in_channels == 3, "dataset.in_channels", self.in_channels, "3 for imagenet (RGB)")
+            _check(self.mean is not None and self.std is not None, "dataset.mean/std", [self.mean, self.std],
+                   "given for imagenet (they cannot be computed from files on the fly)")
+            _check(not self.download, "dataset.download", self.download,
+                   "false for imagenet: it cannot be downloaded automatically (see the README's Datasets section)")
+        amount = self.subset
+        _check(
+            amount is None
+            or (isinstance(amount, int) and not isinstance(amount, bool) and amount >= 1)
+            or (isinstance(amount, float) and 0 < amount <= 1),
+            "dataset.subset",
+            amount,
+            "null, a fraction of each class in (0, 1] (e.g. 0.1) or a count per class >= 1 (e.g. 100)",
+        )
+        if self.subset_classes is not None:
+            _check(2 <= self.subset_classes <= self.num_classes, "dataset.subset_classes", self.subset_classes,
+                   f"null or an integer from 2 to dataset.num_classes ({self.num_classes})")
+            self.num_classes = self.subset_classes  # the network gets one output per kept class
         _check(0 < self.search_split < 1, "dataset.search_split", self.search_split, "must be in (0, 1)")
         _check(0 < self.test_fraction < 1, "dataset.test_fraction", self.test_fraction, "must be in (0, 1)")
         _positive_int("dataset.num_train", self.num_train)
@@ -119,10 +160,22 @@ class MethodConf:
     name: str = "darts"
     estimator: str = "first_order"
     fd_radius: float = 0.01
+    # Amended-DARTS: coefficient of the amending term, and how H v / B u are computed
+    eta: float = 0.1
+    hvp: str = "finite_difference"
+    # where the second-order products are evaluated, and on which batch (the reference's choices)
+    product_point: str = "current_weights"
+    product_batch: str = "step_train_batch"
 
     def __post_init__(self) -> None:
         _check(self.estimator in ESTIMATORS, "method.estimator", self.estimator, "one of " + ", ".join(ESTIMATORS))
         _positive("method.fd_radius", self.fd_radius)
+        _non_negative("method.eta", self.eta)
+        _check(self.hvp in HVP_MODES, "method.hvp", self.hvp, "one of " + ", ".join(HVP_MODES))
+        _check(self.product_point == "current_weights", "method.product_point", self.product_point,
+               "current_weights (the products are taken at the current weights, standing in for w*)")
+        _check(self.product_batch == "step_train_batch", "method.product_batch", self.product_batch,
+               "step_train_batch (the products use the iteration's training batch)")
 
 
 @dataclass
@@ -203,6 +256,8 @@ class RecipeConf:
     drop_path_prob: float = 0.2
     cutout: int = 16
     eval_batch_size: int = 256
+    # take the search run's training settings (Amended-DARTS' unified hyperparameters)
+    unify: bool = False
 
     def __post_init__(self) -> None:
         _positive_int("recipe.epochs", self.epochs)

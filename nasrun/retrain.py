@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
-from nasrun.data import BatchStream, load_dataset
+from nasrun.data import load_dataset, make_stream
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
 from nasrun.nets import NetworkCIFAR, count_macs, count_parameters
@@ -43,17 +43,20 @@ from nasrun.search import NonFiniteLoss, evaluate
 log = logging.getLogger(__name__)
 
 
-def search_dataset(run_folder: Path | None) -> DatasetConf | None:
-    """The dataset config a search run used (from its result.json, else its .hydra/config.yaml)."""
+def saved_search_config(run_folder: Path | None) -> dict | None:
+    """The config a search run used (from its result.json, else its .hydra/config.yaml)."""
     if run_folder is None:
         return None
-    result = read_result(run_folder) or {}
-    node = (result.get("config") or {}).get("dataset")
-    if node is None and (run_folder / ".hydra" / "config.yaml").exists():
-        node = OmegaConf.to_container(OmegaConf.load(run_folder / ".hydra" / "config.yaml")).get("dataset")
-    if not node:
-        return None
-    return DatasetConf(**node)
+    config = (read_result(run_folder) or {}).get("config")
+    if not config and (run_folder / ".hydra" / "config.yaml").exists():
+        config = OmegaConf.to_container(OmegaConf.load(run_folder / ".hydra" / "config.yaml"))
+    return config or None
+
+
+def search_dataset(run_folder: Path | None) -> DatasetConf | None:
+    """The dataset config a search run used, if the genotype came from one."""
+    node = (saved_search_config(run_folder) or {}).get("dataset")
+    return DatasetConf(**node) if node else None
 
 
 def resolve_inputs(cfg: NasrunConf) -> tuple[Genotype, Path | None, DatasetConf]:
@@ -63,6 +66,55 @@ def resolve_inputs(cfg: NasrunConf) -> tuple[Genotype, Path | None, DatasetConf]
     genotype, run_folder = resolve_genotype(cfg.genotype)
     dataset = cfg.dataset or search_dataset(run_folder) or DatasetConf()
     return genotype, run_folder, dataset
+
+
+# recipe key <- search key: the training settings a unified retraining takes from its search run.
+UNIFIED_KEYS = {
+    "lr": "lr",
+    "lr_min": "lr_min",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+    "batch_size": "batch_size",
+    "grad_clip": "grad_clip",
+}
+
+
+def unify_recipe(cfg: NasrunConf, run_folder: Path | None) -> tuple[NasrunConf, dict | None]:
+    """With recipe.unify, copy the search run's training settings into the recipe.
+
+    Taken from the search: SGD with its momentum and weight decay, batch size, cosine schedule (start
+    and floor), gradient clipping, and augmentation (the search's train_augment and crop padding, and
+    no cutout, since the search used none). Kept from the recipe: network size (C, cells), epochs,
+    auxiliary head and drop path. Returns the new config and what came from the search.
+    """
+    if not cfg.recipe.unify:
+        return cfg, None
+    if run_folder is None:
+        raise ConfigError(f"recipe.unify=true needs genotype=<search run folder>, got genotype={cfg.genotype!r}")
+    saved = saved_search_config(run_folder)
+    if not saved or "search" not in saved:
+        raise ConfigError(f"recipe.unify=true: {run_folder} has no saved search config (result.json or .hydra)")
+    search = saved["search"]
+    unified = {f"recipe.{key}": search[src] for key, src in UNIFIED_KEYS.items()}
+    unified["recipe.cutout"] = 0
+    recipe = replace(cfg.recipe, **{k.split(".", 1)[1]: v for k, v in unified.items()})
+    dataset = cfg.dataset
+    search_data = saved.get("dataset") or {}
+    if dataset is not None and search_data:
+        aug = {"train_augment": search_data.get("train_augment", dataset.train_augment),
+               "crop_padding": search_data.get("crop_padding", dataset.crop_padding)}
+        dataset = replace(dataset, **aug)
+        unified.update({f"dataset.{k}": v for k, v in aug.items()})
+    unified["optimizer"] = "SGD (as in the search)"
+    unified["schedule"] = "cosine (as in the search)"
+    return replace(cfg, recipe=recipe, dataset=dataset), unified
+
+
+def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None, dict | None]:
+    """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys."""
+    genotype, run_folder, dataset = resolve_inputs(cfg)
+    cfg, unified = unify_recipe(replace(cfg, dataset=dataset), run_folder)
+    return cfg, genotype, run_folder, unified
 
 
 def build_network(genotype: Genotype, cfg: NasrunConf, dataset: DatasetConf) -> NetworkCIFAR:
@@ -87,8 +139,8 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     add_file_log(out, "retrain.log")
-    genotype, run_folder, dataset_cfg = resolve_inputs(cfg)
-    cfg = replace(cfg, dataset=dataset_cfg)
+    cfg, genotype, run_folder, unified = prepare_retrain(cfg)
+    dataset_cfg = cfg.dataset
     config = as_plain_dict(cfg)
     previous = read_result(out)
     if previous and previous.get("status") == "completed":
@@ -98,7 +150,7 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
     started = time.time()
     device = resolve_device(cfg.device)
     try:
-        return _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end)
+        return _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end, unified)
     except KeyboardInterrupt:
         write_result(out, "interrupted", reason="interrupted by the user; rerun the same command to resume",
                      config=config)
@@ -109,16 +161,17 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
         raise
 
 
-def _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end) -> dict:
+def _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end, unified) -> dict:
     seed_everything(cfg.seed)
     r = cfg.recipe
     data = load_dataset(dataset_cfg)
     if r.cutout >= dataset_cfg.image_size:
         log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
                     dataset_cfg.image_size)
-    stream = BatchStream(data.train, None, r.batch_size, seed=cfg.seed * 1000 + 3, mean=data.mean, std=data.std,
+    stream = make_stream(data.train, None, r.batch_size, seed=cfg.seed * 1000 + 3, mean=data.mean, std=data.std,
                          augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, cutout=r.cutout,
-                         device=device, drop_last=False)
+                         device=device, drop_last=False, loader=dataset_cfg.loader, workers=dataset_cfg.workers,
+                         pin_memory=dataset_cfg.pin_memory)
     model = build_network(genotype, cfg, dataset_cfg)
     network = describe_network(model, dataset_cfg)
     model = model.to(device)
@@ -195,6 +248,7 @@ def _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, starte
         command="retrain",
         genotype_source=cfg.genotype,
         search_run=str(run_folder) if run_folder else None,
+        unified_from_search=unified,
         dataset=dataset_cfg.name,
         seed=cfg.seed,
         epochs=r.epochs,

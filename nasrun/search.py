@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
-from nasrun.data import BatchStream, eval_batches, index_hash, load_dataset, search_split
+from nasrun.data import eval_batches, index_hash, load_dataset, make_stream, search_split
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.runs import (
     CHECKPOINT,
@@ -90,14 +90,15 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
     s = cfg.search
-    train_stream = BatchStream(
+    loader = dict(loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
+    train_stream = make_stream(
         data.train, train_idx, s.batch_size, seed=cfg.seed * 1000 + 1, mean=data.mean, std=data.std,
-        augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, device=device,
+        augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, device=device, **loader,
     )
-    val_stream = BatchStream(
+    val_stream = make_stream(
         data.train, val_idx, s.batch_size, seed=cfg.seed * 1000 + 2, mean=data.mean, std=data.std,
         augment=dataset_cfg.train_augment if dataset_cfg.augment_val else (),
-        crop_padding=dataset_cfg.crop_padding, device=device,
+        crop_padding=dataset_cfg.crop_padding, device=device, **loader,
     )
 
     model = SuperNet(
@@ -140,7 +141,7 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         lr = sched.get_last_lr()[0]
         arch_active = epoch >= s.arch_warmup_epochs
         stats = _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, arch_active, s.grad_clip,
-                             cfg.progress, f"epoch {epoch + 1}/{s.epochs}")
+                             cfg.progress, epoch, s.epochs)
         sched.step()
         val_loss, val_acc = evaluate(model, data.train, val_idx, s.eval_batch_size, data.mean, data.std, device)
         seconds = time.time() - t0
@@ -159,6 +160,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
             "alpha_entropy_reduce": alpha_entropy(mix["reduce"]),
             "skip_normal": genotype.count("skip_connect", "normal"),
             "skip_reduce": genotype.count("skip_connect", "reduce"),
+            "param_free_normal": genotype.count_parameter_free("normal"),
+            "param_free_reduce": genotype.count_parameter_free("reduce"),
             "seconds": seconds,
             "images_per_s": stats["images"] / seconds,
         }
@@ -216,16 +219,19 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
 
 
 def _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, arch_active, grad_clip,
-                 progress, label) -> dict:
+                 progress, epoch, epochs) -> dict:
     model.train()
     steps = train_stream.batches_per_pass
     totals = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_correct": 0, "arch_n": 0}
-    bar = _progress(progress, label, steps)
+    arch_stats: dict[str, list[float]] = {}
+    bar = _progress(progress, f"epoch {epoch + 1}/{epochs}", steps)
     for _ in range(steps):
         x, y = next(train_stream)
         xv, yv = next(val_stream)
         if arch_active:
-            arch = estimator(model, ArchBatch(x, y, xv, yv, w_opt, lr))
+            arch = estimator(model, ArchBatch(x, y, xv, yv, w_opt, lr, epoch, epochs))
+            for key, value in arch.stats.items():
+                arch_stats.setdefault(key, []).append(value)
             a_opt.zero_grad(set_to_none=True)
             for p, g in zip(model.arch_parameters(), arch.grads):
                 p.grad = g.detach()
@@ -258,6 +264,8 @@ def _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, a
         "arch_val_loss": totals["arch_loss"] / an if totals["arch_n"] else None,
         "arch_val_acc": totals["arch_correct"] / an if totals["arch_n"] else None,
         "images": totals["n"] + totals["arch_n"],
+        # per-step diagnostics of the estimator, averaged over the epoch (||g1||, ||second term||, cosine)
+        **{key: sum(values) / len(values) for key, values in arch_stats.items()},
     }
 
 

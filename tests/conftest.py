@@ -20,6 +20,14 @@ TINY_SEARCH = [
     "space.ops=[none,max_pool_3x3,skip_connect,sep_conv_3x3]",
     "progress=false",
 ]
+# The same tiny supernet on a few synthetic images: three steps per epoch, for loop-level tests.
+TINY_SYNTH = [
+    *(o for o in TINY_SEARCH if not o.startswith(("dataset=", "search.batch_size="))),
+    "dataset=synthetic",
+    "dataset.num_train=96",
+    "dataset.num_test=32",
+    "search.batch_size=16",
+]
 TINY_RETRAIN = ["recipe=quick", "recipe.epochs=1", "recipe.C=4", "recipe.layers=3", "progress=false"]
 
 

@@ -93,7 +93,7 @@ def test_help_lists_commands_and_groups(tmp_path: Path):
         assert word in top.stdout
     sub = nasrun("search", "--help", cwd=tmp_path)
     assert sub.returncode == 0
-    assert "method: darts, darts_2nd" in sub.stdout and "supernet" in sub.stdout
+    assert "method: amended, darts, darts_2nd" in sub.stdout and "supernet" in sub.stdout
 
 
 @pytest.mark.parametrize(
@@ -142,3 +142,24 @@ def test_missing_cifar_names_the_path_and_how_to_get_it(tmp_path: Path):
     assert "Traceback" not in proc.stderr
     assert str(tmp_path / "nowhere") in proc.stderr and "dataset.download" in proc.stderr
     assert json.loads((run / "result.json").read_text())["status"] == "failed"
+
+
+def test_unified_retrain_takes_the_search_settings(searched: Path, tmp_path: Path):
+    run = tmp_path / "unified"
+    proc = nasrun("retrain", f"genotype={searched}", *TINY_RETRAIN, "recipe.unify=true", f"hydra.run.dir={run}",
+                  cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((run / "result.json").read_text())
+    search = json.loads((searched / "result.json").read_text())["config"]["search"]
+    unified = result["unified_from_search"]
+    for key in ("lr", "lr_min", "momentum", "weight_decay", "batch_size", "grad_clip"):
+        assert unified[f"recipe.{key}"] == search[key]
+        assert result["config"]["recipe"][key] == search[key]
+    assert result["config"]["recipe"]["cutout"] == 0
+    # size and length still come from the recipe
+    assert (result["config"]["recipe"]["C"], result["config"]["recipe"]["epochs"]) == (4, 1)
+
+
+def test_unify_needs_a_search_run_folder(tmp_path: Path):
+    proc = nasrun("retrain", "genotype=DARTS_V2", "recipe.unify=true", "dataset=digits", cwd=tmp_path)
+    assert proc.returncode == 2 and "recipe.unify" in proc.stderr

@@ -49,7 +49,7 @@ def test_second_order_matches_autograd_of_the_unrolled_loss(tiny_net, tiny_batch
 
     # ReLU and max-pool kinks make a step of 0.01 in weight space too coarse for a 1e-4 check on a net this
     # small; a smaller radius checks the same formula (float64 keeps the rounding error far below 1e-4).
-    est = make_estimator(MethodConf(estimator="second_order", fd_radius=1e-5))
+    est = make_estimator(MethodConf(estimator="second_order", fd_radius=1e-6))
     got = est(tiny_net, ArchBatch(xt, yt, xv, yv, opt, xi)).grads
 
     # weights and BN statistics are exactly as before

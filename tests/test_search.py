@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_SEARCH
+from conftest import TINY_SYNTH
 from nasrun.cli import compose_config
 from nasrun.config import to_typed
 from nasrun.errors import RunFolderError
@@ -20,7 +20,7 @@ class Stop(Exception):
 
 
 def _cfg(*extra: str):
-    return to_typed(compose_config("search", [*TINY_SEARCH, "search.epochs=3", *extra]))
+    return to_typed(compose_config("search", [*TINY_SYNTH, "search.epochs=3", *extra]))
 
 
 def test_interrupted_search_resumes_to_the_same_result(tmp_path: Path):

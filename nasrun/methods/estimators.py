@@ -1,4 +1,4 @@
-"""Architecture-gradient estimators (first order, second order).
+"""Architecture-gradient estimators (first order, second order, amended).
 
 Each estimator returns d L_val / d alpha for the alphas of a supernet, computed with fresh
 ``torch.autograd.grad`` calls (never read from ``.grad``, which may hold a stale weight gradient).
@@ -28,6 +28,8 @@ class ArchBatch:
     y_val: Tensor
     weight_optimizer: torch.optim.SGD
     lr: float
+    epoch: int = 0
+    epochs: int = 1
 
 
 @dataclass
@@ -76,7 +78,7 @@ class FirstOrder:
         loss, logits = _loss(model, batch.x_val, batch.y_val)
         grads = torch.autograd.grad(loss, model.arch_parameters())
         correct = int((logits.argmax(1) == batch.y_val).sum())
-        return ArchGrad(list(grads), float(loss.detach()), correct)
+        return ArchGrad(list(grads), float(loss.detach()), correct, two_term_stats(list(grads), None))
 
 
 class SecondOrder:
@@ -116,9 +118,93 @@ class SecondOrder:
             v = [gi if gi is not None else torch.zeros_like(w) for gi, w in zip(grads[len(alphas) :], weights)]
             mixed = finite_difference_mixed(model, weights, saved, v, batch.x_train, batch.y_train, self.radius)
             _restore(weights, saved)
-        out = [d - xi * m for d, m in zip(direct, mixed)]
+        second = [-xi * m for m in mixed]
+        out = [d + t for d, t in zip(direct, second)]
         correct = int((logits.argmax(1) == batch.y_val).sum())
-        return ArchGrad(out, float(val_loss.detach()), correct)
+        return ArchGrad(out, float(val_loss.detach()), correct, two_term_stats(direct, second))
+
+
+class Amended:
+    """Amended-DARTS: g1 - eta * B (H v), with v = d L_val / d w taken fresh at the current weights.
+
+    H v and B u are evaluated at the current weights on the step's training batch, either by two
+    chained central differences (each with epsilon = radius / ||direction||, as in the reference
+    computation) or exactly by double backward. eta = 0 skips the products, so the trajectory is
+    exactly first-order DARTS. The products' forwards leave BN running statistics untouched.
+    """
+
+    passes = 5
+
+    def __init__(self, eta: float, hvp: str = "finite_difference", radius: float = 0.01) -> None:
+        self.eta, self.hvp, self.radius = eta, hvp, radius
+
+    def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
+        weights = model.weight_parameters()
+        alphas = model.arch_parameters()
+        val_loss, logits = _loss(model, batch.x_val, batch.y_val)
+        grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
+        g1 = list(grads[: len(alphas)])
+        correct = int((logits.argmax(1) == batch.y_val).sum())
+        if self.eta == 0:
+            return ArchGrad(g1, float(val_loss.detach()), correct, two_term_stats(g1, None))
+        v = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads[len(alphas) :], weights)]
+        z = amended_product(model, v, batch.x_train, batch.y_train, self.hvp, self.radius)
+        second = [-self.eta * zi for zi in z]
+        out = [g + t for g, t in zip(g1, second)]
+        return ArchGrad(out, float(val_loss.detach()), correct, two_term_stats(g1, second))
+
+
+def amended_product(model: nn.Module, v: list[Tensor], x: Tensor, y: Tensor, hvp: str, radius: float) -> list[Tensor]:
+    """B (H v) of the training loss at the current weights, by finite differences or double backward."""
+    weights = model.weight_parameters()
+    with preserved_buffers(model):
+        if hvp == "exact":
+            loss, _ = _loss(model, x, y)
+            g = torch.autograd.grad(loss, weights, create_graph=True)
+            u = torch.autograd.grad(g, weights, grad_outputs=v, retain_graph=True)
+            return list(torch.autograd.grad(g, model.arch_parameters(), grad_outputs=[ui.detach() for ui in u]))
+        saved = [w.detach().clone() for w in weights]
+        try:
+            u = finite_difference_hvp(model, weights, saved, v, x, y, radius)
+            return finite_difference_mixed(model, weights, saved, u, x, y, radius)
+        finally:
+            _restore(weights, saved)
+
+
+def two_term_stats(first: list[Tensor], second: list[Tensor] | None) -> dict[str, float]:
+    """Norms of the direct and the second-order term and the cosine between them (diagnostics)."""
+    n1 = float(global_norm(first))
+    if second is None:
+        return {"g1_norm": n1, "second_norm": 0.0}
+    n2 = float(global_norm(second))
+    dot = float(sum((a.detach() * b.detach()).sum() for a, b in zip(first, second)))
+    cos = dot / (n1 * n2) if n1 > 0 and n2 > 0 else 0.0
+    return {"g1_norm": n1, "second_norm": n2, "cosine": cos}
+
+
+def finite_difference_hvp(
+    model: nn.Module,
+    weights: list[Tensor],
+    center: list[Tensor],
+    direction: list[Tensor],
+    x: Tensor,
+    y: Tensor,
+    radius: float,
+) -> list[Tensor]:
+    """H u ~ [grad_w L(w + e u) - grad_w L(w - e u)] / 2e around ``center``, e = radius / ||u||.
+
+    Leaves the weights perturbed; the caller restores them.
+    """
+    eps = radius / (float(global_norm(direction)) + 1e-12)
+    out = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for w, c, d in zip(weights, center, direction):
+                w.copy_(c + sign * eps * d)
+        loss, _ = _loss(model, x, y)
+        g = torch.autograd.grad(loss, weights, allow_unused=True)
+        out.append([gi if gi is not None else torch.zeros_like(w) for gi, w in zip(g, weights)])
+    return [(p - m) / (2 * eps) for p, m in zip(*out)]
 
 
 def finite_difference_mixed(
@@ -155,6 +241,7 @@ def _restore(weights: list[Tensor], saved: list[Tensor]) -> None:
 ESTIMATORS: dict[str, Callable[[MethodConf], Estimator]] = {
     "first_order": lambda cfg: FirstOrder(),
     "second_order": lambda cfg: SecondOrder(cfg.fd_radius),
+    "amended": lambda cfg: Amended(cfg.eta, cfg.hvp, cfg.fd_radius),
 }
 
 
