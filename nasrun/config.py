@@ -32,6 +32,7 @@ DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "fashion_mnist", "digits"
 AUGMENTATIONS = ("crop", "flip")
 ESTIMATORS = ("first_order", "second_order", "amended")
 HVP_MODES = ("finite_difference", "exact")
+PERTURBATIONS = ("none",)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -159,6 +160,7 @@ class MethodConf:
 
     name: str = "darts"
     estimator: str = "first_order"
+    perturbation: str = "none"
     fd_radius: float = 0.01
     # Amended-DARTS: coefficient of the amending term, and how H v / B u are computed
     eta: float = 0.1
@@ -169,6 +171,8 @@ class MethodConf:
 
     def __post_init__(self) -> None:
         _check(self.estimator in ESTIMATORS, "method.estimator", self.estimator, "one of " + ", ".join(ESTIMATORS))
+        _check(self.perturbation in PERTURBATIONS, "method.perturbation", self.perturbation,
+               "one of " + ", ".join(PERTURBATIONS))
         _positive("method.fd_radius", self.fd_radius)
         _non_negative("method.eta", self.eta)
         _check(self.hvp in HVP_MODES, "method.hvp", self.hvp, "one of " + ", ".join(HVP_MODES))

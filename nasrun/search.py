@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
 from nasrun.data import eval_batches, index_hash, load_dataset, make_stream, search_split
-from nasrun.methods import ArchBatch, make_estimator
+from nasrun.methods import ArchBatch, make_estimator, make_perturbation
 from nasrun.runs import (
     CHECKPOINT,
     METRICS,
@@ -111,6 +111,7 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
                              weight_decay=s.arch_weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=s.epochs, eta_min=s.lr_min)
     estimator = make_estimator(cfg.method)
+    perturbation = make_perturbation(cfg.method)
     history: dict[str, list[np.ndarray]] = {"normal": [], "reduce": []}
     start_epoch, elapsed_before = 0, 0.0
 
@@ -140,8 +141,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         t0 = time.time()
         lr = sched.get_last_lr()[0]
         arch_active = epoch >= s.arch_warmup_epochs
-        stats = _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, arch_active, s.grad_clip,
-                             cfg.progress, epoch, s.epochs)
+        stats = _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt, a_opt, lr, arch_active,
+                             s.grad_clip, cfg.progress, epoch, s.epochs)
         sched.step()
         val_loss, val_acc = evaluate(model, data.train, val_idx, s.eval_batch_size, data.mean, data.std, device)
         seconds = time.time() - t0
@@ -218,8 +219,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
     return result
 
 
-def _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, arch_active, grad_clip,
-                 progress, epoch, epochs) -> dict:
+def _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt, a_opt, lr, arch_active,
+                 grad_clip, progress, epoch, epochs) -> dict:
     model.train()
     steps = train_stream.batches_per_pass
     totals = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_correct": 0, "arch_n": 0}
@@ -239,8 +240,9 @@ def _train_epoch(model, estimator, train_stream, val_stream, w_opt, a_opt, lr, a
             totals["arch_loss"] += arch.val_loss * len(yv)
             totals["arch_correct"] += arch.val_correct
             totals["arch_n"] += len(yv)
+        mix = perturbation(model, x, y, epoch, epochs)
         w_opt.zero_grad(set_to_none=True)
-        logits = model(x)
+        logits = model(x) if mix is None else model(x, mix)
         loss = F.cross_entropy(logits, y)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
