@@ -1,16 +1,20 @@
-"""Images per second of one search step (architecture step + weight step) of the DARTS supernet.
+"""Images per second and peak memory of one search step (architecture step + weight step) of the DARTS supernet.
 
     python scripts/bench.py                       # CPU, C=16, 8 cells, batch 64, 32x32x3 (paper size)
     python scripts/bench.py --C 4 --layers 5 --batch 32 --size 8 --channels 1
     python scripts/bench.py --device cuda --repeats 20
 
-Prints, per estimator, the median step time over --repeats timed steps (after --warmup steps) and
-images/s counted as training plus validation images per step.
+Prints, per estimator, the median step time over --repeats timed steps (after --warmup steps),
+images/s counted as training plus validation images per step, and peak memory. Each estimator runs
+in a fresh process, so peak memory is its own: torch.cuda.max_memory_allocated on a GPU, the
+process's peak resident set size (which includes the Python and torch runtime) on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import resource
 import statistics
 import time
 
@@ -22,13 +26,14 @@ from nasrun.methods import ArchBatch, make_estimator
 from nasrun.supernet import SuperNet
 
 
-def step_time(estimator_name: str, args: argparse.Namespace) -> list[float]:
+def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float], float]:
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels).to(device)
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    est = make_estimator(MethodConf(estimator=estimator_name))
+    est = make_estimator(MethodConf(estimator=estimator_name, eta=args.eta, hvp=args.hvp))
     shape = (args.batch, args.channels, args.size, args.size)
     x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y, yv = torch.randint(0, 10, (args.batch,), device=device), torch.randint(0, 10, (args.batch,), device=device)
@@ -52,7 +57,15 @@ def step_time(estimator_name: str, args: argparse.Namespace) -> list[float]:
             torch.cuda.synchronize()
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
-    return times
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return times, peak
+
+
+def _child(name: str, args: argparse.Namespace, queue) -> None:
+    queue.put(step_time(name, args))
 
 
 def main() -> None:
@@ -64,18 +77,27 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--estimators", nargs="+", default=["first_order", "second_order"])
+    p.add_argument("--estimators", nargs="+", default=["first_order", "second_order", "amended"])
+    p.add_argument("--eta", type=float, default=0.1)
+    p.add_argument("--hvp", default="finite_difference", choices=["finite_difference", "exact"])
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
     print(f"supernet C={args.C}, {args.layers} cells, {args.nodes} nodes, 8 ops; batch {args.batch} of "
           f"{args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}")
+    ctx = mp.get_context("spawn")
     for name in args.estimators:
-        times = step_time(name, args)
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(name, args, queue))
+        proc.start()
+        times, peak = queue.get()
+        proc.join()
         med = statistics.median(times)
+        kind = "GPU peak allocated" if args.device.startswith("cuda") else "peak RSS"
         print(f"{name:<13} median step {med * 1000:9.1f} ms over {len(times)} steps  "
-              f"{2 * args.batch / med:9.1f} images/s  (min {min(times) * 1000:.1f} ms)")
+              f"{2 * args.batch / med:9.1f} images/s  (min {min(times) * 1000:.1f} ms)  {kind} {peak:8.0f} MiB")
 
 
 if __name__ == "__main__":
