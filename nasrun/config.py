@@ -30,9 +30,10 @@ CIFAR10_STD = [0.24703233, 0.24348505, 0.26158768]
 
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "fashion_mnist", "digits", "synthetic")
 AUGMENTATIONS = ("crop", "flip")
-ESTIMATORS = ("first_order", "second_order", "amended")
+ESTIMATORS = ("first_order", "second_order", "amended", "proximal", "mgs", "rs", "gld")
 HVP_MODES = ("finite_difference", "exact")
-PERTURBATIONS = ("none",)
+PERTURBATIONS = ("none", "discrete")
+ALPHA_MAPS = ("softmax", "argmax")
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -168,6 +169,35 @@ class MethodConf:
     # where the second-order products are evaluated, and on which batch (the reference's choices)
     product_point: str = "current_weights"
     product_batch: str = "step_train_batch"
+    # alphas: initial value of every entry (null: 1e-3 * N(0, 1) as in the DARTS code; 0.5 for NASP),
+    # and how they become mixing weights (softmax, or NASP's one-hot argmax with raw alphas in [0, 1])
+    alpha_init: Optional[float] = None
+    alpha_map: str = "softmax"
+    # NASP: coefficient of the parameter-size regulariser on the normal cell (0 = off, as released)
+    param_reg: float = 0.0
+    # ZARTS (estimator mgs | rs | gld): alpha moves every `update_every` weight steps; each of
+    # `samples` candidates is scored after `inner_steps` SGD steps on a copy of the weights
+    update_every: int = 10
+    inner_steps: int = 10
+    samples: int = 4
+    inner_lr: float = 1e-3
+    inner_momentum: float = 0.0
+    inner_weight_decay: float = 3e-4
+    inner_batch_size: int = 48
+    inner_data: str = "val"
+    # ZARTS-MGS: proposal scale (and its schedule), temperature, mixture weight, importance density
+    sigma: float = 0.025
+    sigma_schedule: str = "cosine"
+    tau: float = 0.01
+    mix_lambda: float = 1e-3
+    density: str = "corrected"
+    density_eps: float = 1e-4
+    # ZARTS-RS (a reconstruction): step size and smoothing radius
+    rs_lr: float = 1e-4
+    rs_radius: float = 0.1
+    # ZARTS-GLD (a reconstruction): largest radius; number of halvings (null: derived from the alpha shape)
+    gld_radius: float = 0.13
+    gld_levels: Optional[int] = None
 
     def __post_init__(self) -> None:
         _check(self.estimator in ESTIMATORS, "method.estimator", self.estimator, "one of " + ", ".join(ESTIMATORS))
@@ -180,6 +210,27 @@ class MethodConf:
                "current_weights (the products are taken at the current weights, standing in for w*)")
         _check(self.product_batch == "step_train_batch", "method.product_batch", self.product_batch,
                "step_train_batch (the products use the iteration's training batch)")
+        if self.alpha_init is not None:
+            _check(math.isfinite(self.alpha_init), "method.alpha_init", self.alpha_init,
+                   "null (1e-3 * N(0, 1)) or a finite number")
+        _check(self.alpha_map in ALPHA_MAPS, "method.alpha_map", self.alpha_map, "one of " + ", ".join(ALPHA_MAPS))
+        _non_negative("method.param_reg", self.param_reg)
+        for key in ("update_every", "samples", "inner_batch_size"):
+            _positive_int(f"method.{key}", getattr(self, key))
+        _check(isinstance(self.inner_steps, int) and self.inner_steps >= 0, "method.inner_steps", self.inner_steps,
+               "must be an integer >= 0 (0 scores candidates at the live weights)")
+        _non_negative("method.inner_lr", self.inner_lr)
+        _check(0 <= self.inner_momentum < 1, "method.inner_momentum", self.inner_momentum, "must be in [0, 1)")
+        _non_negative("method.inner_weight_decay", self.inner_weight_decay)
+        _check(self.inner_data in ("val", "train"), "method.inner_data", self.inner_data, "one of val, train")
+        for key in ("sigma", "tau", "density_eps", "rs_lr", "rs_radius", "gld_radius"):
+            _positive(f"method.{key}", getattr(self, key))
+        _check(self.sigma_schedule in ("cosine", "constant"), "method.sigma_schedule", self.sigma_schedule,
+               "one of cosine, constant")
+        _check(0 <= self.mix_lambda <= 1, "method.mix_lambda", self.mix_lambda, "must be in [0, 1]")
+        _check(self.density in ("corrected", "released"), "method.density", self.density, "one of corrected, released")
+        _check(self.gld_levels is None or (isinstance(self.gld_levels, int) and self.gld_levels >= 0),
+               "method.gld_levels", self.gld_levels, "null or an integer >= 0")
 
 
 @dataclass

@@ -106,6 +106,7 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         nodes=cfg.supernet.nodes, in_channels=dataset_cfg.in_channels,
         stem_multiplier=cfg.supernet.stem_multiplier,
     ).to(device)
+    _init_alphas(model, cfg.method.alpha_init, cfg.method.alpha_map)
     w_opt = torch.optim.SGD(model.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     a_opt = torch.optim.Adam(model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
                              weight_decay=s.arch_weight_decay)
@@ -125,6 +126,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         train_stream.load_state_dict(ckpt["train_stream"])
         val_stream.load_state_dict(ckpt["val_stream"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if hasattr(estimator, "load_state_dict") and "estimator" in ckpt:
+            estimator.load_state_dict(ckpt["estimator"])
         history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
         start_epoch, elapsed_before = ckpt["epoch"] + 1, ckpt["elapsed"]
         log.info("resuming %s from epoch %d", out, start_epoch)
@@ -181,6 +184,7 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
                 "train_stream": train_stream.state_dict(),
                 "val_stream": val_stream.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
+                **({"estimator": estimator.state_dict()} if hasattr(estimator, "state_dict") else {}),
                 "alpha_history": {k: [a.tolist() for a in v] for k, v in history.items()},
             },
             out / CHECKPOINT,
@@ -226,17 +230,27 @@ def _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt
     totals = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_correct": 0, "arch_n": 0}
     arch_stats: dict[str, list[float]] = {}
     bar = _progress(progress, f"epoch {epoch + 1}/{epochs}", steps)
-    for _ in range(steps):
+    after_step = getattr(estimator, "after_step", None)
+    for step in range(steps):
         x, y = next(train_stream)
         xv, yv = next(val_stream)
-        if arch_active:
-            arch = estimator(model, ArchBatch(x, y, xv, yv, w_opt, lr, epoch, epochs))
+        arch = None
+        if arch_active:  # an estimator may skip a step (None), or move the alphas itself (arch.update)
+            arch = estimator(model, ArchBatch(x, y, xv, yv, w_opt, lr, epoch, epochs, step, train_stream, val_stream))
+        if arch is not None:
             for key, value in arch.stats.items():
                 arch_stats.setdefault(key, []).append(value)
-            a_opt.zero_grad(set_to_none=True)
-            for p, g in zip(model.arch_parameters(), arch.grads):
-                p.grad = g.detach()
-            a_opt.step()
+            if arch.update is not None:
+                with torch.no_grad():
+                    for p, u in zip(model.arch_parameters(), arch.update):
+                        p.add_(u)
+            else:
+                a_opt.zero_grad(set_to_none=True)
+                for p, g in zip(model.arch_parameters(), arch.grads):
+                    p.grad = g.detach()
+                a_opt.step()
+            if after_step is not None:
+                after_step(model)
             totals["arch_loss"] += arch.val_loss * len(yv)
             totals["arch_correct"] += arch.val_correct
             totals["arch_n"] += len(yv)
@@ -269,6 +283,15 @@ def _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt
         # per-step diagnostics of the estimator, averaged over the epoch (||g1||, ||second term||, cosine)
         **{key: sum(values) / len(values) for key, values in arch_stats.items()},
     }
+
+
+def _init_alphas(model: SuperNet, value: Optional[float], alpha_map: str) -> None:
+    """``method.alpha_init`` (a number fills every alpha; None keeps the supernet's 1e-3 * N(0, 1)) and ``method.alpha_map``."""
+    model.alpha_map = alpha_map
+    if value is not None:
+        with torch.no_grad():
+            model.alphas_normal.fill_(value)
+            model.alphas_reduce.fill_(value)
 
 
 def _progress(enabled: bool, label: str, total: int):

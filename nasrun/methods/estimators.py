@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,22 +30,40 @@ class ArchBatch:
     lr: float
     epoch: int = 0
     epochs: int = 1
+    # the step's index within the epoch, and the loop's live data streams, for estimators that act
+    # every few steps or need more batches than one (ZARTS fine-tunes on batches of its own)
+    step: int = 0
+    train_stream: Any = None
+    val_stream: Any = None
 
 
 @dataclass
 class ArchGrad:
-    """Estimated alpha gradients plus what the loop logs (validation loss/accuracy at the evaluated point)."""
+    """Estimated alpha gradients plus what the loop logs (validation loss/accuracy at the evaluated point).
 
-    grads: list[Tensor]
+    ``update``: an estimator that moves the alphas by a rule of its own (ZARTS) gives the change to
+    add to each of them here and ``grads=None``; the loop then adds it instead of stepping the
+    architecture optimiser.
+    """
+
+    grads: Optional[list[Tensor]]
     val_loss: float
     val_correct: int
     stats: dict[str, float] = field(default_factory=dict)
+    update: Optional[list[Tensor]] = None
 
 
 class Estimator(Protocol):
+    """Returns the architecture gradient for one step, or None when it makes no step this time.
+
+    Optional extras the loop uses when an estimator has them: ``after_step(model)``, called after
+    every architecture step (NASP clips the alphas to its box there), and ``state_dict()`` /
+    ``load_state_dict(state)`` for state that must survive a resume (ZARTS' sampler).
+    """
+
     passes: int
 
-    def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad: ...
+    def __call__(self, model: nn.Module, batch: ArchBatch) -> Optional[ArchGrad]: ...
 
 
 def _loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -242,7 +260,23 @@ ESTIMATORS: dict[str, Callable[[MethodConf], Estimator]] = {
     "first_order": lambda cfg: FirstOrder(),
     "second_order": lambda cfg: SecondOrder(cfg.fd_radius),
     "amended": lambda cfg: Amended(cfg.eta, cfg.hvp, cfg.fd_radius),
+    "proximal": lambda cfg: _nasp().Proximal(cfg.param_reg),
+    "mgs": lambda cfg: _zarts().make_mgs(cfg),
+    "rs": lambda cfg: _zarts().make_rs(cfg),
+    "gld": lambda cfg: _zarts().make_gld(cfg),
 }
+
+
+def _nasp():
+    from nasrun.methods import nasp  # imported late: it builds on this module
+
+    return nasp
+
+
+def _zarts():
+    from nasrun.methods import zarts
+
+    return zarts
 
 
 def make_estimator(cfg: MethodConf) -> Estimator:

@@ -27,7 +27,15 @@ def no_perturbation(model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: 
 
 PERTURBATIONS: dict[str, Callable[[MethodConf], Perturbation]] = {
     "none": lambda cfg: no_perturbation,
+    "discrete": lambda cfg: _discrete(),
 }
+
+
+def _discrete() -> Perturbation:
+    """NASP: the weight step trains the single path of the projected one-hot architecture."""
+    from nasrun.methods.nasp import discrete_perturbation  # imported late: nasp builds on the estimators
+
+    return discrete_perturbation
 
 
 def make_perturbation(cfg: MethodConf) -> Perturbation:

@@ -13,7 +13,8 @@ class MixedOp(nn.Module):
     """``sum_k w_k * op_k(x)`` over the candidate ops, in the order given (the alpha column order).
 
     The ``none`` op is kept in ``self.ops`` (so indices line up with alpha columns) but is never
-    run: its output is zero, so its term adds nothing. Its architecture weight still gets the
+    run: its output is zero, so its term adds nothing. Likewise, when the weights carry no gradient,
+    ops whose weight is exactly zero are skipped (a one-hot row runs a single op). Its architecture weight still gets the
     exact gradient, because the softmax couples it to every other weight. All BNs are
     non-affine, and pooling ops get a BN of their own so their scale matches the conv ops'.
     """
@@ -32,8 +33,14 @@ class MixedOp(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """Mix the op outputs with ``weights`` (shape ``[len(ops)]``)."""
+        active = self._active
+        if not weights.requires_grad:
+            # a fixed architecture (NASP's one-hot weight step, evaluation): ops weighted exactly
+            # zero add nothing, so they are not run (and their weights get no gradient)
+            nonzero = (weights != 0).tolist()
+            active = [k for k in active if nonzero[k]]
         out: Tensor | None = None
-        for k in self._active:
+        for k in active:
             term = weights[k] * self.ops[k](x)
             out = term if out is None else out + term
         if out is None:  # an edge whose only candidate is `none`

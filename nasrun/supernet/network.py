@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from nasrun.genotype import Genotype, derive
 from nasrun.supernet.cell import SearchCell, num_edges
+from nasrun.supernet.projection import discrete_architecture
 
 
 def reduction_indices(layers: int) -> tuple[int, int]:
@@ -24,7 +25,13 @@ class SuperNet(nn.Module):
     shape ``(num_edges, len(ops))``. They are ordinary ``nn.Parameter``s (so they live in the
     state dict and move with ``.to()``), but :meth:`weight_parameters` leaves them out, so the
     weight and architecture optimisers never share a tensor.
+
+    ``alpha_map``: ``"softmax"`` (DARTS) or ``"argmax"`` (NASP): the forward then runs one op per
+    edge, the one with the largest alpha other than ``none`` (straight-through, so the gradient
+    reaches the continuous alphas), and the genotype and alpha history read the raw alphas.
     """
+
+    alpha_map: str = "softmax"
 
     def __init__(
         self,
@@ -78,11 +85,19 @@ class SuperNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in arch]
 
     def mixing_weights(self) -> dict[str, Tensor]:
-        """Softmax of the alphas over the op axis, per cell type (differentiable)."""
+        """Softmax of the alphas over the op axis, per cell type (differentiable); see ``alpha_map``."""
+        if self.alpha_map == "argmax":
+            return discrete_architecture(self, differentiable=True)
         return {
             "normal": F.softmax(self.alphas_normal, dim=-1),
             "reduce": F.softmax(self.alphas_reduce, dim=-1),
         }
+
+    def alpha_weights(self) -> dict[str, Tensor]:
+        """What the genotype ranks: the mixing weights, or under ``alpha_map="argmax"`` the raw alphas."""
+        if self.alpha_map == "argmax":
+            return {"normal": self.alphas_normal, "reduce": self.alphas_reduce}
+        return self.mixing_weights()
 
     def forward(self, x: Tensor, mix: dict[str, Tensor] | None = None) -> Tensor:
         """Logits. ``mix`` replaces the softmaxed alphas (methods that perturb or project them)."""
@@ -102,5 +117,5 @@ class SuperNet(nn.Module):
     @torch.no_grad()
     def genotype(self, space_name: str = "darts") -> Genotype:
         """The discrete architecture the current alphas encode (derivation rule of spaces.md §1.5)."""
-        w = self.mixing_weights()
+        w = self.alpha_weights()
         return derive(w["normal"], w["reduce"], self.ops, nodes=self.nodes, space=space_name)
