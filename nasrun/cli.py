@@ -52,8 +52,10 @@ def job_label(override_dirname: str) -> str:
             continue
         key, _, value = item.partition("=")
         key = key.lstrip("+~").split(".")[-1] if key.startswith("method.") else key.lstrip("+~")
-        parts.append(f"{key}-{genotype_label(value)}" if value else key)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))[:120] or "default"
+        if "/" in value or value.endswith(".json"):
+            value = genotype_label(value)  # a path: its last part
+        parts.append(f"{key}-{value}" if value else key)
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(parts))[:120] or "default"
 
 
 def _register() -> None:
@@ -210,8 +212,11 @@ def _name_jobs_by_swept_keys(command: str, args: list[str]) -> list[str]:
         return args
     fixed = [o.key_or_group for o in parsed
              if not o.is_sweep_override() and not o.key_or_group.startswith("hydra")]
+    if not fixed:
+        return args
     excluded += [k for k in fixed if k not in excluded]
-    return [*args, f"{key}=[{','.join(excluded)}]"]
+    first = args.index(_override_tokens(args)[0])  # beside the other overrides, for Hydra's argument parser
+    return [*args[:first], f"{key}=[{','.join(excluded)}]", *args[first:]]
 
 
 def _finish_sweep(command: str) -> None:

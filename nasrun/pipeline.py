@@ -1,0 +1,172 @@
+"""Jobs that span stages, and what a sweep needs to finish: the pipeline, failure records, the outcome.
+
+``run_pipeline`` searches a genotype and retrains it in one job folder::
+
+    <job folder>/
+      .hydra/            written by Hydra (the pipeline's overrides)
+      pipeline.log       both stages' log
+      result.json        the job's status; the stages' figures are in their own folders
+      search/            a search run folder (see README)
+      retrain/           a retrain run folder; its genotype is search/genotype.json
+
+Both stages resume like standalone runs: a completed search is not redone, a half-done retraining
+continues from its checkpoint. One ``seed`` drives both stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from hydra.experimental.callback import Callback
+
+from nasrun.config import NasrunConf, as_plain_dict
+from nasrun.runs import RESULT, read_result, write_result
+
+log = logging.getLogger(__name__)
+
+SEARCH_DIR = "search"
+RETRAIN_DIR = "retrain"
+
+
+class StageFailed(RuntimeError):
+    """A pipeline stage ended without completing (its own result.json says why)."""
+
+
+@contextmanager
+def _own_file_logs() -> Iterator[None]:
+    """Remove the file handlers a stage adds to the root logger, so the next stage does not write into them."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before and isinstance(handler, logging.FileHandler):
+                root.removeHandler(handler)
+                handler.close()
+
+
+def run_pipeline(cfg: NasrunConf, out_dir: str | Path, on_search_epoch: Optional[Any] = None,
+                 on_retrain_epoch: Optional[Any] = None) -> dict:
+    """Search into ``out_dir/search``, then retrain its genotype into ``out_dir/retrain``."""
+    from nasrun.retrain import run_retrain
+    from nasrun.search import run_search
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    search_dir, retrain_dir = out / SEARCH_DIR, out / RETRAIN_DIR
+    config = as_plain_dict(cfg)
+    started = time.time()
+    stage = "search"
+    try:
+        with _own_file_logs():
+            searched = run_search(replace(cfg, genotype=None), search_dir, on_search_epoch)
+        if searched.get("status") != "completed":
+            raise StageFailed(f"search ended with status {searched.get('status')}: {searched.get('reason')}")
+        stage = "retrain"
+        with _own_file_logs():
+            retrained = run_retrain(replace(cfg, genotype=str(search_dir)), retrain_dir, on_retrain_epoch)
+        if retrained.get("status") != "completed":
+            raise StageFailed(f"retrain ended with status {retrained.get('status')}: {retrained.get('reason')}")
+    except KeyboardInterrupt:
+        write_result(out, "interrupted", command="pipeline", stage=stage,
+                     reason=f"interrupted during the {stage} stage; rerun the same command to resume",
+                     config=config)
+        raise
+    except Exception as exc:
+        write_result(out, "failed", command="pipeline", stage=stage, reason=f"{stage}: {_reason(exc)}",
+                     config=config, wall_seconds=time.time() - started)
+        raise
+    final = searched.get("final") or {}
+    return write_result(
+        out,
+        "completed",
+        command="pipeline",
+        search_run=SEARCH_DIR,
+        retrain_run=RETRAIN_DIR,
+        seed=cfg.seed,
+        search_val_acc=final.get("val_acc"),
+        test_acc=retrained.get("test_acc"),
+        test_error=retrained.get("test_error"),
+        params=retrained.get("params"),
+        search_seconds=searched.get("wall_seconds"),
+        retrain_seconds=retrained.get("wall_seconds"),
+        config=config,
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    from nasrun.errors import NasrunError
+
+    return str(exc) if isinstance(exc, (NasrunError, StageFailed)) else f"{type(exc).__name__}: {exc}"
+
+
+def record_failure(out_dir: str | Path, command: str, exc: BaseException, config: Optional[dict] = None) -> dict:
+    """Make sure a failed job's folder says so in result.json; return what the sweep gets back.
+
+    ``run_search``, ``run_retrain`` and ``run_pipeline`` write their own failure record (with the wall
+    time); this covers what happens before they start (config or genotype problems).
+    """
+    out = Path(out_dir)
+    reason = _reason(exc)
+    existing = None
+    try:
+        existing = read_result(out)
+    except Exception:  # a damaged result.json is replaced by the failure record
+        existing = None
+    if existing and existing.get("status") == "failed":
+        return existing
+    fields: dict[str, Any] = {"command": command, "reason": reason}
+    if config is not None:
+        fields["config"] = config
+    return write_result(out, "failed", **fields)
+
+
+def failed_jobs(sweep_dir: str | Path) -> tuple[int, list[tuple[Path, str]]]:
+    """Jobs under a sweep folder and the failed ones with their reasons.
+
+    A job is the first folder on each path down from ``sweep_dir`` that holds result.json (a pipeline
+    job's own result.json stands for both of its stages).
+    """
+    jobs, failed = 0, []
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        return 0, []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        if (folder / RESULT).is_file():
+            jobs += 1
+            try:
+                result = read_result(folder) or {}
+            except Exception as exc:
+                result = {"status": "failed", "reason": str(exc)}
+            if result.get("status") != "completed":
+                failed.append((folder, f"{result.get('status')}: {result.get('reason') or 'no reason recorded'}"))
+            continue
+        stack.extend(sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                            reverse=True))
+    return jobs, sorted(failed)
+
+
+class SweepOutcome(Callback):
+    """Hydra callback: after a multirun, find the jobs that did not complete (run in the launching process).
+
+    The dispatcher reads :attr:`last` after the application returns and exits non-zero when jobs failed.
+    It scans the sweep folder because launchers such as joblib or submitit run jobs in other processes.
+    """
+
+    last: Optional[tuple[Path, int, list[tuple[Path, str]]]] = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        SweepOutcome.last = None
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs, failed = failed_jobs(sweep_dir)
+        SweepOutcome.last = (sweep_dir, jobs, failed)
