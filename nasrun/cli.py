@@ -189,6 +189,10 @@ def check_overrides(config_name: str, args: list[str]) -> None:
                 from nasrun.retrain import prepare_retrain
 
                 prepare_retrain(typed)
+            elif config_name == "pipeline":
+                from nasrun.pipeline import check_pipeline
+
+                check_pipeline(typed)
     except NasrunError as exc:
         fail(config_name, str(exc))
     except Exception as exc:

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Optional
 from hydra.experimental.callback import Callback
 
 from nasrun.config import NasrunConf, as_plain_dict
+from nasrun.errors import ConfigError
 from nasrun.runs import RESULT, read_result, write_result
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,20 @@ def _own_file_logs() -> Iterator[None]:
                 handler.close()
 
 
+def check_pipeline(cfg: NasrunConf) -> None:
+    """What a pipeline cannot take: a genotype (it retrains the one its search finds)."""
+    if cfg.genotype:
+        raise ConfigError(f"genotype={cfg.genotype!r} is not allowed: a pipeline retrains the genotype its own "
+                          "search finds (use nasrun retrain for a given genotype)")
+
+
 def run_pipeline(cfg: NasrunConf, out_dir: str | Path, on_search_epoch: Optional[Any] = None,
                  on_retrain_epoch: Optional[Any] = None) -> dict:
     """Search into ``out_dir/search``, then retrain its genotype into ``out_dir/retrain``."""
     from nasrun.retrain import run_retrain
     from nasrun.search import run_search
 
+    check_pipeline(cfg)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     search_dir, retrain_dir = out / SEARCH_DIR, out / RETRAIN_DIR
