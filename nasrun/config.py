@@ -32,7 +32,10 @@ DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "fashion_mnist", "digits"
 AUGMENTATIONS = ("crop", "flip")
 ESTIMATORS = ("first_order", "second_order", "amended", "proximal", "mgs", "rs", "gld")
 HVP_MODES = ("finite_difference", "exact")
-PERTURBATIONS = ("none", "discrete")
+PERTURBATIONS = ("none", "discrete", "random", "adversarial")
+SIMPLEX_MODES = ("renorm", "project")
+EPSILON_RAMPS = ("code", "to_max")
+SCHEDULES = ("single", "progressive")
 ALPHA_MAPS = ("softmax", "argmax")
 
 
@@ -198,6 +201,24 @@ class MethodConf:
     # ZARTS-GLD (a reconstruction): largest radius; number of halvings (null: derived from the alpha shape)
     gld_radius: float = 0.13
     gld_levels: Optional[int] = None
+    # SDARTS (perturbation random | adversarial): radius of the L-inf ball around softmax(alpha),
+    # ramped linearly from epsilon_start; how a perturbed row returns to the simplex; PGD settings
+    # (step size null: 2 * epsilon / pgd_steps, as released)
+    epsilon: float = 0.3
+    epsilon_start: float = 0.03
+    epsilon_ramp: str = "code"
+    simplex: str = "renorm"
+    pgd_steps: int = 7
+    pgd_step_size: Optional[float] = None
+    pgd_random_start: bool = True
+    # schedule: one stage, or P-DARTS' progressive stages. Stage i has supernet.layers +
+    # stage_add_layers[i] cells and ends by keeping the stage_keep[i] strongest ops of every edge;
+    # search.epochs and search.arch_warmup_epochs are per stage
+    schedule: str = "single"
+    stage_add_layers: list[int] = field(default_factory=lambda: [0, 6, 12])
+    stage_keep: list[int] = field(default_factory=lambda: [5, 3, 1])
+    # at most this many skip connections in the final normal cell (P-DARTS' refinement; null = no limit)
+    max_skips: Optional[int] = None
 
     def __post_init__(self) -> None:
         _check(self.estimator in ESTIMATORS, "method.estimator", self.estimator, "one of " + ", ".join(ESTIMATORS))
@@ -231,6 +252,26 @@ class MethodConf:
         _check(self.density in ("corrected", "released"), "method.density", self.density, "one of corrected, released")
         _check(self.gld_levels is None or (isinstance(self.gld_levels, int) and self.gld_levels >= 0),
                "method.gld_levels", self.gld_levels, "null or an integer >= 0")
+        _check(math.isfinite(self.epsilon) and 0 < self.epsilon <= 1, "method.epsilon", self.epsilon,
+               "must be in (0, 1] (a radius around mixing weights in [0, 1])")
+        _check(math.isfinite(self.epsilon_start) and 0 <= self.epsilon_start <= self.epsilon, "method.epsilon_start",
+               self.epsilon_start, f"must be in [0, method.epsilon ({self.epsilon})]")
+        _check(self.epsilon_ramp in EPSILON_RAMPS, "method.epsilon_ramp", self.epsilon_ramp,
+               "one of " + ", ".join(EPSILON_RAMPS))
+        _check(self.simplex in SIMPLEX_MODES, "method.simplex", self.simplex, "one of " + ", ".join(SIMPLEX_MODES))
+        _positive_int("method.pgd_steps", self.pgd_steps)
+        if self.pgd_step_size is not None:
+            _positive("method.pgd_step_size", self.pgd_step_size)
+        _check(self.schedule in SCHEDULES, "method.schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
+        _check(len(self.stage_add_layers) >= 1 and all(isinstance(a, int) and a >= 0 for a in self.stage_add_layers),
+               "method.stage_add_layers", self.stage_add_layers, "a non-empty list of integers >= 0, one per stage")
+        _check(len(self.stage_keep) == len(self.stage_add_layers), "method.stage_keep", self.stage_keep,
+               f"one entry per stage ({len(self.stage_add_layers)}, the length of method.stage_add_layers)")
+        _check(all(isinstance(k, int) and k >= 1 for k in self.stage_keep)
+               and all(a >= b for a, b in zip(self.stage_keep, self.stage_keep[1:])),
+               "method.stage_keep", self.stage_keep, "integers >= 1 that never increase from stage to stage")
+        _check(self.max_skips is None or (isinstance(self.max_skips, int) and self.max_skips >= 0),
+               "method.max_skips", self.max_skips, "null (no limit) or an integer >= 0")
 
 
 @dataclass
@@ -248,6 +289,8 @@ class SearchConf:
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     arch_weight_decay: float = 1e-3
     arch_warmup_epochs: int = 0
+    # global-norm clip of the alpha gradient before the Adam step (null = none; 5 in P-DARTS)
+    arch_grad_clip: Optional[float] = None
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -274,22 +317,37 @@ class SearchConf:
             self.arch_warmup_epochs,
             "must be an integer >= 0",
         )
+        if self.arch_grad_clip is not None:
+            _positive("search.arch_grad_clip", self.arch_grad_clip)
 
 
 @dataclass
 class SupernetConf:
-    """Size of the weight-sharing network used during search."""
+    """Size and options of the weight-sharing network used during search.
+
+    ``partial_channels`` (K) and ``edge_norm`` are PC-DARTS' partial channel connections and edge
+    normalisation; ``skip_dropout`` is P-DARTS' dropout on skip connections: the initial rate of
+    each stage (one value for every stage, or one per stage), decayed over the stage's epochs.
+    """
 
     C: int = 16
     layers: int = 8
     nodes: int = 4
     stem_multiplier: int = 3
+    partial_channels: int = 1
+    edge_norm: bool = False
+    skip_dropout: list[float] = field(default_factory=lambda: [0.0])
 
     def __post_init__(self) -> None:
         _positive_int("supernet.C", self.C)
         _check(self.layers >= 3, "supernet.layers", self.layers, "must be >= 3 (two reduction cells and a normal cell)")
         _check(self.nodes >= 2, "supernet.nodes", self.nodes, "must be >= 2 (a genotype keeps two edges per node)")
         _positive_int("supernet.stem_multiplier", self.stem_multiplier)
+        _positive_int("supernet.partial_channels", self.partial_channels)
+        _check(self.C % self.partial_channels == 0, "supernet.partial_channels", self.partial_channels,
+               f"must divide supernet.C ({self.C}); 1 turns partial channels off")
+        _check(len(self.skip_dropout) >= 1 and all(math.isfinite(p) and 0 <= p < 1 for p in self.skip_dropout),
+               "supernet.skip_dropout", self.skip_dropout, "a non-empty list of rates in [0, 1) (one, or one per stage)")
 
 
 @dataclass
@@ -352,6 +410,16 @@ class NasrunConf:
             self.device.startswith("cuda:") and self.device[5:].isdigit()
         )
         _check(ok, "device", self.device, "one of auto, cpu, cuda, cuda:N")
+        m, net = self.method, self.supernet
+        stages = len(m.stage_keep) if m.schedule == "progressive" else 1
+        _check(len(net.skip_dropout) in (1, stages), "supernet.skip_dropout", net.skip_dropout,
+               f"one rate, or one per stage ({stages} with method.schedule={m.schedule})")
+        if m.schedule == "progressive":
+            _check(m.stage_keep[0] <= len(self.space.ops), "method.stage_keep", m.stage_keep,
+                   f"at most the number of ops in space.ops ({len(self.space.ops)}) in the first stage")
+        if m.max_skips is not None:
+            _check(any(op not in ("none", "skip_connect") for op in self.space.ops), "method.max_skips", m.max_skips,
+                   "null for a space whose only ops are none and skip_connect")
 
 
 def register_schemas() -> None:

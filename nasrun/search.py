@@ -28,6 +28,7 @@ from nasrun.runs import (
     append_jsonl,
     atomic_torch_save,
     atomic_write_bytes,
+    atomic_write_json,
     check_same_config,
     environment,
     load_checkpoint,
@@ -38,12 +39,13 @@ from nasrun.runs import (
     truncate_jsonl,
     write_result,
 )
-from nasrun.supernet import SuperNet
+from nasrun.supernet import SuperNet, keep_strongest, refine_skips, skip_dropout_rate
 
 log = logging.getLogger(__name__)
 
 GENOTYPES = "genotypes.jsonl"
 ALPHAS = "alphas.npz"
+STAGES = "stages.json"
 
 EpochHook = Callable[[int, dict], None]
 
@@ -101,24 +103,39 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         crop_padding=dataset_cfg.crop_padding, device=device, **loader,
     )
 
-    model = SuperNet(
-        cfg.supernet.C, dataset_cfg.num_classes, cfg.supernet.layers, cfg.space.ops,
-        nodes=cfg.supernet.nodes, in_channels=dataset_cfg.in_channels,
-        stem_multiplier=cfg.supernet.stem_multiplier,
-    ).to(device)
-    _init_alphas(model, cfg.method.alpha_init, cfg.method.alpha_map)
-    w_opt = torch.optim.SGD(model.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    a_opt = torch.optim.Adam(model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
-                             weight_decay=s.arch_weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=s.epochs, eta_min=s.lr_min)
-    estimator = make_estimator(cfg.method)
-    perturbation = make_perturbation(cfg.method)
-    history: dict[str, list[np.ndarray]] = {"normal": [], "reduce": []}
-    start_epoch, elapsed_before = 0, 0.0
+    # The schedule: one stage, or progressive stages (P-DARTS), each a fresh supernet and fresh
+    # optimisers over search.epochs epochs; an epoch's number counts on across stages.
+    plan = stage_plan(cfg)
+    E = s.epochs
+    total_epochs = E * len(plan)
+
+    def build(stage: int, edge_ops):
+        model = SuperNet(
+            cfg.supernet.C, dataset_cfg.num_classes, plan[stage]["layers"], cfg.space.ops,
+            nodes=cfg.supernet.nodes, in_channels=dataset_cfg.in_channels,
+            stem_multiplier=cfg.supernet.stem_multiplier, partial_channels=cfg.supernet.partial_channels,
+            edge_norm=cfg.supernet.edge_norm, edge_ops=edge_ops,
+        ).to(device)
+        _init_alphas(model, cfg.method.alpha_init, cfg.method.alpha_map)
+        w_opt = torch.optim.SGD(model.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        a_opt = torch.optim.Adam(model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
+                                 weight_decay=s.arch_weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, T_max=E, eta_min=s.lr_min)
+        return model, w_opt, a_opt, sched
 
     ckpt = load_checkpoint(out)
     if ckpt is not None:
         check_same_config(out, ckpt["config"], config)
+    stage = ckpt.get("stage", 0) if ckpt is not None else 0
+    edge_ops = ckpt.get("edge_ops") if ckpt is not None else None
+    stages_done: list[dict] = list(ckpt.get("stages", [])) if ckpt is not None else []
+    model, w_opt, a_opt, sched = build(stage, edge_ops)
+    estimator = make_estimator(cfg.method)
+    perturbation = make_perturbation(cfg.method)
+    history: dict[str, list[np.ndarray]] = {}
+    start_epoch, elapsed_before = 0, 0.0
+
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         w_opt.load_state_dict(ckpt["weight_optimizer"])
         a_opt.load_state_dict(ckpt["arch_optimizer"])
@@ -136,25 +153,40 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
 
     split = {"seed": cfg.seed, "fraction": dataset_cfg.search_split, "train": len(train_idx), "val": len(val_idx),
              "train_hash": index_hash(train_idx), "val_hash": index_hash(val_idx)}
-    log.info("search: %s on %s, %s, %d epochs, %d steps/epoch, device %s -> %s", cfg.method.name,
-             dataset_cfg.name, cfg.space.name, s.epochs, train_stream.batches_per_pass, device, out)
+    log.info("search: %s on %s, %s, %d epochs%s, %d steps/epoch, device %s -> %s", cfg.method.name,
+             dataset_cfg.name, cfg.space.name, total_epochs, f" in {len(plan)} stages" if len(plan) > 1 else "",
+             train_stream.batches_per_pass, device, out)
 
     last_row: dict = {}
-    for epoch in range(start_epoch, s.epochs):
+    for epoch in range(start_epoch, total_epochs):
+        if epoch // E != stage:  # the previous stage is over: keep its strongest ops, start the next
+            stages_done.append(_end_stage(model, plan, stage, E, cfg, out, stages_done))
+            edge_ops = stages_done[-1]["next_edge_ops"]
+            stage = epoch // E
+            model, w_opt, a_opt, sched = build(stage, edge_ops)
+            log.info("stage %d/%d: %d cells, %d ops per edge", stage + 1, len(plan), plan[stage]["layers"],
+                     model.alpha_shape("normal")[1])
+        e = epoch - stage * E  # the epoch within the stage: drives the lr, warm-up and ramps
         t0 = time.time()
         lr = sched.get_last_lr()[0]
-        arch_active = epoch >= s.arch_warmup_epochs
+        arch_active = e >= s.arch_warmup_epochs
+        p0 = plan[stage]["skip_dropout"]
+        drop = skip_dropout_rate(p0, e, E, s.arch_warmup_epochs) if p0 > 0 else 0.0
+        if p0 > 0:
+            model.set_skip_dropout(drop)
         stats = _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt, a_opt, lr, arch_active,
-                             s.grad_clip, cfg.progress, epoch, s.epochs)
+                             s.grad_clip, cfg.progress, e, E, arch_grad_clip=s.arch_grad_clip)
         sched.step()
         val_loss, val_acc = evaluate(model, data.train, val_idx, s.eval_batch_size, data.mean, data.std, device)
         seconds = time.time() - t0
         mix = model.mixing_weights()
         genotype = model.genotype(cfg.space.name)
-        for kind in ("normal", "reduce"):
-            history[kind].append(mix[kind].detach().cpu().numpy())
+        for kind, weights in _recorded_weights(model).items():
+            history.setdefault(kind, []).append(weights)
         row = {
             "epoch": epoch,
+            **({"stage": stage, "stage_epoch": e, "layers": plan[stage]["layers"]} if len(plan) > 1 else {}),
+            **({"skip_dropout": drop} if p0 > 0 else {}),
             "lr": lr,
             "arch_active": arch_active,
             **stats,
@@ -170,7 +202,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
             "images_per_s": stats["images"] / seconds,
         }
         append_jsonl(out / METRICS, row)
-        append_jsonl(out / GENOTYPES, {"epoch": epoch, "genotype": genotype.to_dict()})
+        append_jsonl(out / GENOTYPES, {"epoch": epoch, **({"stage": stage} if len(plan) > 1 else {}),
+                                        "genotype": genotype.to_dict()})
         _save_alphas(out / ALPHAS, history, model)
         atomic_torch_save(
             {
@@ -184,12 +217,15 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
                 "train_stream": train_stream.state_dict(),
                 "val_stream": val_stream.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
+                "stage": stage,
+                "edge_ops": model.edge_ops,
+                "stages": stages_done,
                 **({"estimator": estimator.state_dict()} if hasattr(estimator, "state_dict") else {}),
                 "alpha_history": {k: [a.tolist() for a in v] for k, v in history.items()},
             },
             out / CHECKPOINT,
         )
-        log.info("epoch %d/%d  train_acc %.4f  val_acc %.4f  skip %d  %.1fs  %s", epoch + 1, s.epochs,
+        log.info("epoch %d/%d  train_acc %.4f  val_acc %.4f  skip %d  %.1fs  %s", epoch + 1, total_epochs,
                  stats["train_acc"], val_acc, row["skip_normal"], seconds, genotype)
         last_row = row
         if on_epoch_end is not None:
@@ -198,7 +234,9 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
     if not last_row:
         rows = read_jsonl(out / METRICS)
         last_row = rows[-1] if rows else {}
-    genotype = model.genotype(cfg.space.name)
+    if len(plan) > 1:
+        stages_done.append(_end_stage(model, plan, stage, E, cfg, out, stages_done))
+    genotype, refinement = _final_genotype(model, cfg)
     genotype.save(out / "genotype.json")
     ckpt = load_checkpoint(out)
     result = write_result(
@@ -209,9 +247,11 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         space=cfg.space.name,
         dataset=dataset_cfg.name,
         seed=cfg.seed,
-        epochs=s.epochs,
+        epochs=total_epochs,
         final={k: last_row.get(k) for k in ("train_acc", "val_acc", "val_loss", "skip_normal", "skip_reduce")},
         genotype=genotype.to_dict(),
+        **({"stages": [_public(r) for r in stages_done]} if len(plan) > 1 else {}),
+        **({"skip_refinement": refinement} if refinement is not None else {}),
         wall_seconds=ckpt["elapsed"] if ckpt else time.time() - started,
         split=split,
         data=data.info,
@@ -224,7 +264,7 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
 
 
 def _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt, a_opt, lr, arch_active,
-                 grad_clip, progress, epoch, epochs) -> dict:
+                 grad_clip, progress, epoch, epochs, arch_grad_clip=None) -> dict:
     model.train()
     steps = train_stream.batches_per_pass
     totals = {"loss": 0.0, "correct": 0, "n": 0, "arch_loss": 0.0, "arch_correct": 0, "arch_n": 0}
@@ -248,6 +288,8 @@ def _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt
                 a_opt.zero_grad(set_to_none=True)
                 for p, g in zip(model.arch_parameters(), arch.grads):
                     p.grad = g.detach()
+                if arch_grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.arch_parameters(), arch_grad_clip)
                 a_opt.step()
             if after_step is not None:
                 after_step(model)
@@ -324,13 +366,80 @@ def evaluate(model, data, indices, batch_size, mean, std, device) -> tuple[float
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
+def stage_plan(cfg: NasrunConf) -> list[dict]:
+    """Cells, ops kept at the end and initial skip-dropout rate of every stage of the schedule."""
+    m, net = cfg.method, cfg.supernet
+    if m.schedule != "progressive":
+        return [{"layers": net.layers, "keep": None, "skip_dropout": net.skip_dropout[0]}]
+    rates = net.skip_dropout * len(m.stage_keep) if len(net.skip_dropout) == 1 else net.skip_dropout
+    return [{"layers": net.layers + add, "keep": keep, "skip_dropout": rate}
+            for add, keep, rate in zip(m.stage_add_layers, m.stage_keep, rates)]
+
+
+def _end_stage(model: SuperNet, plan: list[dict], stage: int, epochs: int, cfg: NasrunConf, out: Path,
+               done: list[dict]) -> dict:
+    """Record a finished stage (its ops, the ops each edge keeps, its genotype) and rewrite stages.json.
+
+    Every edge keeps its ``keep`` ops of largest softmax weight; the last stage drops ``none`` first.
+    The next stage starts from a fresh supernet (new weights, new alphas) over the kept ops, as
+    P-DARTS does: nothing but the op sets carries over.
+    """
+    last = stage == len(plan) - 1
+    mix = model.mixing_weights()
+    kept = {kind: keep_strongest(mix[kind], model.edge_ops[kind], plan[stage]["keep"], model.ops, drop_none=last)
+            for kind in ("normal", "reduce")}
+
+    def names(rows):
+        return [[model.ops[k] for k in row] for row in rows]
+
+    record = {
+        "stage": stage,
+        "layers": plan[stage]["layers"],
+        "epochs": [stage * epochs, (stage + 1) * epochs - 1],
+        "skip_dropout": plan[stage]["skip_dropout"],
+        "ops": {kind: names(rows) for kind, rows in model.edge_ops.items()},
+        "kept": {kind: names(rows) for kind, rows in kept.items()},
+        "genotype": model.genotype(cfg.space.name).to_dict(),
+        "next_edge_ops": kept,
+    }
+    atomic_write_json(out / STAGES, [_public(r) for r in [*done, record]])
+    log.info("stage %d/%d done: %d ops per edge kept; genotype %s", stage + 1, len(plan), len(kept["normal"][0]),
+             record["genotype"])
+    return record
+
+
+def _public(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "next_edge_ops"}
+
+
+def _final_genotype(model: SuperNet, cfg: NasrunConf):
+    """The searched genotype, limited to method.max_skips skip connections in the normal cell when set."""
+    if cfg.method.max_skips is None:
+        return model.genotype(cfg.space.name), None
+    with torch.no_grad():
+        w = model.vocabulary_weights()
+    genotype, family = refine_skips(w["normal"], w["reduce"], model.ops, model.nodes, cfg.method.max_skips,
+                                    cfg.space.name)
+    log.info("skip refinement to at most %d: %s", cfg.method.max_skips, genotype)
+    return genotype, {"max_skips": cfg.method.max_skips, "family": family}
+
+
+def _recorded_weights(model: SuperNet) -> dict[str, np.ndarray]:
+    """What alphas.npz keeps per epoch: mixing weights on the full op vocabulary (+ edge weights)."""
+    with torch.no_grad():
+        out = {k: v.cpu().numpy() for k, v in model.vocabulary_weights(with_edges=False).items()}
+        edges = model.edge_weights()
+        if edges is not None:
+            out.update({f"edges_{k}": v.cpu().numpy() for k, v in edges.items()})
+    return out
+
+
 def _save_alphas(path: Path, history: dict, model: SuperNet) -> None:
     """alphas.npz: softmaxed alpha per epoch, (epochs, edges, ops) per cell type, plus the op names."""
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, normal=np.stack(history["normal"]), reduce=np.stack(history["reduce"]),
-             ops=np.array(list(model.ops)))
+    np.savez(buf, **{k: np.stack(v) for k, v in history.items()}, ops=np.array(list(model.ops)))
     atomic_write_bytes(path, buf.getvalue())
 
 

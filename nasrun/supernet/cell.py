@@ -22,7 +22,8 @@ class SearchCell(nn.Module):
     Edge (= alpha row) order: for node i = 0..nodes-1, for source state j = 0..i+1, where
     states 0 and 1 are the two cell inputs and state 2 + i is node i. In a reduction cell the
     edges leaving the two inputs have stride 2. The output concatenates all intermediate
-    nodes, so it has ``nodes * C`` channels.
+    nodes, so it has ``nodes * C`` channels. ``edge_ops`` gives each edge its own candidate ops
+    (P-DARTS stages, where weak ops are dropped per edge); ``partial_channels`` is PC-DARTS' K.
     """
 
     def __init__(
@@ -34,6 +35,8 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         ops: Sequence[str],
+        edge_ops: Sequence[Sequence[str]] | None = None,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.nodes = nodes
@@ -45,20 +48,28 @@ class SearchCell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        if edge_ops is not None and len(edge_ops) != num_edges(nodes):
+            raise ValueError(f"edge_ops has {len(edge_ops)} entries, expected one per edge ({num_edges(nodes)})")
         self.edges = nn.ModuleList()
+        e = 0
         for i in range(nodes):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedOp(C, stride, ops))
+                candidates = ops if edge_ops is None else edge_ops[e]
+                self.edges.append(MixedOp(C, stride, candidates, partial_channels))
+                e += 1
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
-        """``weights``: mixing weights of shape ``[num_edges, len(ops)]`` in edge order."""
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
+        """``weights``: mixing weights ``[num_edges, ops per edge]`` in edge order; ``edge_weights``:
+        optional ``[num_edges]`` factors for the edges' outputs (PC-DARTS edge normalisation)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for _ in range(self.nodes):
             total: Tensor | None = None
             for j, h in enumerate(states):
                 y = self.edges[e + j](h, weights[e + j])
+                if edge_weights is not None:
+                    y = edge_weights[e + j] * y
                 total = y if total is None else total + y
             e += len(states)
             states.append(total)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasrun.spaces.ops import OPS, POOLING_OPS, Zero
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """Interleave ``groups`` equal blocks of channels: channel j of block i moves to position j * groups + i."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class MixedOp(nn.Module):
@@ -19,20 +27,34 @@ class MixedOp(nn.Module):
     non-affine, and pooling ops get a BN of their own so their scale matches the conv ops'.
     """
 
-    def __init__(self, C: int, stride: int, ops: Sequence[str]) -> None:
+    def __init__(self, C: int, stride: int, ops: Sequence[str], partial_channels: int = 1) -> None:
         super().__init__()
+        if partial_channels < 1 or C % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} must be >= 1 and divide the channel count {C}")
         self.op_names: tuple[str, ...] = tuple(ops)
         self.stride = stride
+        self.partial_channels = partial_channels
+        C_op = C // partial_channels
         self.ops = nn.ModuleList()
         for name in self.op_names:
-            op = OPS[name](C, stride, False)
+            op = OPS[name](C_op, stride, False)
             if name in POOLING_OPS:
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
             self.ops.append(op)
         self._active = [k for k, name in enumerate(self.op_names) if name != "none"]
+        # P-DARTS: dropout on the identity skip (stride 1 only); the rate is set per epoch by the schedule
+        self._identity = [k for k, name in enumerate(self.op_names) if name == "skip_connect" and stride == 1]
+        self.skip_dropout = 0.0
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        """Mix the op outputs with ``weights`` (shape ``[len(ops)]``)."""
+        """Mix the op outputs with ``weights`` (shape ``[len(ops)]``).
+
+        With partial channels K > 1 only the first C/K channels go through the ops; the rest
+        bypass the edge (max-pooled when it strides) and a channel shuffle with K groups follows,
+        so the next cell sees other channels in its sampled slice (PC-DARTS).
+        """
+        K = self.partial_channels
+        xa = x if K == 1 else x[:, : x.shape[1] // K]
         active = self._active
         if not weights.requires_grad:
             # a fixed architecture (NASP's one-hot weight step, evaluation): ops weighted exactly
@@ -41,8 +63,16 @@ class MixedOp(nn.Module):
             active = [k for k in active if nonzero[k]]
         out: Tensor | None = None
         for k in active:
-            term = weights[k] * self.ops[k](x)
+            y = self.ops[k](xa)
+            if self.skip_dropout > 0 and self.training and k in self._identity:
+                y = F.dropout(y, self.skip_dropout, training=True)
+            term = weights[k] * y
             out = term if out is None else out + term
         if out is None:  # an edge whose only candidate is `none`
-            out = Zero(self.stride)(x)
-        return out
+            out = Zero(self.stride)(xa)
+        if K == 1:
+            return out
+        xb = x[:, x.shape[1] // K :]
+        if self.stride == 2:
+            xb = F.max_pool2d(xb, 2, 2)
+        return channel_shuffle(torch.cat([out, xb], dim=1), K)

@@ -1,0 +1,114 @@
+"""What the progressive schedule (P-DARTS, spec/methods.md §6) does between and after stages.
+
+- :func:`keep_strongest`: after a stage, every edge keeps its strongest ops for the next stage.
+- :func:`refine_skips`: the final genotype with at most M skip connections in the normal cell.
+- :func:`skip_dropout_rate`: the per-epoch rate of the dropout on skip connections.
+
+All are plain functions of the mixing weights, so the search loop can redo them exactly on resume.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from nasrun.genotype import Genotype, derive
+
+
+def keep_strongest(
+    weights: Tensor,
+    edge_ops: Sequence[Sequence[int]],
+    keep: int,
+    ops: Sequence[str],
+    drop_none: bool,
+) -> list[list[int]]:
+    """Per edge, the ``keep`` candidate ops of largest mixing weight (as indices into ``ops``).
+
+    ``weights`` has one row per edge and one column per candidate of that edge (the order of
+    ``edge_ops``). With ``drop_none`` (the last stage) ``none`` goes first whatever its weight.
+    An edge never keeps ``none`` alone: the best other op takes the last place instead. Ties keep
+    the lower op index. Each returned row is sorted, so the column order follows ``ops``.
+    """
+    W = weights.detach().to("cpu", torch.float64)
+    out = []
+    for e, row in enumerate(edge_ops):
+        ranked = sorted(range(len(row)), key=lambda c: (-float(W[e, c]), row[c]))
+        names = [ops[row[c]] for c in ranked]
+        if drop_none:
+            ranked = [c for c, n in zip(ranked, names) if n != "none"] or ranked
+        kept = ranked[:keep]
+        if all(ops[row[c]] == "none" for c in kept):
+            others = [c for c in ranked if ops[row[c]] != "none"]
+            if others:
+                kept = kept[:-1] + others[:1]
+        out.append(sorted(row[c] for c in kept))
+    return out
+
+
+def _edge_index(nodes: int) -> list[int]:
+    """Index of the first edge entering each node."""
+    starts, start = [], 0
+    for i in range(nodes):
+        starts.append(start)
+        start += 2 + i
+    return starts
+
+
+def refine_skips(
+    weights_normal: Tensor,
+    weights_reduce: Tensor,
+    ops: Sequence[str],
+    nodes: int,
+    max_skips: int,
+    space: str = "darts",
+) -> tuple[Genotype, list[dict]]:
+    """Derive the genotype, then limit the normal cell to ``max_skips`` skip connections.
+
+    ``weights_*`` are on the full op vocabulary (0 for ops an edge no longer has). While the
+    normal cell has more than M skips, the weakest chosen skip connection is struck out, its edge
+    takes its best remaining op and the two strongest edges per node are chosen again (P-DARTS).
+    The reduction cell is left as derived. Returns the genotype for ``max_skips`` and the family of
+    genotypes met on the way, one per skip count (``[{"skips": n, "genotype": {...}}, ...]``).
+    """
+    skip = ops.index("skip_connect") if "skip_connect" in ops else None
+    W = weights_normal.detach().to("cpu", torch.float64).clone()
+    starts = _edge_index(nodes)
+    genotype = derive(W, weights_reduce, ops, nodes=nodes, space=space)
+    family = [{"skips": genotype.count("skip_connect", "normal"), "genotype": genotype.to_dict()}]
+    chosen = genotype
+    if genotype.count("skip_connect", "normal") <= max_skips:
+        return chosen, family
+    assert skip is not None
+    while True:
+        skips = [(float(W[starts[k // 2] + src, skip]), starts[k // 2] + src)
+                 for k, (op, src) in enumerate(genotype.normal) if op == "skip_connect"]
+        if not skips:
+            break
+        # struck-out entries go below every other weight (dropped ops are 0), so they are never picked again
+        W[min(skips)[1], skip] = -1.0
+        genotype = derive(W, weights_reduce, ops, nodes=nodes, space=space)
+        count = genotype.count("skip_connect", "normal")
+        if count < family[-1]["skips"]:
+            family.append({"skips": count, "genotype": genotype.to_dict()})
+        if count <= max_skips and chosen.count("skip_connect", "normal") > max_skips:
+            chosen = genotype
+        if count == 0:
+            break
+    return chosen, family
+
+
+def skip_dropout_rate(p0: float, epoch: int, epochs: int, warmup: int) -> float:
+    """P-DARTS' rate in a stage: linear decay during the alpha warm-up, then exponential from p0.
+
+    ``epoch < warmup``: p0 * (epochs - epoch - 1) / epochs; afterwards p0 * exp(-0.2 * (epoch - warmup))
+    (so the rate jumps back to p0 when the alphas start to move, as released).
+    """
+    if epoch < warmup:
+        return p0 * (epochs - epoch - 1) / epochs
+    return p0 * math.exp(-0.2 * (epoch - warmup))
+
+
+__all__ = ["keep_strongest", "refine_skips", "skip_dropout_rate"]
