@@ -22,25 +22,32 @@ def _check_batch(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
 
 
+def _window_gather(x: Tensor, padding: int, top: Tensor, left: Tensor, flip: Tensor | None) -> Tensor:
+    """Cut the HxW window at (top, left) of every zero-padded image (mirrored where ``flip``) with one gather."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding)) if padding > 0 else x
+    hp, wp = h + 2 * padding, w + 2 * padding
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    if flip is not None:
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+    rows = top[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = left[:, None] + cols  # (B, W)
+    flat = (rows[:, :, None] * wp + cols[:, None, :]).reshape(b, 1, h * w).expand(b, c, h * w)
+    return padded.reshape(b, c, hp * wp).gather(2, flat).reshape(b, c, h, w)
+
+
 def random_crop(x: Tensor, padding: int, gen: torch.Generator) -> Tensor:
     """Zero-pad each image by ``padding`` on every side and cut an HxW window at a random offset.
 
     Equivalent to ``torchvision.transforms.RandomCrop((H, W), padding=padding, fill=0)`` applied to
     every image independently: the top and left offsets into the padded image are each uniform on
-    ``0 .. 2*padding``. Done with one gather, no per-sample loop.
+    ``0 .. 2*padding``. Done with one gather, no per-sample loop; works on uint8 and float batches.
     """
     _check_batch(x, "random_crop")
     if padding <= 0:
         return x
-    b, _, h, w = x.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
-    padded = F.pad(x, (padding, padding, padding, padding))
-    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (B, H)
-    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (B, W)
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    # Advanced indices separated by a slice put their broadcast shape first: (B, H, W, C).
-    out = padded[batch, :, rows[:, :, None], cols[:, None, :]]
-    return out.permute(0, 3, 1, 2).contiguous()
+    offsets = torch.randint(0, 2 * padding + 1, (2, x.shape[0]), generator=gen).to(x.device)
+    return _window_gather(x, padding, offsets[0], offsets[1], None)
 
 
 def random_flip(x: Tensor, gen: torch.Generator) -> Tensor:
@@ -48,6 +55,18 @@ def random_flip(x: Tensor, gen: torch.Generator) -> Tensor:
     _check_batch(x, "random_flip")
     flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def crop_and_flip(x: Tensor, padding: int, gen: torch.Generator) -> Tensor:
+    """``random_flip(random_crop(x, padding, gen), gen)`` in one gather: the same draws, the same result."""
+    _check_batch(x, "crop_and_flip")
+    b = x.shape[0]
+    if padding > 0:
+        offsets = torch.randint(0, 2 * padding + 1, (2, b), generator=gen).to(x.device)
+    else:
+        offsets = torch.zeros(2, b, dtype=torch.long, device=x.device)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    return _window_gather(x, max(padding, 0), offsets[0], offsets[1], flip)
 
 
 def cutout(x: Tensor, length: int, gen: torch.Generator) -> Tensor:
@@ -90,4 +109,4 @@ def to_unit_float(images: Tensor) -> Tensor:
     return images.to(torch.float32)
 
 
-__all__ = ["random_crop", "random_flip", "cutout", "normalize", "to_unit_float"]
+__all__ = ["random_crop", "random_flip", "crop_and_flip", "cutout", "normalize", "to_unit_float"]

@@ -1,8 +1,9 @@
-"""Loading image datasets into memory as uint8 tensors, and the seeded splits nasrun records.
+"""Loading image datasets, the seeded splits and subsets nasrun records.
 
-Every loader returns a :class:`DataBundle`: the train and test :class:`ImageSet` (uint8 images in
-(N, C, H, W) layout, int64 labels), the per-channel normalisation constants and an ``info`` dict
-that ``result.json`` stores so a run says exactly which data it saw.
+Every loader returns a :class:`DataBundle`: the train and test sets, the per-channel
+normalisation constants and an ``info`` dict that ``result.json`` stores so a run says exactly
+which data it saw. In-memory datasets are :class:`ImageSet` (uint8 images in (N, C, H, W) layout,
+int64 labels); ImageNet is a :class:`nasrun.data.folders.FolderSet` (a file list decoded on demand).
 
 Supported sources (``dataset.name``):
 
@@ -12,22 +13,22 @@ Supported sources (``dataset.name``):
 ``synthetic``
     Random but learnable images (a per-class low-frequency pattern plus noise), for tests and smoke
     runs with any shape.
-``cifar10``
-    The CIFAR-10 python pickles under ``<root>/cifar-10-batches-py``. The files are read by a small
-    reader of the published pickle format (restricted to numpy array reconstruction) rather than
-    through ``torchvision.datasets.CIFAR10``, whose md5 check rejects any file that is not the
-    official one; torchvision is only used to download. The md5 sums are still checked and the
-    outcome is recorded in ``info["md5_verified"]``.
+``cifar10``, ``cifar100``, ``svhn``, ``fashion_mnist``
+    The published files under ``dataset.root`` (see :mod:`nasrun.data.formats`); Fashion-MNIST is
+    also found where Debian's ``dataset-fashion-mnist`` package installs it.
+``imagenet``
+    A ``train/`` and ``val/`` class-per-folder tree under ``dataset.root`` (see :mod:`nasrun.data.folders`).
+
+``dataset.subset_classes`` (first K classes) and ``dataset.subset`` (a fraction or a count of each
+class, seeded by ``dataset.split_seed``) shrink any of them, train and test alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import pickle
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -35,25 +36,10 @@ from torch import Tensor
 
 from nasrun.errors import DataError
 
+if TYPE_CHECKING:
+    from nasrun.data.folders import FolderSet
+
 log = logging.getLogger(__name__)
-
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR10_TEST_FILES = ("test_batch",)
-CIFAR10_META_FILE = "batches.meta"
-CIFAR10_ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_PAGE_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
-# md5 sums of the official files (the same list torchvision checks against).
-CIFAR10_MD5 = {
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
-}
-
 
 @dataclass
 class ImageSet:
@@ -97,8 +83,8 @@ class ImageSet:
 class DataBundle:
     """What :func:`load_dataset` returns: both splits, normalisation and a record for result.json."""
 
-    train: ImageSet
-    test: ImageSet
+    train: Union[ImageSet, "FolderSet"]
+    test: Union[ImageSet, "FolderSet"]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     info: dict[str, Any] = field(default_factory=dict)
@@ -141,20 +127,64 @@ def index_hash(idx: Tensor) -> str:
 # --------------------------------------------------------------------------- public entry point
 
 
+def _loaders() -> dict:
+    from nasrun.data import folders, formats
+
+    return {
+        "digits": _load_digits,
+        "synthetic": _load_synthetic,
+        "cifar10": formats.load_cifar10,
+        "cifar100": formats.load_cifar100,
+        "svhn": formats.load_svhn,
+        "fashion_mnist": formats.load_fashion_mnist,
+        "imagenet": folders.load_imagenet,
+    }
+
+
 def load_dataset(cfg: Any) -> DataBundle:
     """Load the dataset described by a :class:`nasrun.config.DatasetConf`.
 
-    Raises :class:`DataError` (one line, naming the config key to change) when the files are
+    Raises :class:`DataError` (one line, naming the path or config key to change) when the files are
     missing or unreadable, or when the data does not match ``dataset.in_channels``,
     ``dataset.image_size`` or ``dataset.num_classes``.
     """
-    loaders = {"digits": _load_digits, "synthetic": _load_synthetic, "cifar10": _load_cifar10}
+    loaders = _loaders()
     if cfg.name not in loaders:
         raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of {', '.join(loaders)}")
     train, test, num_classes, info = loaders[cfg.name](cfg)
+    subset_record: dict[str, Any] = {}
+    k = getattr(cfg, "subset_classes", None)
+    if k is not None:
+        if k > num_classes:
+            raise DataError(f"dataset.subset_classes={k} is more than the {num_classes} classes of dataset {cfg.name!r}")
+        train, test = first_classes(train, k), first_classes(test, k)
+        if "class_names" in info:
+            info["class_names"] = info["class_names"][:k]
+        subset_record["subset_classes"] = int(k)
+        num_classes = int(k)
+    amount = getattr(cfg, "subset", None)
+    if amount is not None:
+        full = (len(train), len(test))
+        train_idx = per_class_subset(train.labels, amount, (int(cfg.split_seed), 1))
+        test_idx = per_class_subset(test.labels, amount, (int(cfg.split_seed), 2))
+        train, test = train.subset(torch.from_numpy(train_idx)), test.subset(torch.from_numpy(test_idx))
+        subset_record["subset"] = {
+            "amount": amount,
+            "per_class": "fraction" if isinstance(amount, float) else "count",
+            "seed": int(cfg.split_seed),
+            "num_train_full": full[0],
+            "num_test_full": full[1],
+            "train_index_hash": index_hash(torch.from_numpy(train_idx)),
+            "test_index_hash": index_hash(torch.from_numpy(test_idx)),
+        }
     _check_matches_config(cfg, train, num_classes)
 
     if cfg.mean is None or cfg.std is None:
+        if not isinstance(train, ImageSet):
+            raise DataError(
+                f"dataset {cfg.name!r} is read from files on demand, so its mean and std cannot be computed: "
+                "set dataset.mean and dataset.std"
+            )
         mean_c, std_c = channel_stats(train.images)
     computed = {"mean": cfg.mean is None, "std": cfg.std is None}
     mean = tuple(float(v) for v in (mean_c if cfg.mean is None else cfg.mean))
@@ -175,9 +205,37 @@ def load_dataset(cfg: Any) -> DataBundle:
         "std": list(std),
         "mean_computed": computed["mean"],
         "std_computed": computed["std"],
+        "loader": getattr(cfg, "loader", "device"),
     }
     record.update(info)
+    record.update(subset_record)
     return DataBundle(train=train, test=test, mean=mean, std=std, info=record)
+
+
+def first_classes(data: Any, k: int) -> Any:
+    """The images of ``data`` whose label is below ``k`` (the first ``k`` classes), in their order."""
+    keep = torch.nonzero(data.labels < k).flatten()
+    return data if len(keep) == len(data) else data.subset(keep)
+
+
+def per_class_subset(labels: Tensor | np.ndarray, amount: float | int, seed: Any) -> np.ndarray:
+    """Seeded per-class selection for ``dataset.subset``; sorted int64 indices.
+
+    A float ``amount`` in (0, 1] keeps ``round(amount * n_c)`` images of each class (at least one);
+    an int keeps ``min(amount, n_c)``. ``seed`` is anything :func:`numpy.random.default_rng` accepts.
+    """
+    y = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise DataError(f"dataset.subset={amount!r} is not allowed: a fraction in (0, 1] or a count per class >= 1")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        k = max(1, round(amount * members.size)) if isinstance(amount, float) else min(int(amount), members.size)
+        chosen.append(members[rng.permutation(members.size)[:k]])
+    if not chosen:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -280,144 +338,12 @@ def _load_synthetic(cfg: Any) -> tuple[ImageSet, ImageSet, int, dict]:
     return train, test, k, info
 
 
-# --------------------------------------------------------------------------- cifar10
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds numpy arrays (all the CIFAR pickles contain), never arbitrary objects."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in the file")
-        return super().find_class(module, name)
-
-
-def _read_pickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        obj = _ArrayUnpickler(f, encoding="latin1").load()
-    if not isinstance(obj, dict):
-        raise ValueError(f"expected a dict, found {type(obj).__name__}")
-    # Files written by Python 2 load with str keys under latin1; Python 3 writers may use bytes keys.
-    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _cifar_missing_message(folder: Path, missing: list[str]) -> str:
-    what = f"missing: {', '.join(missing)}" if folder.is_dir() else "the folder does not exist"
-    return (
-        f"CIFAR-10 not found: looked in {folder} ({what}). "
-        f"Expected layout: <dataset.root>/{CIFAR10_FOLDER}/ holding data_batch_1..data_batch_5, test_batch "
-        "and batches.meta. To get it, run once with dataset.download=true on a machine with internet access, "
-        f"or download cifar-10-python.tar.gz from {CIFAR10_PAGE_URL}, extract it into a folder DIR "
-        f"(giving DIR/{CIFAR10_FOLDER}) and pass dataset.root=DIR"
-    )
-
-
-def _download_cifar10(root: Path) -> None:
-    try:
-        from torchvision.datasets import CIFAR10
-
-        root.mkdir(parents=True, exist_ok=True)
-        CIFAR10(str(root), train=True, download=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"dataset.download=true could not fetch CIFAR-10 from {CIFAR10_ARCHIVE_URL} into {root} ({first}); "
-            f"download the archive by hand, extract it so that {root / CIFAR10_FOLDER} exists, "
-            "and run with dataset.download=false"
-        ) from None
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        entry = _read_pickle(path)
-        data = np.asarray(entry["data"])
-        labels = entry["labels"] if "labels" in entry else entry["fine_labels"]
-        labels = np.asarray(labels, dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise ValueError(f"'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
-        if labels.shape != (data.shape[0],):
-            raise ValueError(f"{labels.size} labels for {data.shape[0]} images")
-    except Exception as exc:  # truncated pickle, wrong content, unreadable file ...
-        raise DataError(
-            f"CIFAR-10 file {path} is corrupt or not a CIFAR-10 batch ({type(exc).__name__}: {exc}); "
-            "replace it with a fresh copy from cifar-10-python.tar.gz (or delete the folder and use dataset.download=true)"
-        ) from None
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def _load_cifar10(cfg: Any) -> tuple[ImageSet, ImageSet, int, dict]:
-    root = Path(cfg.root).expanduser().absolute()
-    folder = root / CIFAR10_FOLDER
-    wanted = list(CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES) + [CIFAR10_META_FILE]
-    missing = [name for name in wanted if not (folder / name).is_file()]
-    if missing and cfg.download:
-        _download_cifar10(root)
-        missing = [name for name in wanted if not (folder / name).is_file()]
-    if missing:
-        raise DataError(_cifar_missing_message(folder, missing))
-
-    try:
-        meta = _read_pickle(folder / CIFAR10_META_FILE)
-        class_names = [str(n) for n in meta["label_names"]]
-    except Exception as exc:
-        raise DataError(
-            f"CIFAR-10 file {folder / CIFAR10_META_FILE} is corrupt or not a CIFAR-10 meta file "
-            f"({type(exc).__name__}: {exc}); replace it with a fresh copy from cifar-10-python.tar.gz"
-        ) from None
-
-    def read(names: tuple[str, ...]) -> ImageSet:
-        parts = [_read_cifar_batch(folder / name) for name in names]
-        images = np.concatenate([p[0] for p in parts])
-        labels = np.concatenate([p[1] for p in parts])
-        bad = (labels < 0) | (labels >= len(class_names))
-        if bad.any():
-            raise DataError(
-                f"CIFAR-10 files in {folder} hold label {int(labels[bad][0])}, outside the "
-                f"{len(class_names)} classes of batches.meta: the files are corrupt"
-            )
-        return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
-
-    train = read(CIFAR10_TRAIN_FILES)
-    test = read(CIFAR10_TEST_FILES)
-    mismatched = [name for name in wanted if _md5(folder / name) != CIFAR10_MD5[name]]
-    if mismatched:
-        log.warning(
-            "CIFAR-10 files in %s differ from the official release (md5 mismatch: %s); using them as they are",
-            folder,
-            ", ".join(mismatched),
-        )
-    info = {
-        "source": str(folder),
-        "md5_verified": not mismatched,
-        "class_names": class_names,
-    }
-    return train, test, len(class_names), info
-
-
 __all__ = [
     "ImageSet",
     "DataBundle",
     "load_dataset",
+    "per_class_subset",
+    "first_classes",
     "search_split",
     "index_hash",
     "stratified_split",

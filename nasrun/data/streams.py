@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from nasrun.data.augment import cutout as _cutout
-from nasrun.data.augment import normalize, random_crop, random_flip, to_unit_float
+from nasrun.data.augment import crop_and_flip, normalize, random_crop, random_flip, to_unit_float
 from nasrun.data.datasets import ImageSet
 from nasrun.errors import DataError
 
@@ -34,6 +34,18 @@ def _derived_seed(seed: int, *key: int) -> int:
         raise ValueError(f"seed must be >= 0, got {seed}")
     state = np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in key)).generate_state(1, np.uint64)
     return int(state[0])
+
+
+def pass_order(n: int, seed: int, p: int, shuffle: bool = True) -> Tensor:
+    """The order (CPU int64 permutation of ``range(n)``) of pass ``p`` of a stream seeded with ``seed``.
+
+    Shared by both loaders, so ``dataset.loader=device`` and ``dataset.loader=torch`` put the same
+    images into each batch of a pass (their augmentation draws differ).
+    """
+    if not shuffle:
+        return torch.arange(n)
+    gen = torch.Generator(device="cpu").manual_seed(_derived_seed(seed, 0, p))
+    return torch.randperm(n, generator=gen)
 
 
 class BatchStream:
@@ -134,12 +146,7 @@ class BatchStream:
     # ------------------------------------------------------------------ iteration
 
     def _pass_order(self, p: int) -> Tensor:
-        if not self.shuffle:
-            order = torch.arange(self._n)
-        else:
-            gen = torch.Generator(device="cpu").manual_seed(_derived_seed(self.seed, 0, p))
-            order = torch.randperm(self._n, generator=gen)
-        return order.to(self.device)
+        return pass_order(self._n, self.seed, p, self.shuffle).to(self.device)
 
     def __iter__(self) -> "BatchStream":
         return self
@@ -152,12 +159,15 @@ class BatchStream:
         start = self._position * self._batch
         idx = self._order[start : start + self._batch]
         self._position += 1
-        x = to_unit_float(self._images[idx])
-        if "crop" in self.augment:
+        # crop and flip move pixels only, so they run on the uint8 batch (a quarter of the bytes)
+        x = self._images[idx]
+        if "crop" in self.augment and "flip" in self.augment:
+            x = crop_and_flip(x, self.crop_padding, self._aug_gen)
+        elif "crop" in self.augment:
             x = random_crop(x, self.crop_padding, self._aug_gen)
-        if "flip" in self.augment:
+        elif "flip" in self.augment:
             x = random_flip(x, self._aug_gen)
-        x = normalize(x, self.mean, self.std)
+        x = normalize(to_unit_float(x), self.mean, self.std)
         if self.cutout > 0:
             x = _cutout(x, self.cutout, self._aug_gen)
         return x, self._labels[idx]
@@ -168,6 +178,7 @@ class BatchStream:
         """Where the stream stands: pass, batches taken in it, augmentation RNG state (plus sizes, to check on load)."""
         return {
             "version": _STATE_VERSION,
+            "loader": "device",
             "pass": self._pass,
             "position": self._position,
             "aug_rng": self._aug_gen.get_state(),
@@ -178,11 +189,14 @@ class BatchStream:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output; the stream must be built on the same subset and settings."""
-        for key, mine in (("seed", self.seed), ("num_samples", self._n), ("batch_size", self._batch)):
+        for key, mine in (("loader", "device"), ("seed", self.seed), ("num_samples", self._n),
+                          ("batch_size", self._batch)):
+            if key == "loader" and key not in state:  # states written before there was a second loader
+                continue
             if state.get(key) != mine:
                 raise DataError(
                     f"cannot resume a data stream saved with {key}={state.get(key)!r} into one with {key}={mine!r}: "
-                    "the dataset, split or batch size differs from the checkpoint's run"
+                    "the dataset, split, loader or batch size differs from the checkpoint's run"
                 )
         position = int(state["position"])
         if not 0 <= position <= self._batches_per_pass:
@@ -204,10 +218,16 @@ def eval_batches(
     """One ordered pass over (a subset of) ``data`` for evaluation: no augmentation, last batch kept.
 
     Yields ``(x, y)`` on ``device`` like :class:`BatchStream`, covering every selected image exactly
-    once in the order of ``indices`` (or of ``data``).
+    once in the order of ``indices`` (or of ``data``). A file-backed set (ImageNet) is decoded by a
+    DataLoader with its evaluation transform (resize, centre crop).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(data, ImageSet):
+        from nasrun.data.loaders import folder_eval_batches
+
+        yield from folder_eval_batches(data, indices, batch_size, mean, std, device)
+        return
     n = len(data) if indices is None else int(indices.numel())
     idx_all = None if indices is None else indices.detach().to(data.images.device, torch.long)
     for start in range(0, n, batch_size):
@@ -222,4 +242,4 @@ def eval_batches(
         yield x, labels.to(device=device, dtype=torch.long)
 
 
-__all__ = ["BatchStream", "eval_batches", "AUGMENTATIONS"]
+__all__ = ["BatchStream", "eval_batches", "pass_order", "AUGMENTATIONS"]
