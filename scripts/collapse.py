@@ -43,7 +43,12 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, list[i
     folder = Path(out) / "runs" / f"{name}_s{seed}"
     cfg = to_typed(compose_config("search", [*overrides, *METHODS[name], f"seed={seed}", "progress=false"]))
     run_search(cfg, folder)
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return collect_one(name, seed, out)
+
+
+def collect_one(name: str, seed: int, out: str) -> tuple[str, int, list[int]]:
+    path = Path(out) / "runs" / f"{name}_s{seed}" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     return name, seed, [r["skip_normal"] for r in rows]
 
 
@@ -60,6 +65,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--collect", action="store_true",
+                   help="only build the table and plot from the run folders already under <out>/runs "
+                        "(unfinished runs count up to the last epoch every run reached)")
     args = p.parse_args()
 
     overrides = [
@@ -75,7 +83,12 @@ def main() -> None:
     if args.subset:
         overrides.append(f"dataset.subset={args.subset}")
     jobs = [(m, s, overrides, args.out, args.threads) for m in args.methods for s in args.seeds]
-    if args.jobs > 1:
+    if args.collect:
+        results = [collect_one(m, s, args.out) for m, s, *_ in jobs]
+        results = [r for r in results if r[2]]
+        shortest = min(len(r[2]) for r in results)
+        results = [(m, s, skips[:shortest]) for m, s, skips in results]
+    elif args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(run_one, jobs, chunksize=1)
     else:
