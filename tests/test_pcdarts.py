@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH
+from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
 from nasrun.cli import compose_config
 from nasrun.config import to_typed
 from nasrun.errors import ConfigError
@@ -143,3 +143,14 @@ def test_preset_searches_and_retrains_on_digits(tmp_path: Path):
     retrain = run_retrain(to_typed(compose_config("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
                           tmp_path / "retrain")
     assert retrain["status"] == "completed"
+
+
+@pytest.mark.parametrize("method", ["amended", "darts_2nd"])
+def test_partial_channels_and_edge_norm_compose_with_other_estimators(tmp_path: Path, method):
+    cfg = to_typed(compose_config("search", [*TINY_SYNTH, f"method={method}", "search.epochs=1", "supernet.C=4",
+                                             "supernet.partial_channels=4", "supernet.edge_norm=true"]))
+    result = run_search(cfg, tmp_path / "run")
+    assert result["status"] == "completed"
+    assert np.load(tmp_path / "run" / "alphas.npz")["edges_normal"].shape == (1, 5)
+    adam = load_checkpoint(tmp_path / "run")["arch_optimizer"]["state"]
+    assert all(float(adam[i]["exp_avg"].abs().sum()) > 0 for i in (2, 3))  # the betas got the estimator's gradient

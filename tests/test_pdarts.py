@@ -208,3 +208,25 @@ def test_preset_searches_and_retrains_on_digits(tmp_path: Path):
     retrain = run_retrain(to_typed(compose_config("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
                           tmp_path / "retrain")
     assert retrain["status"] == "completed"
+
+
+@pytest.mark.parametrize("extra", [
+    ["method=sdarts_adv", "method.pgd_steps=2"],  # SDARTS-ADV's weight step in every stage
+    ["method=pcdarts", "supernet.partial_channels=2", "search.arch_warmup_epochs=0"],  # PC-DARTS' supernet per stage
+])
+def test_progressive_schedule_composes_with_other_axes(tmp_path: Path, extra):
+    cfg = to_typed(compose_config("search", [
+        *TINY_SYNTH, *extra, "method.schedule=progressive", "method.stage_add_layers=[0,1]", "method.stage_keep=[2,1]",
+        "method.max_skips=1", "search.epochs=1", "supernet.skip_dropout=[0.2]"]))
+    result = run_search(cfg, tmp_path / "run")
+    assert result["status"] == "completed" and len(result["stages"]) == 2
+    assert [len(s["ops"]["normal"][0]) for s in result["stages"]] == [4, 2]
+    assert sum(op == "skip_connect" for op, _ in result["genotype"]["normal"]) <= 1
+
+
+def test_skip_refinement_applies_to_a_single_stage_search(tmp_path: Path):
+    cfg = to_typed(compose_config("search", [*TINY_SYNTH, "search.epochs=1", "method.max_skips=0"]))
+    result = run_search(cfg, tmp_path / "run")
+    assert all(op != "skip_connect" for op, _ in result["genotype"]["normal"])
+    assert result["skip_refinement"]["family"][-1]["skips"] == 0
+    assert not (tmp_path / "run" / "stages.json").exists()

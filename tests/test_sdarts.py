@@ -64,8 +64,8 @@ def test_random_smoothing_perturbs_within_epsilon_on_the_simplex(tiny_net, simpl
     mix = perturb(tiny_net, None, None, 0, 10)
     for kind in ("normal", "reduce"):
         _on_simplex(mix[kind])
-        assert not mix[kind].requires_grad
-        shift = float((mix[kind] - clean[kind]).abs().max())
+        assert mix[kind].grad_fn is None  # no path back to the alphas
+        shift = float((mix[kind].detach() - clean[kind]).abs().max())
         assert shift > 0.01
         if simplex == "project":
             assert shift <= eps + 1e-9
@@ -122,6 +122,17 @@ def test_clean_alphas_are_untouched_by_the_perturbed_weight_step(tiny_net, tiny_
     _weight_step(plain, make_perturbation(MethodConf()), tiny_batches)
     moved = [not torch.equal(a, b) for a, b in zip(tiny_net.weight_parameters(), plain.weight_parameters())]
     assert any(moved), "the weight step trained under the perturbed weights, so the weights differ from plain DARTS"
+
+
+def test_ops_weighted_zero_by_the_noise_still_train(tiny_net, tiny_batches):
+    """As released, an op whose perturbed weight is 0 still runs in the weight step, so its weights
+    get a (zero) gradient and keep their momentum and weight decay."""
+    xt, yt, _, _ = tiny_batches
+    torch.manual_seed(0)
+    mix = make_perturbation(MethodConf(perturbation="random", epsilon=0.9, epsilon_start=0.9))(tiny_net, xt, yt, 0, 1)
+    assert any(bool((m == 0).any()) for m in mix.values())
+    F.cross_entropy(tiny_net(xt, mix), yt).backward()
+    assert all(p.grad is not None for p in tiny_net.weight_parameters())
 
 
 class _Linear(nn.Module):

@@ -1,7 +1,7 @@
 """Weight-step perturbations of the architecture: which mixing weights the weight step trains under.
 
 The architecture step always sees the clean softmax(alpha). A perturbation returns the mixing
-weights ({"normal": (E, K), "reduce": (E, K)}, detached) that the weight step uses instead, or None
+weights ({"normal": (E, K), "reduce": (E, K)}, cut off from the alphas) that the weight step uses instead, or None
 for the clean ones. The alphas themselves are never modified, so nothing needs restoring.
 
 SDARTS (spec/methods.md §4) perturbs the mixing weights A = softmax(alpha) within an L-infinity
@@ -102,6 +102,13 @@ def epsilon_at(cfg: MethodConf, epoch: int, epochs: int) -> float:
     return cfg.epsilon_start + span * epoch / epochs
 
 
+def _as_weights(mix: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Leaves cut off from the alphas that still require grad: the weight step then runs every op,
+    also one whose perturbed weight is exactly 0 (the supernet skips those only under a fixed,
+    gradient-free architecture), so its weights keep their momentum and weight decay, as released."""
+    return {k: v.detach().requires_grad_(True) for k, v in mix.items()}
+
+
 def _clean_mix(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach() for k, v in model.mixing_weights().items()}
 
@@ -115,8 +122,9 @@ class RandomSmoothing:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> Mix:
         eps = epsilon_at(self.cfg, epoch, epochs)
         with torch.no_grad():
-            return {k: back_on_simplex(a + uniform_noise(a, eps), a, eps, self.cfg.simplex)
-                    for k, a in _clean_mix(model).items()}
+            mix = {k: back_on_simplex(a + uniform_noise(a, eps), a, eps, self.cfg.simplex)
+                   for k, a in _clean_mix(model).items()}
+        return _as_weights(mix)
 
 
 def pgd_attack(
@@ -178,7 +186,7 @@ class AdversarialPGD:
         c = self.cfg
         mix, _ = pgd_attack(model, x, y, epsilon_at(c, epoch, epochs), c.pgd_steps, c.pgd_step_size,
                             c.pgd_random_start, c.simplex)
-        return mix
+        return _as_weights(mix)
 
 
 PERTURBATIONS: dict[str, Callable[[MethodConf], Perturbation]] = {

@@ -1,0 +1,179 @@
+"""Step time and peak memory of one search step per method preset, beside first-order DARTS.
+
+    python scripts/bench_methods.py                                  # CPU, a small size (see --help)
+    python scripts/bench_methods.py --C 16 --layers 8 --batch 64 --size 32   # the papers' CIFAR size
+    python scripts/bench_methods.py --device cuda --repeats 10
+
+One step is what the search loop does after the alpha warm-up: the preset's architecture step
+(estimator, then Adam) and its weight step (perturbation, SGD). Every preset runs in a fresh
+subprocess so its memory is its own: on the CPU the peak resident set size (``ru_maxrss``) and its
+growth over the process before the first step (the memory the steps themselves need); on CUDA
+``torch.cuda.max_memory_allocated``. P-DARTS is measured at each stage (``pdarts@1..3``: 5/11/17
+cells with 8/5/3 ops per edge). Every preset runs at the same C, batch and image size (the presets'
+own batch sizes differ: PC-DARTS 256, P-DARTS 96), so the columns compare like with like; cells
+are --layers except for P-DARTS, whose stages set their own depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PRESETS = ["darts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts@1", "pdarts@2", "pdarts@3"]
+
+
+def measure(preset: str, args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from nasrun.cli import compose_config
+    from nasrun.config import to_typed
+    from nasrun.methods import ArchBatch, make_estimator, make_perturbation
+    from nasrun.search import stage_plan
+    from nasrun.supernet import SuperNet, keep_strongest
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    method, _, stage = preset.partition("@")
+    overrides = [f"method={method}", f"supernet.C={args.C}", f"search.batch_size={args.batch}"]
+    if not stage:
+        overrides.append(f"supernet.layers={args.layers}")
+    cfg = to_typed(compose_config("search", overrides))
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    stage_index = int(stage) - 1 if stage else 0
+    plan = stage_plan(cfg)[stage_index]
+    ops = cfg.space.ops
+    edge_ops = None
+    if stage_index > 0:  # the op sets a stage starts from: keep the strongest of random weights, stage by stage
+        edges = sum(2 + i for i in range(cfg.supernet.nodes))
+        edge_ops = {k: [list(range(len(ops)))] * edges for k in ("normal", "reduce")}
+        for s in range(stage_index):
+            keep = cfg.method.stage_keep[s]
+            edge_ops = {k: keep_strongest(torch.rand(edges, len(rows[0])), rows, keep, ops, drop_none=False)
+                        for k, rows in edge_ops.items()}
+    net = SuperNet(cfg.supernet.C, 10, plan["layers"], ops, nodes=cfg.supernet.nodes, in_channels=args.channels,
+                   partial_channels=cfg.supernet.partial_channels, edge_norm=cfg.supernet.edge_norm,
+                   edge_ops=edge_ops).to(device)
+    if plan["skip_dropout"] > 0:
+        net.set_skip_dropout(plan["skip_dropout"])
+    s = cfg.search
+    w_opt = torch.optim.SGD(net.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
+                             weight_decay=s.arch_weight_decay)
+    estimator, perturbation = make_estimator(cfg.method), make_perturbation(cfg.method)
+    shape = (args.batch, args.channels, args.size, args.size)
+    x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
+    y, yv = (torch.randint(0, 10, (args.batch,), device=device) for _ in range(2))
+    net.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    for i in range(args.warmup + args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        arch = estimator(net, ArchBatch(x, y, xv, yv, w_opt, s.lr, 10, 50))
+        a_opt.zero_grad(set_to_none=True)
+        for p, g in zip(net.arch_parameters(), arch.grads):
+            p.grad = g.detach()
+        if s.arch_grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.arch_parameters(), s.arch_grad_clip)
+        a_opt.step()
+        mix = perturbation(net, x, y, 10, 50)
+        w_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x) if mix is None else net(x, mix), y).backward()
+        for p in net.arch_parameters():
+            p.grad = None
+        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), s.grad_clip)
+        w_opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "preset": preset,
+        "cells": plan["layers"],
+        "ops_per_edge": net.alpha_shape("normal")[1],
+        "K": cfg.supernet.partial_channels,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "steps": len(times),
+        "images_per_s": 2 * args.batch / statistics.median(times),
+        "peak_bytes": peak,
+        "step_bytes": peak - base,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--C", type=int, default=8, help="supernet width (papers: 16)")
+    p.add_argument("--layers", type=int, default=5, help="cells, except P-DARTS' stages (papers: 8)")
+    p.add_argument("--batch", type=int, default=32, help="batch of each split (papers: 64; PC-DARTS 256)")
+    p.add_argument("--size", type=int, default=16, help="image height and width (CIFAR: 32)")
+    p.add_argument("--channels", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--presets", nargs="+", default=PRESETS)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every preset this many times, interleaved, and keep its fastest median "
+                        "(steadier on a shared machine)")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args)))
+        return
+
+    import torch
+
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
+        f"cpu, {args.threads or torch.get_num_threads()} threads")
+    print(f"one search step after warm-up; C={args.C}, {args.layers} cells (P-DARTS: its stages), batch {args.batch} "
+          f"per split of {args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}; "
+          f"median of {args.repeats} steps after {args.warmup}"
+          + (f", fastest of {args.rounds} interleaved rounds" if args.rounds > 1 else ""))
+    flags = sys.argv[1:]
+    results: dict[str, dict] = {}
+    for _ in range(args.rounds):
+        for preset in args.presets:
+            proc = subprocess.run([sys.executable, __file__, *flags, "--one", preset], capture_output=True, text=True)
+            if proc.returncode != 0:
+                lines = proc.stderr.strip().splitlines()
+                results.setdefault(preset, {"error": lines[-1] if lines else f"exit {proc.returncode}"})
+                continue
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            best = results.get(preset)
+            if best is None or "error" in best or r["median_s"] < best["median_s"]:
+                results[preset] = r
+    memory = "peak CUDA alloc" if args.device.startswith("cuda") else "peak RSS"
+    print(f"{'preset':<11}{'cells':>6}{'ops':>5}{'K':>3}{'median ms':>11}{'x darts':>9}{'images/s':>10}"
+          f"{memory + ' MiB':>19}{'step MiB':>10}{'x darts':>9}")
+    base = results.get("darts") if "error" not in results.get("darts", {"error": 1}) else None
+    for preset in args.presets:
+        r = results[preset]
+        if "error" in r:
+            print(f"{preset:<11} failed: {r['error']}")
+            continue
+        speed = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
+        mem = f"{r['step_bytes'] / base['step_bytes']:.2f}" if base and base["step_bytes"] > 0 else "-"
+        print(f"{preset:<11}{r['cells']:>6}{r['ops_per_edge']:>5}{r['K']:>3}{r['median_s'] * 1000:>11.1f}{speed:>9}"
+              f"{r['images_per_s']:>10.1f}{r['peak_bytes'] / 2**20:>19.1f}{r['step_bytes'] / 2**20:>10.1f}{mem:>9}")
+
+
+if __name__ == "__main__":
+    main()
