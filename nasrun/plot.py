@@ -62,7 +62,7 @@ def _node_positions(nodes: int) -> dict[int, tuple[float, float]]:
     top = 0.9 * nodes / 2 + 0.6
     pos = {0: (0.0, top), 1: (0.0, -top)}
     for i in range(nodes):
-        pos[i + 2] = (1.9 * (i + 1), top - 0.4 - (2 * top - 0.8) * i / max(nodes - 1, 1))
+        pos[i + 2] = (1.9 * (i + 1), top * (0.55 - 1.1 * i / max(nodes - 1, 1)))
     pos[-1] = (1.9 * (nodes + 1), 0.0)  # the cell output
     return pos
 
@@ -98,7 +98,8 @@ def draw_cell(ax, pairs: Sequence[Sequence[Any]], concat: Sequence[int], nodes: 
         ax.annotate("", xy=p2, xytext=p0, zorder=2,
                     arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.6, "shrinkA": 14, "shrinkB": 14,
                                 "connectionstyle": f"arc3,rad={rad}"})
-        lx, ly = _bezier(p0, p2, rad, 0.62)
+        short = math.dist(p0, p2) < 2.5  # a label near the end of a short edge would cover the node
+        lx, ly = _bezier(p0, p2, rad, 0.5 if short else 0.62)
         ax.text(lx, ly, str(op), ha="center", va="center", fontsize=7, color=color, zorder=4,
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
     for state in concat:
