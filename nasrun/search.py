@@ -238,6 +238,7 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         stages_done.append(_end_stage(model, plan, stage, E, cfg, out, stages_done))
     genotype, refinement = _final_genotype(model, cfg)
     genotype.save(out / "genotype.json")
+    _draw_cells(genotype, out / "cells.png", f"{cfg.method.name} on {dataset_cfg.name}, seed {cfg.seed}")
     ckpt = load_checkpoint(out)
     result = write_result(
         out,
@@ -261,6 +262,16 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
     log.info("search finished: val_acc %.4f, genotype %s -> %s", last_row.get("val_acc", float("nan")), genotype,
              out / "genotype.json")
     return result
+
+
+def _draw_cells(genotype, path: Path, title: str) -> None:
+    """cells.png beside genotype.json; a drawing problem must never fail a finished search."""
+    try:
+        from nasrun.plot import plot_genotype
+
+        plot_genotype(genotype, path, title)
+    except Exception as exc:  # noqa: BLE001 - the genotype is already saved
+        log.warning("could not draw %s: %s", path, exc)
 
 
 def _train_epoch(model, estimator, perturbation, train_stream, val_stream, w_opt, a_opt, lr, arch_active,

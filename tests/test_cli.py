@@ -33,7 +33,7 @@ def searched(tmp_path_factory) -> Path:
 
 def test_search_writes_the_run_folder(searched: Path):
     for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "search.log", "metrics.jsonl", "genotypes.jsonl",
-                 "alphas.npz", "checkpoint.pt", "genotype.json", "result.json"):
+                 "alphas.npz", "checkpoint.pt", "genotype.json", "cells.png", "result.json"):
         assert (searched / name).exists(), name
     rows = [json.loads(line) for line in (searched / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
