@@ -200,7 +200,7 @@ def two_term_stats(first: list[Tensor], second: list[Tensor] | None) -> dict[str
     return {"g1_norm": n1, "second_norm": n2, "cosine": cos}
 
 
-def finite_difference_hvp(
+def central_difference(
     model: nn.Module,
     weights: list[Tensor],
     center: list[Tensor],
@@ -208,10 +208,12 @@ def finite_difference_hvp(
     x: Tensor,
     y: Tensor,
     radius: float,
+    wrt: list[Tensor],
 ) -> list[Tensor]:
-    """H u ~ [grad_w L(w + e u) - grad_w L(w - e u)] / 2e around ``center``, e = radius / ||u||.
+    """d/de grad_wrt L(center + e u) at e = 0, as [grad L(w + e u) - grad L(w - e u)] / 2e, e = radius / ||u||.
 
-    Leaves the weights perturbed; the caller restores them.
+    With ``wrt`` the weights this is H u, with ``wrt`` the alphas it is B u. Leaves the weights
+    perturbed; the caller restores them.
     """
     eps = radius / (float(global_norm(direction)) + 1e-12)
     out = []
@@ -220,34 +222,19 @@ def finite_difference_hvp(
             for w, c, d in zip(weights, center, direction):
                 w.copy_(c + sign * eps * d)
         loss, _ = _loss(model, x, y)
-        g = torch.autograd.grad(loss, weights, allow_unused=True)
-        out.append([gi if gi is not None else torch.zeros_like(w) for gi, w in zip(g, weights)])
+        g = torch.autograd.grad(loss, wrt, allow_unused=True)
+        out.append([gi if gi is not None else torch.zeros_like(t) for gi, t in zip(g, wrt)])
     return [(p - m) / (2 * eps) for p, m in zip(*out)]
 
 
-def finite_difference_mixed(
-    model: nn.Module,
-    weights: list[Tensor],
-    center: list[Tensor],
-    direction: list[Tensor],
-    x: Tensor,
-    y: Tensor,
-    radius: float,
-) -> list[Tensor]:
-    """B u ~ [grad_alpha L(w + e u) - grad_alpha L(w - e u)] / 2e around ``center``, e = radius / ||u||.
+def finite_difference_hvp(model, weights, center, direction, x, y, radius) -> list[Tensor]:
+    """H u of the training loss (differences of weight gradients)."""
+    return central_difference(model, weights, center, direction, x, y, radius, wrt=weights)
 
-    Leaves the weights at ``center + e u``/``- e u``; the caller restores them.
-    """
-    alphas = model.arch_parameters()
-    eps = radius / (float(global_norm(direction)) + 1e-12)
-    out = []
-    for sign in (1.0, -1.0):
-        with torch.no_grad():
-            for w, c, d in zip(weights, center, direction):
-                w.copy_(c + sign * eps * d)
-        loss, _ = _loss(model, x, y)
-        out.append(torch.autograd.grad(loss, alphas))
-    return [(p - m) / (2 * eps) for p, m in zip(*out)]
+
+def finite_difference_mixed(model, weights, center, direction, x, y, radius) -> list[Tensor]:
+    """B u of the training loss (differences of architecture gradients)."""
+    return central_difference(model, weights, center, direction, x, y, radius, wrt=model.arch_parameters())
 
 
 def _restore(weights: list[Tensor], saved: list[Tensor]) -> None:
