@@ -5,13 +5,19 @@
     python scripts/bench_methods.py --device cuda --repeats 10
 
 One step is what the search loop does after the alpha warm-up: the preset's architecture step
-(estimator, then Adam) and its weight step (perturbation, SGD). Every preset runs in a fresh
-subprocess so its memory is its own: on the CPU the peak resident set size (``ru_maxrss``) and its
-growth over the process before the first step (the memory the steps themselves need); on CUDA
-``torch.cuda.max_memory_allocated``. P-DARTS is measured at each stage (``pdarts@1..3``: 5/11/17
-cells with 8/5/3 ops per edge). Every preset runs at the same C, batch and image size (the presets'
-own batch sizes differ: PC-DARTS 256, P-DARTS 96), so the columns compare like with like; cells
-are --layers except for P-DARTS, whose stages set their own depth.
+(estimator, then Adam) and its weight step (perturbation, SGD).
+
+- Memory: every preset runs alone in a fresh subprocess, so its memory is its own: on the CPU the
+  peak resident set size (``ru_maxrss``) and its growth over the process before the first step
+  (what the steps themselves need); on CUDA ``torch.cuda.max_memory_allocated`` (and its growth
+  over the memory allocated before the first step).
+- Time: one more subprocess builds every preset and steps them in turn, round after round, so a
+  busy machine slows all presets alike; the median over the rounds is reported.
+
+P-DARTS is measured at each stage (``pdarts@1..3``: 5/11/17 cells with 8/5/3 ops per edge). Every
+preset runs at the same C, batch and image size (the presets' own batch sizes differ: PC-DARTS 256,
+P-DARTS 96), so the columns compare like with like; cells are --layers except for P-DARTS, whose
+stages set their own depth.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import time
 PRESETS = ["darts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts@1", "pdarts@2", "pdarts@3"]
 
 
-def measure(preset: str, args: argparse.Namespace) -> dict:
+def build(preset: str, args: argparse.Namespace):
+    """The preset's supernet, optimisers and a function running one search step; plus a description."""
     import torch
     import torch.nn.functional as F
 
@@ -37,8 +44,6 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     from nasrun.search import stage_plan
     from nasrun.supernet import SuperNet, keep_strongest
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     method, _, stage = preset.partition("@")
     overrides = [f"method={method}", f"supernet.C={args.C}", f"search.batch_size={args.batch}"]
     if not stage:
@@ -71,14 +76,8 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
     x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y, yv = (torch.randint(0, 10, (args.batch,), device=device) for _ in range(2))
     net.train()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    times = []
-    for i in range(args.warmup + args.repeats):
+
+    def step() -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -98,24 +97,51 @@ def measure(preset: str, args: argparse.Namespace) -> dict:
         w_opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    info = {"preset": preset, "cells": plan["layers"], "ops_per_edge": net.alpha_shape("normal")[1],
+            "K": cfg.supernet.partial_channels}
+    return step, info
+
+
+def memory(preset: str, args: argparse.Namespace) -> dict:
+    """Peak memory of warm-up + repeats steps of one preset, alone in this process."""
+    import torch
+
+    device = torch.device(args.device)
+    step, info = build(preset, args)
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {
-        "preset": preset,
-        "cells": plan["layers"],
-        "ops_per_edge": net.alpha_shape("normal")[1],
-        "K": cfg.supernet.partial_channels,
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "steps": len(times),
-        "images_per_s": 2 * args.batch / statistics.median(times),
-        "peak_bytes": peak,
-        "step_bytes": peak - base,
-    }
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(args.warmup + args.repeats):
+        step()
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {**info, "peak_bytes": peak, "step_bytes": peak - base}
+
+
+def timing(presets: list[str], args: argparse.Namespace) -> dict:
+    """Median step time per preset, the presets stepped in turn so that load hits them alike."""
+    runs = {p: build(p, args)[0] for p in presets}
+    for _ in range(args.warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {p: [] for p in presets}
+    for _ in range(args.repeats):
+        for p, run in runs.items():
+            times[p].append(run())
+    return {p: {"median_s": statistics.median(t), "min_s": min(t), "steps": len(t)} for p, t in times.items()}
+
+
+def _child(args: argparse.Namespace, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], *extra], capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -128,51 +154,45 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed steps (rounds) per preset")
     p.add_argument("--presets", nargs="+", default=PRESETS)
-    p.add_argument("--rounds", type=int, default=1,
-                   help="measure every preset this many times, interleaved, and keep its fastest median "
-                        "(steadier on a shared machine)")
-    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--memory-of", help=argparse.SUPPRESS)
+    p.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.one:
-        print(json.dumps(measure(args.one, args)))
-        return
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_of:
+        print(json.dumps(memory(args.memory_of, args)))
+        return
+    if args.timing:
+        print(json.dumps(timing(args.presets, args)))
+        return
 
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"cpu, {args.threads or torch.get_num_threads()} threads")
     print(f"one search step after warm-up; C={args.C}, {args.layers} cells (P-DARTS: its stages), batch {args.batch} "
           f"per split of {args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}; "
-          f"median of {args.repeats} steps after {args.warmup}"
-          + (f", fastest of {args.rounds} interleaved rounds" if args.rounds > 1 else ""))
-    flags = sys.argv[1:]
-    results: dict[str, dict] = {}
-    for _ in range(args.rounds):
-        for preset in args.presets:
-            proc = subprocess.run([sys.executable, __file__, *flags, "--one", preset], capture_output=True, text=True)
-            if proc.returncode != 0:
-                lines = proc.stderr.strip().splitlines()
-                results.setdefault(preset, {"error": lines[-1] if lines else f"exit {proc.returncode}"})
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            best = results.get(preset)
-            if best is None or "error" in best or r["median_s"] < best["median_s"]:
-                results[preset] = r
-    memory = "peak CUDA alloc" if args.device.startswith("cuda") else "peak RSS"
+          f"median of {args.repeats} interleaved steps after {args.warmup}")
+    mem = {preset: _child(args, "--memory-of", preset) for preset in args.presets}
+    times = _child(args, "--timing")
+    label = "peak CUDA alloc" if args.device.startswith("cuda") else "peak RSS"
     print(f"{'preset':<11}{'cells':>6}{'ops':>5}{'K':>3}{'median ms':>11}{'x darts':>9}{'images/s':>10}"
-          f"{memory + ' MiB':>19}{'step MiB':>10}{'x darts':>9}")
-    base = results.get("darts") if "error" not in results.get("darts", {"error": 1}) else None
+          f"{label + ' MiB':>19}{'step MiB':>10}{'x darts':>9}")
+    base_t = times.get("darts") if "error" not in times else None
+    base_m = mem.get("darts") if "error" not in mem.get("darts", {"error": 1}) else None
     for preset in args.presets:
-        r = results[preset]
-        if "error" in r:
-            print(f"{preset:<11} failed: {r['error']}")
+        m = mem[preset]
+        if "error" in m or "error" in times:
+            print(f"{preset:<11} failed: {m.get('error') or times.get('error')}")
             continue
-        speed = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
-        mem = f"{r['step_bytes'] / base['step_bytes']:.2f}" if base and base["step_bytes"] > 0 else "-"
-        print(f"{preset:<11}{r['cells']:>6}{r['ops_per_edge']:>5}{r['K']:>3}{r['median_s'] * 1000:>11.1f}{speed:>9}"
-              f"{r['images_per_s']:>10.1f}{r['peak_bytes'] / 2**20:>19.1f}{r['step_bytes'] / 2**20:>10.1f}{mem:>9}")
+        t = times[preset]["median_s"]
+        speed = f"{t / base_t['median_s']:.2f}" if base_t else "-"
+        ratio = f"{m['step_bytes'] / base_m['step_bytes']:.2f}" if base_m and base_m["step_bytes"] > 0 else "-"
+        print(f"{preset:<11}{m['cells']:>6}{m['ops_per_edge']:>5}{m['K']:>3}{t * 1000:>11.1f}{speed:>9}"
+              f"{2 * args.batch / t:>10.1f}{m['peak_bytes'] / 2**20:>19.1f}{m['step_bytes'] / 2**20:>10.1f}{ratio:>9}")
 
 
 if __name__ == "__main__":
