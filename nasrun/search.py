@@ -143,6 +143,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
         train_stream.load_state_dict(ckpt["train_stream"])
         val_stream.load_state_dict(ckpt["val_stream"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in ckpt["rng"]:  # skip dropout draws on the device
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         if hasattr(estimator, "load_state_dict") and "estimator" in ckpt:
             estimator.load_state_dict(ckpt["estimator"])
         history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
@@ -216,7 +218,8 @@ def _search(cfg, dataset_cfg, config, out, device, started, on_epoch_end) -> dic
                 "scheduler": sched.state_dict(),
                 "train_stream": train_stream.state_dict(),
                 "val_stream": val_stream.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
+                "rng": {"torch": torch.get_rng_state(),
+                        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
                 "stage": stage,
                 "edge_ops": model.edge_ops,
                 "stages": stages_done,
