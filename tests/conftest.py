@@ -7,6 +7,10 @@ import torch
 
 from nasrun.supernet import SuperNet
 
+# The test networks are tiny: one thread is faster than two (no per-op thread hand-off) and immune to a
+# busy second core.
+torch.set_num_threads(1)
+
 TINY_OPS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]
 
 # Overrides that make a CLI search/retrain on digits take a few seconds.
