@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from nasrun.errors import ConfigError, NasrunError
 

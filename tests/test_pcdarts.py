@@ -22,12 +22,6 @@ from nasrun.spaces import DARTS_OPS
 from nasrun.supernet import MixedOp, SuperNet, channel_shuffle
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _net(seed=0, **kw) -> SuperNet:

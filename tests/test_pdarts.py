@@ -22,12 +22,6 @@ from nasrun.supernet import MixedOp, SuperNet, keep_strongest, refine_skips, ski
 SKIP = DARTS_OPS.index("skip_connect")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_op_dropping_keeps_the_strongest_ops_of_every_edge():

@@ -19,13 +19,6 @@ from nasrun.retrain import run_retrain
 from nasrun.search import _train_epoch, run_search
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, above all on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _on_simplex(a: torch.Tensor) -> None:
