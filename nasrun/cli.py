@@ -268,7 +268,7 @@ def show(args: list[str]) -> None:
         fail("show", one_line(exc))
     r = typed.recipe
     print(f"genotype: {typed.genotype}" + (f"  (search run {run_folder})" if run_folder else ""))
-    print(genotype.describe() if hasattr(genotype, "describe") else str(genotype))
+    print(genotype)
     print(f"network: recipe={r.name}, C={r.C}, {r.layers} cells, {dataset.name} "
           f"({dataset.in_channels}x{dataset.image_size}x{dataset.image_size}, {dataset.num_classes} classes)")
     aux = info["params_with_auxiliary"] - info["params"]

@@ -56,6 +56,16 @@ def _positive(key: str, value: float) -> None:
     _check(math.isfinite(value) and value > 0, key, value, "must be a finite number > 0")
 
 
+def _check_sgd(group: str, c: Any) -> None:
+    """The SGD settings that search and recipe share: lr, its cosine floor, momentum, decay, clipping."""
+    _positive(f"{group}.lr", c.lr)
+    _non_negative(f"{group}.lr_min", c.lr_min)
+    _check(c.lr_min <= c.lr, f"{group}.lr_min", c.lr_min, f"must be <= {group}.lr ({c.lr})")
+    _check(0 <= c.momentum < 1, f"{group}.momentum", c.momentum, "must be in [0, 1)")
+    _non_negative(f"{group}.weight_decay", c.weight_decay)
+    _positive(f"{group}.grad_clip", c.grad_clip)
+
+
 @dataclass
 class SpaceConf:
     """What can be searched: the op vocabulary (its order is the alpha column order)."""
@@ -297,12 +307,7 @@ class SearchConf:
         _positive_int("search.epochs", self.epochs)
         _positive_int("search.batch_size", self.batch_size)
         _positive_int("search.eval_batch_size", self.eval_batch_size)
-        _positive("search.lr", self.lr)
-        _non_negative("search.lr_min", self.lr_min)
-        _check(self.lr_min <= self.lr, "search.lr_min", self.lr_min, f"must be <= search.lr ({self.lr})")
-        _check(0 <= self.momentum < 1, "search.momentum", self.momentum, "must be in [0, 1)")
-        _non_negative("search.weight_decay", self.weight_decay)
-        _positive("search.grad_clip", self.grad_clip)
+        _check_sgd("search", self)
         _positive("search.arch_lr", self.arch_lr)
         _check(
             len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas),
@@ -378,12 +383,7 @@ class RecipeConf:
         _check(self.layers >= 3, "recipe.layers", self.layers, "must be >= 3 (two reduction cells and a normal cell)")
         _positive_int("recipe.batch_size", self.batch_size)
         _positive_int("recipe.eval_batch_size", self.eval_batch_size)
-        _positive("recipe.lr", self.lr)
-        _non_negative("recipe.lr_min", self.lr_min)
-        _check(self.lr_min <= self.lr, "recipe.lr_min", self.lr_min, f"must be <= recipe.lr ({self.lr})")
-        _check(0 <= self.momentum < 1, "recipe.momentum", self.momentum, "must be in [0, 1)")
-        _non_negative("recipe.weight_decay", self.weight_decay)
-        _positive("recipe.grad_clip", self.grad_clip)
+        _check_sgd("recipe", self)
         _non_negative("recipe.auxiliary_weight", self.auxiliary_weight)
         _check(0 <= self.drop_path_prob < 1, "recipe.drop_path_prob", self.drop_path_prob, "must be in [0, 1)")
         _check(self.cutout >= 0, "recipe.cutout", self.cutout, "must be >= 0 (0 turns cutout off)")

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from nasrun.data.augment import to_unit_float
 from nasrun.data.datasets import ImageSet
 from nasrun.data.folders import FOLDER_AUGMENTATIONS, FolderSet
-from nasrun.data.streams import AUGMENTATIONS, BatchStream, _derived_seed, pass_order
+from nasrun.data.streams import AUGMENTATIONS, BatchStream, PassStream, _derived_seed, pass_order
 from nasrun.errors import DataError
 
 LOADERS = ("device", "torch")
@@ -197,7 +197,7 @@ class _PassSampler(Sampler):
         return iter(zip(index.tolist(), seeds.tolist()))
 
 
-class TorchStream:
+class TorchStream(PassStream):
     """An endless, resumable stream of transformed batches from a DataLoader (``dataset.loader=torch``).
 
     The arguments are those of :class:`BatchStream`, plus ``workers`` (DataLoader worker processes;
@@ -230,8 +230,6 @@ class TorchStream:
         unknown = [a for a in augment if a not in allowed]
         if unknown:
             raise ValueError(f"unknown augmentation(s) {unknown}: allowed are {', '.join(allowed)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         if not folder:
@@ -239,17 +237,10 @@ class TorchStream:
         self.device = torch.device(device)
         self._index = None if indices is None else indices.detach().to("cpu", torch.long)
         n = len(data) if self._index is None else int(self._index.numel())
-        if n == 0:
-            raise DataError("a data stream got an empty set of images: check dataset sizes and dataset.search_split")
-        self._n = n
-        self._batch = min(int(batch_size), n) if drop_last else int(batch_size)
-        self._batches_per_pass = n // self._batch if drop_last else -(-n // self._batch)
-        self.seed = int(seed)
+        self._init_passes(n, batch_size, seed, shuffle, drop_last)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.augment = tuple(augment)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
         self.workers = int(workers)
         if folder:
             transform = folder_train_transform(data.image_size, self.augment, self.mean, self.std, cutout)
@@ -266,25 +257,9 @@ class TorchStream:
             # the loader draws its workers' base seed from this generator, not from the global one
             generator=torch.Generator().manual_seed(_derived_seed(self.seed, 3)),
         )
-        self._pass = 0
-        self._position = 0
         self._iter: Iterator | None = None
 
-    def __len__(self) -> int:
-        """Number of images in the streamed subset."""
-        return self._n
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch
-
-    @property
-    def batches_per_pass(self) -> int:
-        return self._batches_per_pass
-
-    @property
-    def pass_index(self) -> int:
-        return self._pass
+    loader = "torch"
 
     def _pass_stop(self) -> int:
         return self._batches_per_pass * self._batch if self.drop_last else self._n
@@ -293,13 +268,8 @@ class TorchStream:
         gen = torch.Generator().manual_seed(_derived_seed(self.seed, 2, p))
         return torch.randint(0, 2**62, (self._n,), generator=gen)
 
-    def __iter__(self) -> "TorchStream":
-        return self
-
     def __next__(self) -> tuple[Tensor, Tensor]:
-        if self._position >= self._batches_per_pass:
-            self._pass += 1
-            self._position = 0
+        if self._roll_pass():
             self._iter = None
         if self._iter is None:
             self._iter = iter(self._loader)
@@ -312,23 +282,11 @@ class TorchStream:
 
     def state_dict(self) -> dict:
         """Where the stream stands (pass, batches taken in it) plus sizes to check on load."""
-        return {"version": _STATE_VERSION, "loader": "torch", "pass": self._pass, "position": self._position,
-                "seed": self.seed, "num_samples": self._n, "batch_size": self._batch}
+        return self._pass_state()
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output; the stream must be built on the same subset and settings."""
-        for key, mine in (("loader", "torch"), ("seed", self.seed), ("num_samples", self._n),
-                          ("batch_size", self._batch)):
-            if state.get(key, "device" if key == "loader" else None) != mine:
-                raise DataError(
-                    f"cannot resume a data stream saved with {key}={state.get(key, 'device')!r} into one with "
-                    f"{key}={mine!r}: the dataset, split, loader or batch size differs from the checkpoint's run"
-                )
-        position = int(state["position"])
-        if not 0 <= position <= self._batches_per_pass:
-            raise DataError(f"data stream state has position {position} outside 0..{self._batches_per_pass}")
-        self._pass = int(state["pass"])
-        self._position = position
+        self._load_pass_state(state)
         self._iter = None
 
 

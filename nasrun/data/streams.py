@@ -48,7 +48,81 @@ def pass_order(n: int, seed: int, p: int, shuffle: bool = True) -> Tensor:
     return torch.randperm(n, generator=gen)
 
 
-class BatchStream:
+class PassStream:
+    """Pass and batch bookkeeping shared by both loaders' streams: sizes, position, resume state.
+
+    A stream walks pass after pass over ``n`` images in batches; ``(pass, position)`` says where it
+    stands, which is all a checkpoint needs besides a subclass's own random state.
+    """
+
+    loader = ""
+
+    def _init_passes(self, n: int, batch_size: int, seed: int, shuffle: bool, drop_last: bool) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if n == 0:
+            raise DataError("a data stream got an empty set of images: check dataset sizes and dataset.search_split")
+        self._n = n
+        self._batch = min(int(batch_size), n) if drop_last else int(batch_size)
+        self._batches_per_pass = n // self._batch if drop_last else -(-n // self._batch)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self._pass = 0
+        self._position = 0
+
+    def __len__(self) -> int:
+        """Number of images in the streamed subset."""
+        return self._n
+
+    @property
+    def batch_size(self) -> int:
+        """Images per batch actually used (smaller than requested only for a tiny subset)."""
+        return self._batch
+
+    @property
+    def batches_per_pass(self) -> int:
+        """Batches in one pass over the subset."""
+        return self._batches_per_pass
+
+    @property
+    def pass_index(self) -> int:
+        """The pass (0-based) the next batch comes from, unless the current one is exhausted."""
+        return self._pass
+
+    def __iter__(self) -> "PassStream":
+        return self
+
+    def _roll_pass(self) -> bool:
+        """Start the next pass if the current one is used up; True when it did."""
+        if self._position < self._batches_per_pass:
+            return False
+        self._pass += 1
+        self._position = 0
+        return True
+
+    def _pass_state(self) -> dict:
+        return {"version": _STATE_VERSION, "loader": self.loader, "pass": self._pass, "position": self._position,
+                "seed": self.seed, "num_samples": self._n, "batch_size": self._batch}
+
+    def _load_pass_state(self, state: dict) -> None:
+        """Check that ``state`` was saved by an equal stream, then take its pass and position."""
+        for key, mine in (("loader", self.loader), ("seed", self.seed), ("num_samples", self._n),
+                          ("batch_size", self._batch)):
+            saved = state.get(key, "device" if key == "loader" else None)  # older states: device loader
+            if saved != mine:
+                raise DataError(
+                    f"cannot resume a data stream saved with {key}={saved!r} into one with {key}={mine!r}: "
+                    "the dataset, split, loader or batch size differs from the checkpoint's run"
+                )
+        position = int(state["position"])
+        if not 0 <= position <= self._batches_per_pass:
+            raise DataError(f"data stream state has position {position} outside 0..{self._batches_per_pass}")
+        self._pass = int(state["pass"])
+        self._position = position
+
+
+class BatchStream(PassStream):
     """An endless, resumable stream of augmented, normalised mini-batches from (a subset of) an ImageSet.
 
     Args:
@@ -91,8 +165,6 @@ class BatchStream:
         unknown = [a for a in augment if a not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"unknown augmentation(s) {unknown}: allowed are {', '.join(AUGMENTATIONS)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         if indices is None:
             images, labels = data.images, data.labels
@@ -100,61 +172,26 @@ class BatchStream:
             idx = indices.detach().to("cpu", torch.long)
             images = data.images[idx.to(data.images.device)]
             labels = data.labels[idx.to(data.labels.device)]
-        n = int(labels.shape[0])
-        if n == 0:
-            raise DataError("a data stream got an empty set of images: check dataset sizes and dataset.search_split")
+        self._init_passes(int(labels.shape[0]), batch_size, seed, shuffle, drop_last)
         self._images = images.to(self.device)
         self._labels = labels.to(device=self.device, dtype=torch.long)
-        self._n = n
-        self._requested_batch = int(batch_size)
-        self._batch = min(int(batch_size), n) if drop_last else int(batch_size)
-        self._batches_per_pass = n // self._batch if drop_last else -(-n // self._batch)
-        self.seed = int(seed)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.augment = tuple(augment)
         self.crop_padding = int(crop_padding)
         self.cutout = int(cutout)
-        self.shuffle = bool(shuffle)
-        self.drop_last = bool(drop_last)
         self._aug_gen = torch.Generator(device="cpu").manual_seed(_derived_seed(self.seed, 1))
-        self._pass = 0
-        self._position = 0
         self._order = self._pass_order(0)
-
-    # ------------------------------------------------------------------ sizes
-
-    def __len__(self) -> int:
-        """Number of images in the streamed subset."""
-        return self._n
-
-    @property
-    def batch_size(self) -> int:
-        """Images per batch actually used (smaller than requested only for a tiny subset)."""
-        return self._batch
-
-    @property
-    def batches_per_pass(self) -> int:
-        """Batches in one pass over the subset."""
-        return self._batches_per_pass
-
-    @property
-    def pass_index(self) -> int:
-        """The pass (0-based) the next batch comes from, unless the current one is exhausted."""
-        return self._pass
 
     # ------------------------------------------------------------------ iteration
 
     def _pass_order(self, p: int) -> Tensor:
         return pass_order(self._n, self.seed, p, self.shuffle).to(self.device)
 
-    def __iter__(self) -> "BatchStream":
-        return self
+    loader = "device"
 
     def __next__(self) -> tuple[Tensor, Tensor]:
-        if self._position >= self._batches_per_pass:
-            self._pass += 1
-            self._position = 0
+        if self._roll_pass():
             self._order = self._pass_order(self._pass)
         start = self._position * self._batch
         idx = self._order[start : start + self._batch]
@@ -176,33 +213,11 @@ class BatchStream:
 
     def state_dict(self) -> dict:
         """Where the stream stands: pass, batches taken in it, augmentation RNG state (plus sizes, to check on load)."""
-        return {
-            "version": _STATE_VERSION,
-            "loader": "device",
-            "pass": self._pass,
-            "position": self._position,
-            "aug_rng": self._aug_gen.get_state(),
-            "seed": self.seed,
-            "num_samples": self._n,
-            "batch_size": self._batch,
-        }
+        return {**self._pass_state(), "aug_rng": self._aug_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output; the stream must be built on the same subset and settings."""
-        for key, mine in (("loader", "device"), ("seed", self.seed), ("num_samples", self._n),
-                          ("batch_size", self._batch)):
-            if key == "loader" and key not in state:  # states written before there was a second loader
-                continue
-            if state.get(key) != mine:
-                raise DataError(
-                    f"cannot resume a data stream saved with {key}={state.get(key)!r} into one with {key}={mine!r}: "
-                    "the dataset, split, loader or batch size differs from the checkpoint's run"
-                )
-        position = int(state["position"])
-        if not 0 <= position <= self._batches_per_pass:
-            raise DataError(f"data stream state has position {position} outside 0..{self._batches_per_pass}")
-        self._pass = int(state["pass"])
-        self._position = position
+        self._load_pass_state(state)
         self._aug_gen.set_state(state["aug_rng"].to("cpu", torch.uint8))
         self._order = self._pass_order(self._pass)
 
