@@ -7,13 +7,27 @@ Hydra checks types while composing; ranges and cross-field rules are checked her
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from nasrun.checks import (
+    MAX_SEED,
+    check,
+    finite_list,
+    int_range,
+    non_negative,
+    one_of,
+    positive,
+    positive_int,
+    sgd,
+    shorten,
+)
+from nasrun.compose_errors import CONFIG_MODULE, check_appends, explain, one_line
 from nasrun.errors import ConfigError, NasrunError
+from nasrun.options import AXES, FirstOrderConf, NoPerturbationConf, SingleConf, SoftmaxConf, owners_of
 
 DARTS_PRIMITIVES = [
     "none",
@@ -30,40 +44,11 @@ CIFAR10_STD = [0.24703233, 0.24348505, 0.26158768]
 
 DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "fashion_mnist", "digits", "synthetic")
 AUGMENTATIONS = ("crop", "flip")
-ESTIMATORS = ("first_order", "second_order", "amended", "proximal", "mgs", "rs", "gld")
-HVP_MODES = ("finite_difference", "exact")
-PERTURBATIONS = ("none", "discrete", "random", "adversarial")
-SIMPLEX_MODES = ("renorm", "project")
-EPSILON_RAMPS = ("code", "to_max")
-SCHEDULES = ("single", "progressive")
-ALPHA_MAPS = ("softmax", "argmax")
-
-
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-def _positive_int(key: str, value: int) -> None:
-    _check(isinstance(value, int) and value >= 1, key, value, "must be an integer >= 1")
-
-
-def _non_negative(key: str, value: float) -> None:
-    _check(math.isfinite(value) and value >= 0, key, value, "must be a finite number >= 0")
-
-
-def _positive(key: str, value: float) -> None:
-    _check(math.isfinite(value) and value > 0, key, value, "must be a finite number > 0")
-
-
-def _check_sgd(group: str, c: Any) -> None:
-    """The SGD settings that search and recipe share: lr, its cosine floor, momentum, decay, clipping."""
-    _positive(f"{group}.lr", c.lr)
-    _non_negative(f"{group}.lr_min", c.lr_min)
-    _check(c.lr_min <= c.lr, f"{group}.lr_min", c.lr_min, f"must be <= {group}.lr ({c.lr})")
-    _check(0 <= c.momentum < 1, f"{group}.momentum", c.momentum, "must be in [0, 1)")
-    _non_negative(f"{group}.weight_decay", c.weight_decay)
-    _positive(f"{group}.grad_clip", c.grad_clip)
+#: Largest sizes a config may ask for: far above any real use, low enough that building never hangs.
+MAX_CHANNELS = 4096
+MAX_CELLS = 1000
+MAX_NODES = 32
+MAX_BATCH = 1 << 20
 
 
 @dataclass
@@ -76,11 +61,11 @@ class SpaceConf:
     def __post_init__(self) -> None:
         from nasrun.spaces.ops import OPS
 
-        _check(len(self.ops) >= 1, "space.ops", self.ops, "needs at least one op")
+        check(1 <= len(self.ops) <= len(OPS), "space.ops", self.ops, f"1 to {len(OPS)} distinct known ops")
         for op in self.ops:
-            _check(op in OPS, "space.ops", op, "known ops are " + ", ".join(sorted(OPS)))
-        _check(len(set(self.ops)) == len(self.ops), "space.ops", self.ops, "ops must be distinct")
-        _check(any(op != "none" for op in self.ops), "space.ops", self.ops, "needs an op other than none")
+            check(op in OPS, "space.ops", op, "known ops are " + ", ".join(sorted(OPS)))
+        check(len(set(self.ops)) == len(self.ops), "space.ops", self.ops, "ops must be distinct")
+        check(any(op != "none" for op in self.ops), "space.ops", self.ops, "needs an op other than none")
 
 
 @dataclass
@@ -118,170 +103,70 @@ class DatasetConf:
     pin_memory: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.name in DATASETS, "dataset.name", self.name, "one of " + ", ".join(DATASETS))
+        one_of("dataset.name", self.name, DATASETS)
         files = self.name == "imagenet"  # decoded from image files on demand, not held in memory
-        _positive_int("dataset.in_channels", self.in_channels)
-        _positive_int("dataset.image_size", self.image_size)
-        _check(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "must be >= 2")
+        int_range("dataset.in_channels", self.in_channels, 1, 64)
+        int_range("dataset.image_size", self.image_size, 1, 4096)
+        int_range("dataset.num_classes", self.num_classes, 2, 100_000)
         for key in ("mean", "std"):
             value = getattr(self, key)
-            _check(
-                value is None or len(value) == self.in_channels,
-                f"dataset.{key}",
-                value,
-                f"null (computed from the data) or one value per channel ({self.in_channels})",
-            )
+            check(value is None or len(value) == self.in_channels, f"dataset.{key}", value,
+                  f"null (computed from the data) or one value per channel ({self.in_channels})")
+            if value is not None:
+                finite_list(f"dataset.{key}", value)
         if self.std is not None:
-            _check(all(s > 0 for s in self.std), "dataset.std", self.std, "every value must be > 0")
+            check(all(s > 0 for s in self.std), "dataset.std", self.std, "every value must be > 0")
         augmentations = ("resized_crop", "flip", "color_jitter") if files else AUGMENTATIONS
         for aug in self.train_augment:
-            _check(aug in augmentations, "dataset.train_augment", aug,
-                   f"one of {', '.join(augmentations)} for dataset {self.name}")
-        _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "must be >= 0")
-        _check(self.loader in ("device", "torch"), "dataset.loader", self.loader, "one of device, torch")
-        _check(isinstance(self.workers, int) and self.workers >= 0, "dataset.workers", self.workers,
-               "must be an integer >= 0 (0 loads in the main process)")
+            check(aug in augmentations, "dataset.train_augment", aug,
+                  f"one of {', '.join(augmentations)} for dataset {self.name}")
+        int_range("dataset.crop_padding", self.crop_padding, 0, 1024)
+        one_of("dataset.loader", self.loader, ("device", "torch"))
+        check(isinstance(self.workers, int) and 0 <= self.workers <= 256, "dataset.workers", self.workers,
+              "must be an integer from 0 to 256 (0 loads in the main process)")
         if files:
-            _check(self.loader == "torch", "dataset.loader", self.loader,
-                   "torch for imagenet (its images are decoded from files by DataLoader workers)")
-            _check(self.in_channels == 3, "dataset.in_channels", self.in_channels, "3 for imagenet (RGB)")
-            _check(self.mean is not None and self.std is not None, "dataset.mean/std", [self.mean, self.std],
-                   "given for imagenet (they cannot be computed from files on the fly)")
-            _check(not self.download, "dataset.download", self.download,
-                   "false for imagenet: it cannot be downloaded automatically (see the README's Datasets section)")
+            self._check_imagenet()
+        self._check_subset()
+        check(0 < self.search_split < 1, "dataset.search_split", self.search_split, "must be in (0, 1)")
+        check(0 < self.test_fraction < 1, "dataset.test_fraction", self.test_fraction, "must be in (0, 1)")
+        int_range("dataset.split_seed", self.split_seed, 0, MAX_SEED)
+        positive_int("dataset.num_train", self.num_train, hi=10**7)
+        positive_int("dataset.num_test", self.num_test, hi=10**7)
+
+    def _check_imagenet(self) -> None:
+        check(self.loader == "torch", "dataset.loader", self.loader,
+              "torch for imagenet (its images are decoded from files by DataLoader workers)")
+        check(self.in_channels == 3, "dataset.in_channels", self.in_channels, "3 for imagenet (RGB)")
+        check(self.mean is not None and self.std is not None, "dataset.mean/std", [self.mean, self.std],
+              "given for imagenet (they cannot be computed from files on the fly)")
+        check(not self.download, "dataset.download", self.download,
+              "false for imagenet: it cannot be downloaded automatically (see the README's Datasets section)")
+
+    def _check_subset(self) -> None:
         amount = self.subset
-        _check(
+        check(
             amount is None
-            or (isinstance(amount, int) and not isinstance(amount, bool) and amount >= 1)
+            or (isinstance(amount, int) and not isinstance(amount, bool) and 1 <= amount <= 10**9)
             or (isinstance(amount, float) and 0 < amount <= 1),
             "dataset.subset",
             amount,
             "null, a fraction of each class in (0, 1] (e.g. 0.1) or a count per class >= 1 (e.g. 100)",
         )
         if self.subset_classes is not None:
-            _check(2 <= self.subset_classes <= self.num_classes, "dataset.subset_classes", self.subset_classes,
-                   f"null or an integer from 2 to dataset.num_classes ({self.num_classes})")
+            check(2 <= self.subset_classes <= self.num_classes, "dataset.subset_classes", self.subset_classes,
+                  f"null or an integer from 2 to dataset.num_classes ({self.num_classes})")
             self.num_classes = self.subset_classes  # the network gets one output per kept class
-        _check(0 < self.search_split < 1, "dataset.search_split", self.search_split, "must be in (0, 1)")
-        _check(0 < self.test_fraction < 1, "dataset.test_fraction", self.test_fraction, "must be in (0, 1)")
-        _positive_int("dataset.num_train", self.num_train)
-        _positive_int("dataset.num_test", self.num_test)
 
 
 @dataclass
 class MethodConf:
-    """A search method: one choice per axis (estimator, ...) plus its hyperparameters."""
+    """A method preset's label (run-folder names, logs, reports); its choices are the axis groups."""
 
     name: str = "darts"
-    estimator: str = "first_order"
-    perturbation: str = "none"
-    fd_radius: float = 0.01
-    # Amended-DARTS: coefficient of the amending term, and how H v / B u are computed
-    eta: float = 0.1
-    hvp: str = "finite_difference"
-    # where the second-order products are evaluated, and on which batch (the reference's choices)
-    product_point: str = "current_weights"
-    product_batch: str = "step_train_batch"
-    # alphas: initial value of every entry (null: 1e-3 * N(0, 1) as in the DARTS code; 0.5 for NASP),
-    # and how they become mixing weights (softmax, or NASP's one-hot argmax with raw alphas in [0, 1])
-    alpha_init: Optional[float] = None
-    alpha_map: str = "softmax"
-    # NASP: coefficient of the parameter-size regulariser on the normal cell (0 = off, as released)
-    param_reg: float = 0.0
-    # ZARTS (estimator mgs | rs | gld): alpha moves every `update_every` weight steps; each of
-    # `samples` candidates is scored after `inner_steps` SGD steps on a copy of the weights
-    update_every: int = 10
-    inner_steps: int = 10
-    samples: int = 4
-    inner_lr: float = 1e-3
-    inner_momentum: float = 0.0
-    inner_weight_decay: float = 3e-4
-    inner_batch_size: int = 48
-    inner_data: str = "val"
-    # ZARTS-MGS: proposal scale (and its schedule), temperature, mixture weight, importance density
-    sigma: float = 0.025
-    sigma_schedule: str = "cosine"
-    tau: float = 0.01
-    mix_lambda: float = 1e-3
-    density: str = "corrected"
-    density_eps: float = 1e-4
-    # ZARTS-RS (a reconstruction): step size and smoothing radius
-    rs_lr: float = 1e-4
-    rs_radius: float = 0.1
-    # ZARTS-GLD (a reconstruction): largest radius; number of halvings (null: derived from the alpha shape)
-    gld_radius: float = 0.13
-    gld_levels: Optional[int] = None
-    # SDARTS (perturbation random | adversarial): radius of the L-inf ball around softmax(alpha),
-    # ramped linearly from epsilon_start; how a perturbed row returns to the simplex; PGD settings
-    # (step size null: 2 * epsilon / pgd_steps, as released)
-    epsilon: float = 0.3
-    epsilon_start: float = 0.03
-    epsilon_ramp: str = "code"
-    simplex: str = "renorm"
-    pgd_steps: int = 7
-    pgd_step_size: Optional[float] = None
-    pgd_random_start: bool = True
-    # schedule: one stage, or P-DARTS' progressive stages. Stage i has supernet.layers +
-    # stage_add_layers[i] cells and ends by keeping the stage_keep[i] strongest ops of every edge;
-    # search.epochs and search.arch_warmup_epochs are per stage
-    schedule: str = "single"
-    stage_add_layers: list[int] = field(default_factory=lambda: [0, 6, 12])
-    stage_keep: list[int] = field(default_factory=lambda: [5, 3, 1])
-    # at most this many skip connections in the final normal cell (P-DARTS' refinement; null = no limit)
-    max_skips: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _check(self.estimator in ESTIMATORS, "method.estimator", self.estimator, "one of " + ", ".join(ESTIMATORS))
-        _check(self.perturbation in PERTURBATIONS, "method.perturbation", self.perturbation,
-               "one of " + ", ".join(PERTURBATIONS))
-        _positive("method.fd_radius", self.fd_radius)
-        _non_negative("method.eta", self.eta)
-        _check(self.hvp in HVP_MODES, "method.hvp", self.hvp, "one of " + ", ".join(HVP_MODES))
-        _check(self.product_point == "current_weights", "method.product_point", self.product_point,
-               "current_weights (the products are taken at the current weights, standing in for w*)")
-        _check(self.product_batch == "step_train_batch", "method.product_batch", self.product_batch,
-               "step_train_batch (the products use the iteration's training batch)")
-        if self.alpha_init is not None:
-            _check(math.isfinite(self.alpha_init), "method.alpha_init", self.alpha_init,
-                   "null (1e-3 * N(0, 1)) or a finite number")
-        _check(self.alpha_map in ALPHA_MAPS, "method.alpha_map", self.alpha_map, "one of " + ", ".join(ALPHA_MAPS))
-        _non_negative("method.param_reg", self.param_reg)
-        for key in ("update_every", "samples", "inner_batch_size"):
-            _positive_int(f"method.{key}", getattr(self, key))
-        _check(isinstance(self.inner_steps, int) and self.inner_steps >= 0, "method.inner_steps", self.inner_steps,
-               "must be an integer >= 0 (0 scores candidates at the live weights)")
-        _non_negative("method.inner_lr", self.inner_lr)
-        _check(0 <= self.inner_momentum < 1, "method.inner_momentum", self.inner_momentum, "must be in [0, 1)")
-        _non_negative("method.inner_weight_decay", self.inner_weight_decay)
-        _check(self.inner_data in ("val", "train"), "method.inner_data", self.inner_data, "one of val, train")
-        for key in ("sigma", "tau", "density_eps", "rs_lr", "rs_radius", "gld_radius"):
-            _positive(f"method.{key}", getattr(self, key))
-        _check(self.sigma_schedule in ("cosine", "constant"), "method.sigma_schedule", self.sigma_schedule,
-               "one of cosine, constant")
-        _check(0 <= self.mix_lambda <= 1, "method.mix_lambda", self.mix_lambda, "must be in [0, 1]")
-        _check(self.density in ("corrected", "released"), "method.density", self.density, "one of corrected, released")
-        _check(self.gld_levels is None or (isinstance(self.gld_levels, int) and self.gld_levels >= 0),
-               "method.gld_levels", self.gld_levels, "null or an integer >= 0")
-        _check(math.isfinite(self.epsilon) and 0 < self.epsilon <= 1, "method.epsilon", self.epsilon,
-               "must be in (0, 1] (a radius around mixing weights in [0, 1])")
-        _check(math.isfinite(self.epsilon_start) and 0 <= self.epsilon_start <= self.epsilon, "method.epsilon_start",
-               self.epsilon_start, f"must be in [0, method.epsilon ({self.epsilon})]")
-        _check(self.epsilon_ramp in EPSILON_RAMPS, "method.epsilon_ramp", self.epsilon_ramp,
-               "one of " + ", ".join(EPSILON_RAMPS))
-        _check(self.simplex in SIMPLEX_MODES, "method.simplex", self.simplex, "one of " + ", ".join(SIMPLEX_MODES))
-        _positive_int("method.pgd_steps", self.pgd_steps)
-        if self.pgd_step_size is not None:
-            _positive("method.pgd_step_size", self.pgd_step_size)
-        _check(self.schedule in SCHEDULES, "method.schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
-        _check(len(self.stage_add_layers) >= 1 and all(isinstance(a, int) and a >= 0 for a in self.stage_add_layers),
-               "method.stage_add_layers", self.stage_add_layers, "a non-empty list of integers >= 0, one per stage")
-        _check(len(self.stage_keep) == len(self.stage_add_layers), "method.stage_keep", self.stage_keep,
-               f"one entry per stage ({len(self.stage_add_layers)}, the length of method.stage_add_layers)")
-        _check(all(isinstance(k, int) and k >= 1 for k in self.stage_keep)
-               and all(a >= b for a, b in zip(self.stage_keep, self.stage_keep[1:])),
-               "method.stage_keep", self.stage_keep, "integers >= 1 that never increase from stage to stage")
-        _check(self.max_skips is None or (isinstance(self.max_skips, int) and self.max_skips >= 0),
-               "method.max_skips", self.max_skips, "null (no limit) or an integer >= 0")
+        check(bool(re.fullmatch(r"[A-Za-z0-9._+-]{1,60}", self.name)), "method.name", self.name,
+              "1 to 60 letters, digits or . _ + - (it names run folders)")
 
 
 @dataclass
@@ -304,26 +189,17 @@ class SearchConf:
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        _positive_int("search.epochs", self.epochs)
-        _positive_int("search.batch_size", self.batch_size)
-        _positive_int("search.eval_batch_size", self.eval_batch_size)
-        _check_sgd("search", self)
-        _positive("search.arch_lr", self.arch_lr)
-        _check(
-            len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas),
-            "search.arch_betas",
-            self.arch_betas,
-            "two numbers in [0, 1)",
-        )
-        _non_negative("search.arch_weight_decay", self.arch_weight_decay)
-        _check(
-            isinstance(self.arch_warmup_epochs, int) and 0 <= self.arch_warmup_epochs,
-            "search.arch_warmup_epochs",
-            self.arch_warmup_epochs,
-            "must be an integer >= 0",
-        )
+        positive_int("search.epochs", self.epochs, hi=100_000)
+        positive_int("search.batch_size", self.batch_size, hi=MAX_BATCH)
+        positive_int("search.eval_batch_size", self.eval_batch_size, hi=MAX_BATCH)
+        sgd("search", self)
+        positive("search.arch_lr", self.arch_lr)
+        check(len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas), "search.arch_betas",
+              self.arch_betas, "two numbers in [0, 1)")
+        non_negative("search.arch_weight_decay", self.arch_weight_decay)
+        int_range("search.arch_warmup_epochs", self.arch_warmup_epochs, 0, 100_000)
         if self.arch_grad_clip is not None:
-            _positive("search.arch_grad_clip", self.arch_grad_clip)
+            positive("search.arch_grad_clip", self.arch_grad_clip)
 
 
 @dataclass
@@ -344,15 +220,15 @@ class SupernetConf:
     skip_dropout: list[float] = field(default_factory=lambda: [0.0])
 
     def __post_init__(self) -> None:
-        _positive_int("supernet.C", self.C)
-        _check(self.layers >= 3, "supernet.layers", self.layers, "must be >= 3 (two reduction cells and a normal cell)")
-        _check(self.nodes >= 2, "supernet.nodes", self.nodes, "must be >= 2 (a genotype keeps two edges per node)")
-        _positive_int("supernet.stem_multiplier", self.stem_multiplier)
-        _positive_int("supernet.partial_channels", self.partial_channels)
-        _check(self.C % self.partial_channels == 0, "supernet.partial_channels", self.partial_channels,
-               f"must divide supernet.C ({self.C}); 1 turns partial channels off")
-        _check(len(self.skip_dropout) >= 1 and all(math.isfinite(p) and 0 <= p < 1 for p in self.skip_dropout),
-               "supernet.skip_dropout", self.skip_dropout, "a non-empty list of rates in [0, 1) (one, or one per stage)")
+        positive_int("supernet.C", self.C, hi=MAX_CHANNELS)
+        int_range("supernet.layers", self.layers, 3, MAX_CELLS)  # two reduction cells and a normal cell
+        int_range("supernet.nodes", self.nodes, 2, MAX_NODES)  # a genotype keeps two edges per node
+        positive_int("supernet.stem_multiplier", self.stem_multiplier, hi=64)
+        positive_int("supernet.partial_channels", self.partial_channels, hi=MAX_CHANNELS)
+        check(self.C % self.partial_channels == 0, "supernet.partial_channels", self.partial_channels,
+              f"must divide supernet.C ({self.C}); 1 turns partial channels off")
+        check(1 <= len(self.skip_dropout) <= 16 and all(0 <= p < 1 for p in self.skip_dropout),
+              "supernet.skip_dropout", self.skip_dropout, "a non-empty list of rates in [0, 1) (one, or one per stage)")
 
 
 @dataclass
@@ -378,20 +254,24 @@ class RecipeConf:
     unify: bool = False
 
     def __post_init__(self) -> None:
-        _positive_int("recipe.epochs", self.epochs)
-        _positive_int("recipe.C", self.C)
-        _check(self.layers >= 3, "recipe.layers", self.layers, "must be >= 3 (two reduction cells and a normal cell)")
-        _positive_int("recipe.batch_size", self.batch_size)
-        _positive_int("recipe.eval_batch_size", self.eval_batch_size)
-        _check_sgd("recipe", self)
-        _non_negative("recipe.auxiliary_weight", self.auxiliary_weight)
-        _check(0 <= self.drop_path_prob < 1, "recipe.drop_path_prob", self.drop_path_prob, "must be in [0, 1)")
-        _check(self.cutout >= 0, "recipe.cutout", self.cutout, "must be >= 0 (0 turns cutout off)")
+        positive_int("recipe.epochs", self.epochs, hi=100_000)
+        positive_int("recipe.C", self.C, hi=MAX_CHANNELS)
+        int_range("recipe.layers", self.layers, 3, MAX_CELLS)  # two reduction cells and a normal cell
+        positive_int("recipe.batch_size", self.batch_size, hi=MAX_BATCH)
+        positive_int("recipe.eval_batch_size", self.eval_batch_size, hi=MAX_BATCH)
+        sgd("recipe", self)
+        non_negative("recipe.auxiliary_weight", self.auxiliary_weight)
+        check(0 <= self.drop_path_prob < 1, "recipe.drop_path_prob", self.drop_path_prob, "must be in [0, 1)")
+        int_range("recipe.cutout", self.cutout, 0, 4096)  # 0 turns cutout off
 
 
 @dataclass
 class NasrunConf:
-    """The whole config of every command (search, retrain, show share one schema)."""
+    """The whole config of every command (search, retrain, show share one schema).
+
+    ``estimator``, ``perturbation``, ``alpha_map`` and ``schedule`` hold one option of their axis
+    (``nasrun.options``); a ``method`` preset picks them and names the combination.
+    """
 
     seed: int = 2
     device: str = "auto"
@@ -400,34 +280,84 @@ class NasrunConf:
     space: SpaceConf = field(default_factory=SpaceConf)
     dataset: Optional[DatasetConf] = None
     method: MethodConf = field(default_factory=MethodConf)
+    estimator: Any = field(default_factory=FirstOrderConf)
+    perturbation: Any = field(default_factory=NoPerturbationConf)
+    alpha_map: Any = field(default_factory=SoftmaxConf)
+    schedule: Any = field(default_factory=SingleConf)
     search: SearchConf = field(default_factory=SearchConf)
     supernet: SupernetConf = field(default_factory=SupernetConf)
     recipe: RecipeConf = field(default_factory=RecipeConf)
 
     def __post_init__(self) -> None:
-        _check(self.seed >= 0, "seed", self.seed, "must be an integer >= 0")
+        int_range("seed", self.seed, 0, MAX_SEED)
         ok = self.device in ("auto", "cpu", "cuda") or (
-            self.device.startswith("cuda:") and self.device[5:].isdigit()
+            self.device.startswith("cuda:") and self.device[5:].isdigit() and len(self.device) < 12
         )
-        _check(ok, "device", self.device, "one of auto, cpu, cuda, cuda:N")
-        m, net = self.method, self.supernet
-        stages = len(m.stage_keep) if m.schedule == "progressive" else 1
-        _check(len(net.skip_dropout) in (1, stages), "supernet.skip_dropout", net.skip_dropout,
-               f"one rate, or one per stage ({stages} with method.schedule={m.schedule})")
-        if m.schedule == "progressive":
-            _check(m.stage_keep[0] <= len(self.space.ops), "method.stage_keep", m.stage_keep,
-                   f"at most the number of ops in space.ops ({len(self.space.ops)}) in the first stage")
-        if m.max_skips is not None:
-            _check(any(op not in ("none", "skip_connect") for op in self.space.ops), "method.max_skips", m.max_skips,
-                   "null for a space whose only ops are none and skip_connect")
+        check(ok, "device", self.device, "one of auto, cpu, cuda, cuda:N")
+        for axis, options in AXES.items():
+            value = getattr(self, axis)
+            check(type(value) in options.values(), axis, value, "one of " + ", ".join(options))
+        net, sched = self.supernet, self.schedule
+        check(len(net.skip_dropout) in (1, sched.stages), "supernet.skip_dropout", net.skip_dropout,
+              f"one rate, or one per stage ({sched.stages} with schedule={sched.name})")
+        if sched.name == "progressive":
+            check(sched.stage_keep[0] <= len(self.space.ops), "schedule.stage_keep", sched.stage_keep,
+                  f"at most the number of ops in space.ops ({len(self.space.ops)}) in the first stage")
+        if sched.max_skips is not None:
+            check(any(op not in ("none", "skip_connect") for op in self.space.ops), "schedule.max_skips",
+                  sched.max_skips, "null for a space whose only ops are none and skip_connect")
 
 
-def register_schemas() -> None:
-    """Put the schema into Hydra's ConfigStore so the primary configs can extend it."""
+# ------------------------------------------------------------------------------ composition
+COMMAND_CONFIGS = ("search", "retrain", "pipeline")
+def register() -> None:
+    """Put the schemas and the axis options into Hydra's ConfigStore, and the resolvers the configs use.
+
+    Idempotent; called by :func:`compose` and by the CLI before Hydra starts.
+    """
     from hydra.core.config_store import ConfigStore
 
+    from nasrun.labels import genotype_label, job_label, unique_id
+
     cs = ConfigStore.instance()
-    cs.store(name="nasrun_schema", node=NasrunConf)
+    schema = OmegaConf.structured(NasrunConf)
+    for axis in AXES:  # left open in the schema: the method preset (or axis=NAME) fills each with its option
+        schema[axis] = MISSING
+    cs.store(name="nasrun_schema", node=schema)
+    for axis, options in AXES.items():
+        for name, schema in options.items():
+            cs.store(group=axis, name=name, node=schema)
+    for name, fn, cache in (("nasrun_label", genotype_label, False), ("nasrun_job", job_label, False),
+                            ("nasrun_uid", unique_id, True)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=cache)
+
+
+def compose(command: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """The composed (not yet validated) config of ``nasrun <command> overrides...``, without the CLI.
+
+    Problems Hydra would report in its own words (unknown key, wrong type, unknown option, ``+key``)
+    raise :class:`ConfigError` with one line that names the key, the value and what is allowed.
+    """
+    if command not in COMMAND_CONFIGS:
+        raise ConfigError(f"unknown command {command!r}; one of {', '.join(COMMAND_CONFIGS)}")
+    register()
+    overrides = list(overrides)
+    check_appends(command, overrides, _hydra_compose)
+    try:
+        return _hydra_compose(command, overrides)
+    except NasrunError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every Hydra/OmegaConf error becomes one ConfigError line
+        raise explain(command, overrides, exc, _hydra_compose) from None
+
+
+def _hydra_compose(command: str, overrides: list[str], hydra: bool = False) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(version_base="1.3", config_module=CONFIG_MODULE):
+        return hydra_compose(config_name=command, overrides=overrides, return_hydra_config=hydra)
 
 
 def to_typed(cfg: DictConfig) -> NasrunConf:
@@ -447,23 +377,17 @@ def to_typed(cfg: DictConfig) -> NasrunConf:
                 raise cause from None
             cause = cause.__cause__ or cause.__context__
         raise ConfigError(one_line(exc)) from None
-    assert isinstance(typed, NasrunConf)
+    if not isinstance(typed, NasrunConf):
+        raise ConfigError(f"the composed config is a {type(typed).__name__}, not a nasrun config")
     return typed
-
-
-def one_line(exc: BaseException) -> str:
-    """Condense a Hydra/OmegaConf error (often several lines) into one readable line."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    keep = []
-    for ln in lines:
-        if ln.startswith(("full_key:", "object_type=", "reference_type=", "Set the environment variable")):
-            continue
-        keep.append(ln)
-    text = "; ".join(keep) if keep else type(exc).__name__
-    return text.replace("Available options in", "available options in").replace(":;", ":")
 
 
 def as_plain_dict(cfg: NasrunConf | DictConfig) -> dict:
     """A JSON-friendly dict of a config (for result.json and config comparison)."""
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+__all__ = ["NasrunConf", "DatasetConf", "SpaceConf", "MethodConf", "SearchConf", "SupernetConf", "RecipeConf",
+           "compose", "to_typed", "as_plain_dict", "register", "one_line", "ConfigError", "MISSING", "owners_of",
+           "shorten", "CONFIG_MODULE"]

@@ -7,9 +7,14 @@ broken file is reported precisely, and the published DARTS-family cells are avai
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import os
+import re
+import reprlib
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,9 +33,213 @@ _CELLS = ("normal", "reduce")
 _REQUIRED_KEYS = ("format", "normal", "normal_concat", "reduce", "reduce_concat")
 _ALL_KEYS = ("format", "space", "ops", "nodes", "normal", "normal_concat", "reduce", "reduce_concat", "cells")
 
+#: Bounds on what a genotype may ask for. A file is untrusted input: without them ``nodes: 2000``
+#: makes the network build run for hours and a 100,000-entry list makes validation crawl.
+MAX_NODES = 32
+MAX_OPS = 64
+MAX_NAME = 64
+MAX_FILE_BYTES = 1 << 20
+#: Longest integer literal read as a number; longer ones are kept as text (never converted).
+_MAX_DIGITS = 100
+#: Longest echo of a value in an error message.
+_SHOWN = 200
+
+
+class _LongInteger:
+    """An integer literal too long for any genotype field, kept by size only.
+
+    Converting it would raise ValueError past Python's 4300-digit limit, before any field is
+    known; kept unconverted it reaches the field's own check, which refuses it by name.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<integer with {self.digits} digits>"
+
+
+def _parse_int(text: str) -> int | _LongInteger:
+    return int(text) if len(text) <= _MAX_DIGITS else _LongInteger(text)
+
+
+class _Repr(reprlib.Repr):
+    """reprlib with bounded depth and width that also survives huge integers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 10
+        self.maxstring = self.maxother = 120
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4 * _MAX_DIGITS:
+            return f"<integer with ~{int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_REPR = _Repr()
+
+
+def _short(value: Any, limit: int = _SHOWN) -> str:
+    """The repr of a value to echo in a message, cut to ``limit`` characters with "...".
+
+    Values come from files: they may be megabytes long, nested a thousand levels or have more
+    digits than ``str(int)`` accepts, and a message must stay one readable line.
+    """
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a value whose repr itself fails must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, _LongInteger)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_integer(v: Any) -> bool:
+    """An integer literal, including one too long to have been converted."""
+    return _is_int(v) or isinstance(v, _LongInteger)
+
+
+def _in_range(v: Any, low: int, high: int) -> bool:
+    return _is_int(v) and low <= v <= high
+
+
+@functools.lru_cache(maxsize=None)
+def known_spaces() -> tuple[str, ...]:
+    """The option names of the Hydra config group ``space`` (``nasrun/conf/space/*.yaml``).
+
+    These are the spaces a search can run in, so the only ones a genotype file may name.
+    ``darts``, the default, is always known.
+    """
+    try:
+        folder = importlib.resources.files("nasrun.conf") / "space"
+        names = {p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")}
+    except (OSError, ModuleNotFoundError):
+        names = set()
+    return tuple(sorted(names | {"darts"}))
+
+
+def _error(source: str, where: str, msg: str) -> GenotypeError:
+    return GenotypeError(f"{source}: {where}: {msg}")
+
+
+def _check_space(space: Any, source: str, known_only: bool) -> None:
+    """Space names are labels; a file must use one of the known spaces (``known_only``)."""
+    known = ", ".join(known_spaces())
+    if not isinstance(space, str) or not space.strip() or len(space) > MAX_NAME:
+        raise _error(
+            source, "space",
+            f"expected a non-empty string (a space name of at most {MAX_NAME} characters), got {_short(space)}; "
+            f"known spaces: {known}",
+        )
+    if known_only and space not in known_spaces():
+        raise _error(
+            source, "space",
+            f"unknown space {_short(space)}; known spaces: {known} (the files in nasrun/conf/space/)",
+        )
+
+
+def _check_ops(ops: Any, source: str) -> None:
+    """The op vocabulary: 1..MAX_OPS distinct names nasrun can build (checked in linear time)."""
+    known = ", ".join(OPS)
+    if not isinstance(ops, (list, tuple)) or not ops:
+        raise _error(source, "ops", f"expected a non-empty list of op names, got {_short(ops)}; known ops: {known}")
+    if len(ops) > MAX_OPS:
+        raise _error(source, "ops", f"{len(ops)} entries, at most {MAX_OPS} are allowed (known ops: {known})")
+    for k, op in enumerate(ops):
+        if not isinstance(op, str):
+            raise _error(source, f"ops[{k}]", f"expected an op name (string), got {_short(op)}; known ops: {known}")
+        if op not in OPS:
+            raise _error(source, f"ops[{k}]", f"unknown op {_short(op)}; known ops: {known}")
+    repeated = [op for op, n in Counter(ops).items() if n > 1]
+    if repeated:
+        raise _error(source, "ops", f"op names must be distinct, repeated: {', '.join(sorted(repeated))}")
+
+
+def _check_nodes(nodes: Any, source: str) -> None:
+    allowed = f"allowed: 1..{MAX_NODES} nodes per cell (DARTS cells have 4)"
+    if not _is_integer(nodes) or (_is_int(nodes) and nodes < 1):
+        raise _error(source, "nodes", f"expected an integer >= 1, got {_short(nodes)}; {allowed}")
+    if not _in_range(nodes, 1, MAX_NODES):
+        raise _error(source, "nodes", f"{_short(nodes)} nodes is out of range; {allowed}")
+
+
+def _check_pair(pair: Any, node: int, ops: frozenset[str], shown_ops: str, where: str, source: str) -> None:
+    """One ``[op, input]`` entry of node ``node``: an op of the vocabulary on an earlier state."""
+    if (
+        not isinstance(pair, (list, tuple))
+        or len(pair) != 2
+        or not isinstance(pair[0], str)
+        or not _is_integer(pair[1])
+    ):
+        raise _error(source, where, f"expected [op, input] with op a string and input an integer, got {_short(pair)}")
+    op, src = pair
+    if op not in ops:
+        raise _error(source, where, f"op {_short(op)} is not in ops {shown_ops}")
+    if op == "none":
+        raise _error(source, where, "op 'none' cannot be used in a cell (it means 'no edge'; drop the entry instead)")
+    if not _in_range(src, 0, node + 1):
+        raise _error(
+            source, where,
+            f"input {_short(src)} is out of range for node {node} (state {node + 2}): "
+            f"allowed 0..{node + 1} (0, 1 = cell inputs, 2.. = earlier nodes)",
+        )
+
+
+def _check_pairs(cell: str, pairs: Any, nodes: int, ops: Sequence[str], source: str) -> None:
+    """Exactly two entries per node; the length is checked before any entry is looked at."""
+    if not isinstance(pairs, (list, tuple)):
+        raise _error(source, cell, f"expected a list of [op, input] pairs, got {_short(pairs)}")
+    if len(pairs) != 2 * nodes:
+        raise _error(source, cell, f"expected {2 * nodes} entries (2 per node for {nodes} nodes), got {len(pairs)}")
+    allowed, shown = frozenset(ops), _short(list(ops))
+    for k, pair in enumerate(pairs):
+        _check_pair(pair, k // 2, allowed, shown, f"{cell}[{k}]", source)
+
+
+def _check_concat(cell: str, concat: Any, nodes: int, source: str) -> None:
+    """Distinct states to concatenate; a reduction cell may only join its (halved) nodes.
+
+    In a reduction cell states 0 and 1 keep the input resolution while every node is computed
+    at half of it, so the network builder cannot concatenate them (nor can the next cell take a
+    reduction output that was not halved).
+    """
+    where = f"{cell}_concat"
+    if not isinstance(concat, (list, tuple)) or not concat:
+        raise _error(source, where, f"expected a non-empty list of state indices, got {_short(concat)}")
+    if len(concat) > nodes + 2:
+        raise _error(source, where, f"{len(concat)} entries, but a cell of {nodes} nodes has only {nodes + 2} states")
+    low = 2 if cell == "reduce" else 0
+    for k, idx in enumerate(concat):
+        if not _in_range(idx, 0, nodes + 1):
+            raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{nodes + 1}, got {_short(idx)}")
+        if idx < low:
+            raise _error(
+                source, f"{where}[{k}]",
+                f"state {idx} is a cell input; a reduction cell's output can only concatenate its nodes "
+                f"(states 2..{nodes + 1}), since the inputs are not halved and cannot be joined with them",
+            )
+    if len(set(concat)) != len(concat):
+        raise _error(source, where, f"state indices must be distinct, got {_short(list(concat))}")
 
 
 def _validate(
@@ -39,62 +248,113 @@ def _validate(
     nodes: Any,
     cells: Mapping[str, tuple[Any, Any]],
     source: str,
+    known_space: bool = False,
 ) -> None:
-    """Check every field; raise GenotypeError naming the source, the field and the problem."""
+    """Check every field; raise GenotypeError naming the source, the field, the value and what is allowed.
 
-    def fail(where: str, msg: str) -> None:
-        raise GenotypeError(f"{source}: {where}: {msg}")
-
-    if not isinstance(space, str) or not space:
-        fail("space", f"expected a non-empty string, got {space!r}")
-    if not isinstance(ops, (list, tuple)) or not ops:
-        fail("ops", f"expected a non-empty list of op names, got {ops!r}")
-    for k, op in enumerate(ops):
-        if not isinstance(op, str):
-            fail(f"ops[{k}]", f"expected an op name (string), got {op!r}")
-        if op not in OPS:
-            fail(f"ops[{k}]", f"unknown op {op!r}; known ops: {', '.join(OPS)}")
-    if len(set(ops)) != len(ops):
-        dup = sorted({op for op in ops if list(ops).count(op) > 1})
-        fail("ops", f"op names must be distinct, repeated: {', '.join(dup)}")
-    if not _is_int(nodes) or nodes < 1:
-        fail("nodes", f"expected an integer >= 1, got {nodes!r}")
-    op_list = list(ops)
-
+    Every check is linear in the (bounded) size of the field, so no file can hang it.
+    """
+    _check_space(space, source, known_space)
+    _check_ops(ops, source)
+    _check_nodes(nodes, source)
     for cell, (pairs, concat) in cells.items():
-        if not isinstance(pairs, (list, tuple)):
-            fail(cell, f"expected a list of [op, input] pairs, got {pairs!r}")
-        if len(pairs) != 2 * nodes:
-            fail(cell, f"expected {2 * nodes} entries (2 per node for {nodes} nodes), got {len(pairs)}")
-        for k, pair in enumerate(pairs):
-            where = f"{cell}[{k}]"
-            if (
-                not isinstance(pair, (list, tuple))
-                or len(pair) != 2
-                or not isinstance(pair[0], str)
-                or not _is_int(pair[1])
-            ):
-                fail(where, f"expected [op, input] with op a string and input an integer, got {pair!r}")
-            op, src = pair
-            if op not in op_list:
-                fail(where, f"op {op!r} is not in ops {op_list}")
-            if op == "none":
-                fail(where, "op 'none' cannot be used in a cell (it means 'no edge'; drop the entry instead)")
-            node = k // 2
-            if not 0 <= src <= node + 1:
-                fail(
-                    where,
-                    f"input {src} is out of range for node {node} (state {node + 2}): "
-                    f"allowed 0..{node + 1} (0, 1 = cell inputs, 2.. = earlier nodes)",
-                )
-        where = f"{cell}_concat"
-        if not isinstance(concat, (list, tuple)) or not concat:
-            fail(where, f"expected a non-empty list of state indices, got {concat!r}")
-        for k, idx in enumerate(concat):
-            if not _is_int(idx) or not 0 <= idx <= nodes + 1:
-                fail(f"{where}[{k}]", f"expected a state index in 0..{nodes + 1}, got {idx!r}")
-        if len(set(concat)) != len(concat):
-            fail(where, f"state indices must be distinct, got {list(concat)}")
+        _check_pairs(cell, pairs, nodes, ops, source)
+        _check_concat(cell, concat, nodes, source)
+
+
+# ------------------------------------------------------------------ reading
+def _check_keys(d: Any, source: str) -> None:
+    """The payload is an object with the required keys, no unknown ones, this format and no ``cells``."""
+    if not isinstance(d, Mapping):
+        raise GenotypeError(
+            f"{source}: expected a JSON object with keys {', '.join(_ALL_KEYS)}, got {_json_type(d)}"
+        )
+    unknown = [k for k in d if k not in _ALL_KEYS]
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        shown = ", ".join(_short(k, 60) for k in unknown[:5]) + more
+        raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(_ALL_KEYS)}")
+    missing = [k for k in _REQUIRED_KEYS if k not in d]
+    if missing:
+        raise GenotypeError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
+    if d["format"] != FORMAT:
+        raise GenotypeError(f"{source}: format: expected {FORMAT!r}, got {_short(d['format'])}")
+    if d.get("cells") is not None:
+        raise GenotypeError(
+            f"{source}: cells: per-cell genotypes are not supported by {FORMAT}; "
+            f"expected null, got {_short(d['cells'])}"
+        )
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, refusing what no genotype is: folders, pipes, huge files, non-UTF-8, empty."""
+    try:
+        if not path.exists():
+            raise GenotypeError(f"{path}: no such file")
+        if path.is_dir():
+            raise GenotypeError(f"{path}: is a folder, expected a genotype.json file")
+        if not path.is_file():
+            raise GenotypeError(f"{path}: not a regular file (a pipe or a device?), expected a genotype.json file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise GenotypeError(f"{path}: cannot be read: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise GenotypeError(
+            f"{path}: larger than {MAX_FILE_BYTES} bytes; a genotype.json is a few kilobytes "
+            f"(at most {MAX_NODES} nodes and {MAX_OPS} ops)"
+        )
+    try:
+        text = raw.decode("utf-8-sig")  # tolerate the byte-order mark some editors add
+    except UnicodeDecodeError as e:
+        raise GenotypeError(f"{path}: not a text (UTF-8) file: {e.reason} at byte {e.start}") from None
+    if not text.strip():
+        raise GenotypeError(f"{path}: the file is empty; expected a JSON object with keys {', '.join(_ALL_KEYS)}")
+    return text
+
+
+def _parse_json(text: str, path: Path) -> Any:
+    """JSON only (never eval or pickle); long integers stay unconverted, deep nesting is reported."""
+    try:
+        return json.loads(text, parse_int=_parse_int)
+    except json.JSONDecodeError as e:
+        raise GenotypeError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        raise GenotypeError(
+            f"{path}: {_deepest_field(text)}: nested too deeply; a genotype needs 3 levels "
+            "(the object, a list of pairs, an [op, input] pair)"
+        ) from None
+    except ValueError as e:  # any other number the parser refuses
+        raise GenotypeError(f"{path}: not valid JSON: {_short(str(e))}") from None
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
+
+
+def _deepest_field(text: str) -> str:
+    """The field (``key`` or ``key[i]``) holding the deepest nesting, found by one linear scan.
+
+    Used only after the JSON parser gave up on the depth, so the message can still name the field.
+    """
+    depth = deepest = index = 0
+    key, last, where = None, None, "the top-level value"
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok in ("[", "{"):
+            depth += 1
+            index = 0 if depth == 2 else index
+            if depth > deepest:
+                deepest = depth
+                where = where if key is None else (key if depth == 2 else f"{key}[{index}]")
+        elif tok in ("]", "}"):
+            depth -= 1
+        elif tok == ",":
+            index += depth == 2
+        elif tok == ":":
+            key = last[1:-1][:60] if depth == 1 and last else key
+        else:
+            last = tok
+    return where
 
 
 @dataclass(frozen=True)
@@ -156,32 +416,16 @@ class Genotype:
         """Build from a ``genotype.json`` payload, checking every field.
 
         ``space``, ``ops`` and ``nodes`` may be left out (DARTS defaults); ``cells`` must be
-        absent or null (per-cell genotypes are not supported by this format version).
-        ``source`` prefixes every error message (the file name when loading).
+        absent or null (per-cell genotypes are not supported by this format version). Unlike
+        direct construction, ``space`` must be one of :func:`known_spaces`: a file may come from
+        anywhere. ``source`` prefixes every error message (the file name when loading).
         """
-        if not isinstance(d, Mapping):
-            raise GenotypeError(
-                f"{source}: expected a JSON object with keys {', '.join(_ALL_KEYS)}, got {type(d).__name__}"
-            )
-        unknown = [k for k in d if k not in _ALL_KEYS]
-        if unknown:
-            raise GenotypeError(
-                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(_ALL_KEYS)}"
-            )
-        missing = [k for k in _REQUIRED_KEYS if k not in d]
-        if missing:
-            raise GenotypeError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
-        if d["format"] != FORMAT:
-            raise GenotypeError(f"{source}: format: expected {FORMAT!r}, got {d['format']!r}")
-        if d.get("cells") is not None:
-            raise GenotypeError(
-                f"{source}: cells: per-cell genotypes are not supported by {FORMAT}; expected null"
-            )
+        _check_keys(d, source)
         space = d.get("space", "darts")
         ops = d.get("ops", list(DARTS_OPS))
         nodes = d.get("nodes", 4)
         cells = {c: (d[c], d[f"{c}_concat"]) for c in _CELLS}
-        _validate(space, ops, nodes, cells, source)
+        _validate(space, ops, nodes, cells, source, known_space=True)
         return cls(
             normal=d["normal"],
             normal_concat=d["normal_concat"],
@@ -224,23 +468,7 @@ class Genotype:
     def load(cls, path: str | os.PathLike[str]) -> "Genotype":
         """Read and validate a ``genotype.json``; every problem is a GenotypeError naming the file."""
         path = Path(path)
-        if not path.exists():
-            raise GenotypeError(f"{path}: no such file")
-        if path.is_dir():
-            raise GenotypeError(f"{path}: is a folder, expected a genotype.json file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise GenotypeError(f"{path}: not a text (UTF-8) file: {e.reason} at byte {e.start}") from None
-        except OSError as e:
-            raise GenotypeError(f"{path}: cannot be read: {e.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise GenotypeError(
-                f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
-            ) from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(_parse_json(_read_text(path), path), source=str(path))
 
     # ------------------------------------------------------------ summaries
     def _cell(self, cell: str) -> Pairs:
@@ -382,21 +610,83 @@ def _allowed() -> str:
     return f"a published name ({', '.join(PUBLISHED)}), a genotype.json file or a search run folder"
 
 
-def _unfinished_reason(folder: Path) -> str:
-    result = folder / "result.json"
-    if result.is_file():
-        try:
-            data = json.loads(result.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return "result.json exists but cannot be read"
-        if isinstance(data, Mapping):
-            status = data.get("status", "unknown")
-            reason = data.get("reason")
-            return f"result.json status: {status}" + (f" ({reason})" if reason else "")
+_UNREADABLE = object()
+
+
+def _text(value: Any, limit: int = _SHOWN) -> str:
+    """A string as is (cut to ``limit``), anything else as its short repr: for values from result.json."""
+    return value[:limit] if isinstance(value, str) else _short(value, limit)
+
+
+def _read_result(folder: Path) -> Any:
+    """The folder's result.json: None when there is none, ``_UNREADABLE`` when it cannot be parsed."""
+    path = folder / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return _UNREADABLE
+
+
+def _retrain_evidence(folder: Path, result: Any) -> str | None:
+    """Why a folder without genotype.json is a retrain run folder, or None when it is not one."""
+    if isinstance(result, Mapping):
+        config = result.get("config")
+        if result.get("command") == "retrain":
+            return "its result.json says command: retrain"
+        if result.get("command") is None and isinstance(config, Mapping) and config.get("genotype"):
+            return "its result.json records the config of a retraining"
+    if (folder / "model.pt").is_file():
+        return "it holds model.pt and no genotype.json"
+    return None
+
+
+def _unfinished_reason(result: Any, folder: Path) -> str:
+    if result is _UNREADABLE:
+        return "result.json exists but cannot be read"
+    if result is not None:
+        if isinstance(result, Mapping):
+            status = _text(result.get("status", "unknown"), 60)
+            reason = result.get("reason")
+            return f"result.json status: {status}" + (f" ({_text(reason)})" if reason else "")
         return "result.json is not a JSON object"
     if (folder / ".hydra" / "config.yaml").is_file():
         return "no result.json: it is still running or was interrupted"
     return ""
+
+
+def _folder_error(spec: str, folder: Path) -> GenotypeError:
+    """Say what a folder without genotype.json is: a retraining, a pipeline job, an unfinished search."""
+    head = f"genotype={_short(spec)}"
+    result = _read_result(folder)
+    evidence = _retrain_evidence(folder, result)
+    if evidence:
+        retrained = result.get("genotype_source") if isinstance(result, Mapping) else None
+        note = f"; it retrained genotype={_text(retrained)}" if isinstance(retrained, str) else ""
+        return GenotypeError(
+            f"{head}: {folder} is a retrain run folder ({evidence}){note}; a retraining produces a model, "
+            f"not a genotype. Expected a search run folder (one holding genotype.json), a genotype.json file "
+            f"or a published name ({', '.join(PUBLISHED)})"
+        )
+    if (folder / "search" / "genotype.json").is_file():
+        return GenotypeError(
+            f"{head}: {folder} is a pipeline job folder; its genotype is in the search run folder {folder / 'search'}"
+        )
+    reason = _unfinished_reason(result, folder)
+    if reason:
+        return GenotypeError(f"{head}: the folder has no genotype.json, so the search did not finish ({reason})")
+    return GenotypeError(
+        f"{head}: the folder has no genotype.json and is not a search run folder; expected {_allowed()}"
+    )
+
+
+def _what_is(path: Path) -> str | None:
+    """'folder', 'file' or None; a name the system refuses (too long, ...) is treated as absent."""
+    try:
+        return "folder" if path.is_dir() else "file" if path.exists() else None
+    except OSError:
+        return None
 
 
 def resolve_genotype(spec: str) -> tuple[Genotype, Path | None]:
@@ -409,21 +699,17 @@ def resolve_genotype(spec: str) -> tuple[Genotype, Path | None]:
     """
     if spec in PUBLISHED:
         return PUBLISHED[spec], None
-    path = Path(spec).expanduser()
-    if path.is_dir():
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError:  # "~user" of an unknown user: take it literally
+        path = Path(spec)
+    kind = _what_is(path)
+    if kind == "folder":
         target = path / "genotype.json"
         if target.is_file():
             return Genotype.load(target), path
-        reason = _unfinished_reason(path)
-        if reason:
-            raise GenotypeError(
-                f"genotype={spec!r}: the folder has no genotype.json, so the search did not finish ({reason})"
-            )
-        raise GenotypeError(
-            f"genotype={spec!r}: the folder has no genotype.json and is not a search run folder; "
-            f"expected {_allowed()}"
-        )
-    if path.is_file():
+        raise _folder_error(spec, path)
+    if kind == "file":
         genotype = Genotype.load(path)
         parent = path.parent
         return genotype, (parent if (parent / ".hydra" / "config.yaml").is_file() else None)
@@ -432,4 +718,4 @@ def resolve_genotype(spec: str) -> tuple[Genotype, Path | None]:
         return PUBLISHED[matches[0]], None
     looks_like_path = os.sep in spec or "/" in spec or spec.endswith(".json")
     what = "no such file or folder" if looks_like_path else "not a published genotype name"
-    raise GenotypeError(f"genotype={spec!r}: {what}; expected {_allowed()}")
+    raise GenotypeError(f"genotype={_short(spec)}: {what}; expected {_allowed()}")

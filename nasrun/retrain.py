@@ -7,7 +7,6 @@ case the dataset defaults to the one the search used. Resumes from its checkpoin
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,24 +20,20 @@ from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
 from nasrun.data import load_dataset, make_stream
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
+from nasrun.lifecycle import recorded
 from nasrun.nets import NetworkCIFAR, count_macs, count_parameters
 from nasrun.runs import (
-    CHECKPOINT,
     METRICS,
-    add_file_log,
-    append_jsonl,
+    RunFolder,
     atomic_torch_save,
-    check_same_config,
     environment,
-    load_checkpoint,
-    read_jsonl,
     read_result,
     resolve_device,
+    rng_state,
     seed_everything,
-    truncate_jsonl,
-    write_result,
+    set_rng_state,
 )
-from nasrun.search import NonFiniteLoss, evaluate
+from nasrun.training import evaluate, sgd_step
 
 log = logging.getLogger(__name__)
 
@@ -134,34 +129,29 @@ def describe_network(model: NetworkCIFAR, dataset: DatasetConf) -> dict:
     }
 
 
+#: What a retraining checkpoint must hold, with the type of each entry (checked before resuming).
+CHECKPOINT_SCHEMA = {"config": dict, "epoch": int, "elapsed": (int, float), "model": dict, "optimizer": dict,
+                     "scheduler": dict, "stream": dict, "rng": dict}
+
+
 def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Callable[[int, dict], None]] = None) -> dict:
     """Train the genotype of ``cfg.genotype`` from scratch into ``out_dir``; resume if a checkpoint is there."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    add_file_log(out, "retrain.log")
     cfg, genotype, run_folder, unified = prepare_retrain(cfg)
-    dataset_cfg = cfg.dataset
     config = as_plain_dict(cfg)
-    previous = read_result(out)
-    if previous and previous.get("status") == "completed":
-        check_same_config(out, previous.get("config", {}), config)
-        log.info("%s already holds a completed retraining; nothing to do", out)
-        return previous
+    with RunFolder(out_dir, "retrain", "retrain.log") as run:
+        previous = run.completed(config)
+        if previous is not None:
+            log.info("%s already holds a completed retraining; nothing to do", run.path)
+            return previous
+        progress = {"epoch": None}
+        with recorded(run, config, lambda: progress["epoch"]):
+            return _retrain(cfg, genotype, run_folder, config, run, progress, on_epoch_end, unified)
+
+
+def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, on_epoch_end, unified) -> dict:
     started = time.time()
     device = resolve_device(cfg.device)
-    try:
-        return _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end, unified)
-    except KeyboardInterrupt:
-        write_result(out, "interrupted", reason="interrupted by the user; rerun the same command to resume",
-                     config=config)
-        raise
-    except Exception as exc:
-        write_result(out, "failed", reason=f"{type(exc).__name__}: {exc}", config=config,
-                     wall_seconds=time.time() - started)
-        raise
-
-
-def _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, started, on_epoch_end, unified) -> dict:
+    dataset_cfg = cfg.dataset
     seed_everything(cfg.seed)
     r = cfg.recipe
     data = load_dataset(dataset_cfg)
@@ -180,87 +170,88 @@ def _retrain(cfg, genotype, run_folder, dataset_cfg, config, out, device, starte
     opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs, eta_min=r.lr_min)
     start_epoch, elapsed_before = 0, 0.0
-    ckpt = load_checkpoint(out)
+    ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
     if ckpt is not None:
-        check_same_config(out, ckpt["config"], config)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         stream.load_state_dict(ckpt["stream"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        start_epoch, elapsed_before = ckpt["epoch"] + 1, ckpt["elapsed"]
-        log.info("resuming %s from epoch %d", out, start_epoch)
-    truncate_jsonl(out / METRICS, start_epoch)
+        set_rng_state(ckpt["rng"], device)  # drop path draws its masks on the device: CUDA's state too
+        start_epoch, elapsed_before = ckpt["epoch"] + 1, float(ckpt["elapsed"])
+        progress["epoch"] = ckpt["epoch"]
+        log.info("resuming %s after epoch %d", run.path, start_epoch)
+    run.truncate(METRICS, start_epoch)
     log.info("retrain %s on %s: %d epochs, C=%d, %d cells, %.2fM params, %.1fM MACs, device %s -> %s",
              cfg.genotype, dataset_cfg.name, r.epochs, r.C, r.layers, network["params"] / 1e6, network["macs"] / 1e6,
-             device, out)
+             device, run.path)
 
-    last_row: dict = {}
     for epoch in range(start_epoch, r.epochs):
         t0 = time.time()
         lr = sched.get_last_lr()[0]
         model.drop_path_prob = r.drop_path_prob * epoch / r.epochs
-        model.train()
-        loss_sum, correct, n = 0.0, 0, 0
-        for _ in range(stream.batches_per_pass):
-            x, y = next(stream)
-            opt.zero_grad(set_to_none=True)
-            logits, aux = model(x)
-            loss = F.cross_entropy(logits, y)
-            if aux is not None:
-                loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"training loss is {loss_value} at lr {lr}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-            opt.step()
-            loss_sum += loss_value * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
+        train_loss, train_acc, n = _train_epoch(model, stream, opt, r, lr)
         sched.step()
         test_loss, test_acc = evaluate(model, data.test, None, r.eval_batch_size, data.mean, data.std, device)
         seconds = time.time() - t0
-        row = {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": loss_sum / n,
-               "train_acc": correct / n, "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
+        row = {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": train_loss,
+               "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
                "images_per_s": n / seconds}
-        append_jsonl(out / METRICS, row)
-        atomic_torch_save(
+        run.append(METRICS, row)
+        run.save_checkpoint(
             {"config": config, "epoch": epoch, "elapsed": elapsed_before + (time.time() - started),
              "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "stream": stream.state_dict(), "rng": {"torch": torch.get_rng_state()}},
-            out / CHECKPOINT,
+             "stream": stream.state_dict(), "rng": rng_state(device)}
         )
+        progress["epoch"] = epoch
         log.info("epoch %d/%d  train_acc %.4f  test_acc %.4f  %.1fs", epoch + 1, r.epochs, row["train_acc"],
                  test_acc, seconds)
-        last_row = row
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+    return _finish(model, genotype, run_folder, unified, network, data, device, cfg, config, run,
+                   elapsed_before + (time.time() - started))
 
-    if not last_row:
-        rows = read_jsonl(out / METRICS)
-        last_row = rows[-1] if rows else {}
-    atomic_torch_save({"model": model.state_dict(), "genotype": genotype.to_dict(), "config": config}, out / "model.pt")
-    ckpt = load_checkpoint(out)
-    result = write_result(
-        out,
+
+def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:
+    """One pass of the training stream (cross-entropy, + the auxiliary head's weighted loss)."""
+    model.train()
+    loss_sum, correct, n = 0.0, 0, 0
+    for _ in range(stream.batches_per_pass):
+        x, y = next(stream)
+        logits, aux = model(x)
+        loss = F.cross_entropy(logits, y)
+        if aux is not None:
+            loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y)
+        value = sgd_step(loss, opt, list(model.parameters()), r.grad_clip, lr)
+        loss_sum += value * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return loss_sum / max(n, 1), correct / max(n, 1), n
+
+
+def _finish(model, genotype, run_folder, unified, network, data, device, cfg, config, run: RunFolder,
+            wall: float) -> dict:
+    rows = run.rows(METRICS)
+    last_row = rows[-1] if rows else {}
+    atomic_torch_save({"model": model.state_dict(), "genotype": genotype.to_dict(), "config": config},
+                      run.path / "model.pt")
+    result = run.write_result(
         "completed",
         command="retrain",
         genotype_source=cfg.genotype,
         search_run=str(run_folder) if run_folder else None,
         unified_from_search=unified,
-        dataset=dataset_cfg.name,
+        dataset=cfg.dataset.name,
         seed=cfg.seed,
-        epochs=r.epochs,
+        epochs=cfg.recipe.epochs,
         test_acc=last_row.get("test_acc"),
         test_error=None if last_row.get("test_acc") is None else 1.0 - last_row["test_acc"],
         train_acc=last_row.get("train_acc"),
         **network,
         genotype=genotype.to_dict(),
-        wall_seconds=ckpt["elapsed"] if ckpt else time.time() - started,
+        wall_seconds=wall,
         data=data.info,
         environment=environment(device),
         config=config,
     )
-    log.info("retrain finished: test accuracy %.4f -> %s", result["test_acc"], out)
+    log.info("retrain finished: test accuracy %.4f -> %s", result["test_acc"], run.path)
     return result

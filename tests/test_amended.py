@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from conftest import TINY_SYNTH
-from nasrun.cli import compose_config
-from nasrun.config import MethodConf, to_typed
+from nasrun.config import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.methods.estimators import amended_product, finite_difference_hvp
+from nasrun.options import AmendedConf, FirstOrderConf
 from nasrun.search import run_search
 
 
@@ -73,8 +73,8 @@ def test_finite_difference_chain_matches_double_backward(tiny_net, tiny_batches)
 
 def test_exact_and_finite_difference_estimators_agree_on_one_step(tiny_net, tiny_batches):
     batch = _batch(tiny_net, tiny_batches)
-    exact = make_estimator(MethodConf(estimator="amended", eta=1.0, hvp="exact"))(tiny_net, batch)
-    fd = make_estimator(MethodConf(estimator="amended", eta=1.0, hvp="finite_difference", fd_radius=1e-6))(
+    exact = make_estimator(AmendedConf(eta=1.0, hvp="exact"))(tiny_net, batch)
+    fd = make_estimator(AmendedConf(eta=1.0, hvp="finite_difference", fd_radius=1e-6))(
         tiny_net, batch)
     assert _rel(fd.grads, exact.grads) < 1e-4
     assert set(exact.stats) == {"g1_norm", "second_norm", "cosine"}
@@ -83,22 +83,22 @@ def test_exact_and_finite_difference_estimators_agree_on_one_step(tiny_net, tiny
 def test_estimate_is_affine_in_eta_and_leaves_weights_and_bn_alone(tiny_net, tiny_batches):
     batch = _batch(tiny_net, tiny_batches)
     before = [w.detach().clone() for w in tiny_net.weight_parameters()]
-    est = {eta: make_estimator(MethodConf(estimator="amended", eta=eta, hvp="exact"))(tiny_net, batch).grads
+    est = {eta: make_estimator(AmendedConf(eta=eta, hvp="exact"))(tiny_net, batch).grads
            for eta in (0.0, 0.5, 1.0)}
     mid = [(a + b) / 2 for a, b in zip(est[0.0], est[1.0])]
     assert _rel(est[0.5], mid) < 1e-10
-    first = make_estimator(MethodConf(estimator="first_order"))(tiny_net, batch).grads
+    first = make_estimator(FirstOrderConf())(tiny_net, batch).grads
     assert _rel(est[0.0], first) == 0.0
     buffers = {n: b.clone() for n, b in tiny_net.named_buffers()}
-    make_estimator(MethodConf(estimator="amended", eta=1.0))(tiny_net, batch)
+    make_estimator(AmendedConf(eta=1.0))(tiny_net, batch)
     assert all(torch.equal(w, b) for w, b in zip(tiny_net.weight_parameters(), before))
     # only the validation pass (as in first order) may move BN statistics; the products do not
-    make_estimator(MethodConf(estimator="first_order"))(tiny_net, batch)
+    make_estimator(FirstOrderConf())(tiny_net, batch)
     after_first = {n: b.clone() for n, b in tiny_net.named_buffers()}
     for n, b in tiny_net.named_buffers():
         b.copy_(buffers[n])
-    make_estimator(MethodConf(estimator="amended", eta=1.0))(tiny_net, batch)
-    make_estimator(MethodConf(estimator="first_order"))(tiny_net, batch)
+    make_estimator(AmendedConf(eta=1.0))(tiny_net, batch)
+    make_estimator(FirstOrderConf())(tiny_net, batch)
     for n, b in tiny_net.named_buffers():
         assert torch.equal(b, after_first[n]), n
 
@@ -118,8 +118,8 @@ def test_non_obtuse_angle_when_hessian_is_a_multiple_of_identity():
 
 def test_eta_zero_reproduces_first_order_darts(tmp_path: Path):
     common = [*TINY_SYNTH, "search.epochs=2", "seed=7"]
-    darts = run_search(to_typed(compose_config("search", [*common, "method=darts"])), tmp_path / "darts")
-    amended = run_search(to_typed(compose_config("search", [*common, "method=amended", "method.eta=0"])),
+    darts = run_search(to_typed(compose("search", [*common, "method=darts"])), tmp_path / "darts")
+    amended = run_search(to_typed(compose("search", [*common, "method=amended", "estimator.eta=0"])),
                          tmp_path / "amended")
     a, b = np.load(tmp_path / "darts" / "alphas.npz"), np.load(tmp_path / "amended" / "alphas.npz")
     np.testing.assert_array_equal(a["normal"], b["normal"])
@@ -131,7 +131,7 @@ def test_eta_zero_reproduces_first_order_darts(tmp_path: Path):
 
 
 def test_amended_search_logs_diagnostics(tmp_path: Path):
-    cfg = to_typed(compose_config("search", [*TINY_SYNTH, "search.epochs=1", "method=amended", "method.eta=0.5"]))
+    cfg = to_typed(compose("search", [*TINY_SYNTH, "search.epochs=1", "method=amended", "estimator.eta=0.5"]))
     run_search(cfg, tmp_path / "run")
     import json
 

@@ -13,8 +13,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from conftest import TINY_SEARCH
-from nasrun.cli import compose_config
-from nasrun.config import to_typed
+from nasrun.config import compose, to_typed
 from nasrun.data import BatchStream, ImageSet, TorchStream, make_stream
 from nasrun.data.loaders import Cutout, memory_transform
 from nasrun.errors import DataError
@@ -184,7 +183,7 @@ def test_search_on_the_torch_loader_resumes_exactly(tmp_path):
         "dataset.train_augment=[crop,flip]", "dataset.loader=torch", "dataset.workers=0", "search.batch_size=8",
         "search.epochs=2", "seed=3",
     ]
-    cfg = to_typed(compose_config("search", overrides))
+    cfg = to_typed(compose("search", overrides))
     straight = run_search(cfg, tmp_path / "straight")
 
     def stop(epoch: int, row: dict) -> None:

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nasrun.cli import compose_config
-from nasrun.config import DATASETS, DatasetConf, to_typed
+from nasrun.config import DATASETS, DatasetConf, compose, to_typed
 from nasrun.data import eval_batches, index_hash, load_dataset, make_stream, per_class_subset, search_split
 from nasrun.data import formats
 from nasrun.errors import ConfigError, DataError
@@ -34,8 +33,8 @@ def test_dataset_configs_match_the_schema():
 
 @pytest.mark.parametrize("name", DATASET_CONFIGS)
 def test_every_dataset_config_composes_and_validates(name):
-    search = to_typed(compose_config("search", [f"dataset={name}"])).dataset
-    retrain = to_typed(compose_config("retrain", ["genotype=DARTS_V2", f"dataset={name}"])).dataset
+    search = to_typed(compose("search", [f"dataset={name}"])).dataset
+    retrain = to_typed(compose("retrain", ["genotype=DARTS_V2", f"dataset={name}"])).dataset
     assert search == retrain
     d = search
     assert d.name == name
@@ -45,8 +44,8 @@ def test_every_dataset_config_composes_and_validates(name):
     assert d.loader == ("torch" if name == "imagenet" else "device")
     assert d.subset is None and d.subset_classes is None
     # the quick-run options compose on every dataset
-    small = to_typed(compose_config("search", [f"dataset={name}", "dataset.subset=0.1", "dataset.loader=torch",
-                                               "dataset.workers=0", "dataset.subset_classes=2"])).dataset
+    small = to_typed(compose("search", [f"dataset={name}", "dataset.subset=0.1", "dataset.loader=torch",
+                                        "dataset.workers=0", "dataset.subset_classes=2"])).dataset
     assert (small.subset, small.loader, small.workers, small.num_classes) == (0.1, "torch", 0, 2)
 
 
@@ -68,12 +67,12 @@ def test_every_dataset_config_composes_and_validates(name):
 )
 def test_bad_dataset_values_name_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        to_typed(compose_config("search", overrides))
+        to_typed(compose("search", overrides))
 
 
 def test_subset_semantics_follow_the_value_type():
-    frac = to_typed(compose_config("search", ["dataset=cifar10", "dataset.subset=1.0"])).dataset
-    count = to_typed(compose_config("search", ["dataset=cifar10", "dataset.subset=1"])).dataset
+    frac = to_typed(compose("search", ["dataset=cifar10", "dataset.subset=1.0"])).dataset
+    count = to_typed(compose("search", ["dataset=cifar10", "dataset.subset=1"])).dataset
     assert isinstance(frac.subset, float) and isinstance(count.subset, int)
 
 
@@ -248,7 +247,7 @@ def test_fashion_mnist_layouts_and_errors(tmp_path, monkeypatch):
 @pytest.mark.skipif(not formats.FASHION_MNIST_DEBIAN.is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
 def test_fashion_mnist_real_files_from_the_debian_package(tmp_path):
-    cfg = to_typed(compose_config("search", ["dataset=fashion_mnist", f"dataset.root={tmp_path}"])).dataset
+    cfg = to_typed(compose("search", ["dataset=fashion_mnist", f"dataset.root={tmp_path}"])).dataset
     b = load_dataset(cfg)
     assert b.train.images.shape == (60000, 1, 28, 28) and b.test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(b.train.labels).tolist() == [6000] * 10

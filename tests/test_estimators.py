@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from nasrun.config import MethodConf
 from nasrun.methods import ArchBatch, make_estimator
+from nasrun.options import FirstOrderConf, SecondOrderConf
 
 
 def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -30,7 +30,7 @@ def _sgd_with_momentum(net, lr=0.05, momentum=0.9, wd=3e-4, steps=2, batch=None)
 def test_first_order_is_the_validation_gradient(tiny_net, tiny_batches):
     xt, yt, xv, yv = tiny_batches
     opt = torch.optim.SGD(tiny_net.weight_parameters(), lr=0.1)
-    est = make_estimator(MethodConf(estimator="first_order"))
+    est = make_estimator(FirstOrderConf())
     got = est(tiny_net, ArchBatch(xt, yt, xv, yv, opt, 0.1)).grads
     want = torch.autograd.grad(F.cross_entropy(tiny_net(xv), yv), tiny_net.arch_parameters())
     assert _rel(got, list(want)) < 1e-12
@@ -49,7 +49,7 @@ def test_second_order_matches_autograd_of_the_unrolled_loss(tiny_net, tiny_batch
 
     # ReLU and max-pool kinks make a step of 0.01 in weight space too coarse for a 1e-4 check on a net this
     # small; a smaller radius checks the same formula (float64 keeps the rounding error far below 1e-4).
-    est = make_estimator(MethodConf(estimator="second_order", fd_radius=1e-6))
+    est = make_estimator(SecondOrderConf(fd_radius=1e-6))
     got = est(tiny_net, ArchBatch(xt, yt, xv, yv, opt, xi)).grads
 
     # weights and BN statistics are exactly as before
@@ -76,6 +76,6 @@ def test_second_order_matches_autograd_of_the_unrolled_loss(tiny_net, tiny_batch
 def test_second_order_with_zero_step_is_first_order(tiny_net, tiny_batches):
     xt, yt, xv, yv = tiny_batches
     opt = torch.optim.SGD(tiny_net.weight_parameters(), lr=0.1, momentum=0.9)
-    second = make_estimator(MethodConf(estimator="second_order"))(tiny_net, ArchBatch(xt, yt, xv, yv, opt, 0.0))
-    first = make_estimator(MethodConf(estimator="first_order"))(tiny_net, ArchBatch(xt, yt, xv, yv, opt, 0.0))
+    second = make_estimator(SecondOrderConf())(tiny_net, ArchBatch(xt, yt, xv, yv, opt, 0.0))
+    first = make_estimator(FirstOrderConf())(tiny_net, ArchBatch(xt, yt, xv, yv, opt, 0.0))
     assert _rel(second.grads, first.grads) < 1e-12

@@ -10,21 +10,25 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH
-from nasrun.cli import compose_config
-from nasrun.config import MethodConf, to_typed
+from nasrun.config import compose, to_typed
 from nasrun.genotype import derive
 from nasrun.methods import ArchBatch, make_estimator, make_perturbation
+from nasrun.methods.alpha_maps import Argmax
 from nasrun.methods.nasp import op_param_fractions
+from nasrun.options import ArgmaxConf, DiscreteConf, ProximalConf
 from nasrun.retrain import run_retrain
 from nasrun.search import run_search
 from nasrun.supernet import MixedOp
 from nasrun.supernet.projection import discrete_architecture, project
 
-NASP = MethodConf(name="nasp", estimator="proximal", perturbation="discrete", alpha_map="argmax", alpha_init=0.5)
+# NASP's three axes: the proximal estimator, the discrete weight step, the argmax alpha map (alphas start at 0.5)
+NASP = ProximalConf()
+NASP_WEIGHT_STEP = DiscreteConf()
+NASP_MAP = ArgmaxConf(init=0.5)
 
 
 def _nasp_net(net):
-    net.alpha_map = "argmax"
+    net.alpha_map = Argmax(NASP_MAP)
     with torch.no_grad():
         for a in net.arch_parameters():
             a.uniform_(0, 1)
@@ -89,17 +93,18 @@ def test_param_regulariser_adds_its_gradient_on_the_selected_normal_entries(tiny
         net.alphas_normal[:2, TINY_OPS.index("sep_conv_3x3")] = 1.0
     batch = ArchBatch(*tiny_batches, None, 0.1)
     plain = make_estimator(NASP)(net, batch)
-    reg = make_estimator(MethodConf(estimator="proximal", param_reg=0.5))(net, batch)
+    net.alpha_map = Argmax(ArgmaxConf(init=0.5, param_reg=0.5))  # the regulariser lives in the alpha map
+    reg = make_estimator(ProximalConf())(net, batch)
     onehot = discrete_architecture(net)["normal"]
     torch.testing.assert_close(reg.grads[0] - plain.grads[0], 2 * 0.5 * onehot * op_param_fractions(net))
     torch.testing.assert_close(reg.grads[1], plain.grads[1])
-    assert reg.stats["param_reg"] > 0 and "param_reg" not in plain.stats
+    assert reg.stats["arch_reg"] > 0 and "arch_reg" not in plain.stats
 
 
 def test_weight_step_touches_only_the_selected_ops(tiny_net, tiny_batches):
     net = _nasp_net(tiny_net)
     xt, yt, _, _ = tiny_batches
-    mix = make_perturbation(NASP)(net, xt, yt, 0, 1)
+    mix = make_perturbation(NASP_WEIGHT_STEP)(net, xt, yt, 0, 1)
     assert not any(m.requires_grad for m in mix.values())
     before = [p.detach().clone() for p in net.weight_parameters()]
     opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=3e-4)
@@ -136,8 +141,8 @@ def test_evaluation_and_genotype_follow_the_argmax_map(tiny_net, tiny_batches):
 
 
 def test_nasp_preset_searches_and_retrains_on_digits(tmp_path: Path):
-    cfg = to_typed(compose_config("search", [*TINY_SEARCH, "method=nasp", "search.epochs=1", "seed=1"]))
-    assert (cfg.method.estimator, cfg.method.perturbation, cfg.method.alpha_map) == ("proximal", "discrete", "argmax")
+    cfg = to_typed(compose("search", [*TINY_SEARCH, "method=nasp", "search.epochs=1", "seed=1"]))
+    assert (cfg.estimator.name, cfg.perturbation.name, cfg.alpha_map.name) == ("proximal", "discrete", "argmax")
     result = run_search(cfg, tmp_path / "search")
     assert result["status"] == "completed" and result["method"] == "nasp"
     ckpt = torch.load(tmp_path / "search" / "checkpoint.pt", weights_only=False)
@@ -146,6 +151,6 @@ def test_nasp_preset_searches_and_retrains_on_digits(tmp_path: Path):
         assert float(a.min()) >= 0 and float(a.max()) <= 1 and not torch.all(a == 0.5)
     rows = [json.loads(x) for x in (tmp_path / "search" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["arch_val_loss"] is not None and np.isfinite(rows[-1]["val_loss"])
-    retrain_cfg = to_typed(compose_config("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN]))
+    retrain_cfg = to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN]))
     retrained = run_retrain(retrain_cfg, tmp_path / "retrain")
     assert retrained["status"] == "completed" and 0.0 <= retrained["test_acc"] <= 1.0

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.cli import compose_config
-from nasrun.config import to_typed
+from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.genotype import derive
 from nasrun.retrain import run_retrain
@@ -31,9 +30,9 @@ def _net(seed=0, **kw) -> SuperNet:
 
 def test_partial_channels_must_divide_C():
     with pytest.raises(ConfigError, match=r"supernet.partial_channels=3 .*must divide supernet.C \(16\)"):
-        to_typed(compose_config("search", ["supernet.partial_channels=3"]))
+        to_typed(compose("search", ["supernet.partial_channels=3"]))
     with pytest.raises(ConfigError, match="supernet.partial_channels"):
-        to_typed(compose_config("search", ["supernet.partial_channels=0"]))
+        to_typed(compose("search", ["supernet.partial_channels=0"]))
     with pytest.raises(ValueError, match="divide"):
         SuperNet(C=6, num_classes=3, layers=3, ops=TINY_OPS, nodes=2, partial_channels=4)
 
@@ -123,8 +122,8 @@ def test_activation_memory_falls_with_K():
 
 
 def test_preset_searches_and_retrains_on_digits(tmp_path: Path):
-    cfg = to_typed(compose_config("search", [*TINY_SEARCH, "method=pcdarts", "dataset.subset=16", "search.batch_size=32",
-                                             "supernet.partial_channels=2", "search.arch_warmup_epochs=1"]))
+    cfg = to_typed(compose("search", [*TINY_SEARCH, "method=pcdarts", "dataset.subset=16", "search.batch_size=32",
+                                      "supernet.partial_channels=2", "search.arch_warmup_epochs=1"]))
     assert (cfg.supernet.edge_norm, cfg.search.lr, cfg.search.arch_lr) == (True, 0.1, 6e-4)
     result = run_search(cfg, tmp_path / "search")
     assert result["status"] == "completed" and result["method"] == "pcdarts"
@@ -134,15 +133,15 @@ def test_preset_searches_and_retrains_on_digits(tmp_path: Path):
     assert alphas["edges_normal"].shape == (2, 5)  # epochs x edges: the edge weights are recorded too
     assert not np.array_equal(alphas["edges_normal"][0], alphas["edges_normal"][1])  # the betas are optimised
     assert {"betas_normal", "betas_reduce"} <= set(load_checkpoint(tmp_path / "search")["model"])
-    retrain = run_retrain(to_typed(compose_config("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
+    retrain = run_retrain(to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
                           tmp_path / "retrain")
     assert retrain["status"] == "completed"
 
 
 @pytest.mark.parametrize("method", ["amended", "darts_2nd"])
 def test_partial_channels_and_edge_norm_compose_with_other_estimators(tmp_path: Path, method):
-    cfg = to_typed(compose_config("search", [*TINY_SYNTH, f"method={method}", "search.epochs=1", "supernet.C=4",
-                                             "supernet.partial_channels=4", "supernet.edge_norm=true"]))
+    cfg = to_typed(compose("search", [*TINY_SYNTH, f"method={method}", "search.epochs=1", "supernet.C=4",
+                                      "supernet.partial_channels=4", "supernet.edge_norm=true"]))
     result = run_search(cfg, tmp_path / "run")
     assert result["status"] == "completed"
     assert np.load(tmp_path / "run" / "alphas.npz")["edges_normal"].shape == (1, 5)

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.cli import compose_config
-from nasrun.config import to_typed
+from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.genotype import derive
 from nasrun.retrain import run_retrain
@@ -101,21 +100,21 @@ def test_skip_dropout_acts_on_stride_one_skips_in_training_only():
 
 
 def test_schedule_settings_are_checked():
-    with pytest.raises(ConfigError, match="method.stage_keep"):
-        to_typed(compose_config("search", ["method=pdarts", "method.stage_keep=[5,3]"]))
-    with pytest.raises(ConfigError, match="method.stage_keep"):
-        to_typed(compose_config("search", ["method=pdarts", "method.stage_keep=[3,5,1]"]))
+    with pytest.raises(ConfigError, match="schedule.stage_keep"):
+        to_typed(compose("search", ["method=pdarts", "schedule.stage_keep=[5,3]"]))
+    with pytest.raises(ConfigError, match="schedule.stage_keep"):
+        to_typed(compose("search", ["method=pdarts", "schedule.stage_keep=[3,5,1]"]))
     with pytest.raises(ConfigError, match="supernet.skip_dropout"):
-        to_typed(compose_config("search", ["method=pdarts", "supernet.skip_dropout=[0.1,0.2]"]))
+        to_typed(compose("search", ["method=pdarts", "supernet.skip_dropout=[0.1,0.2]"]))
     with pytest.raises(ConfigError, match="supernet.skip_dropout"):
-        to_typed(compose_config("search", ["supernet.skip_dropout=[0.1,0.2]"]))  # one stage, two rates
-    cfg = to_typed(compose_config("search", ["method=pdarts"]))
-    assert (cfg.supernet.layers, cfg.method.stage_add_layers, cfg.method.stage_keep) == (5, [0, 6, 12], [5, 3, 1])
-    assert (cfg.search.epochs, cfg.search.arch_warmup_epochs, cfg.method.max_skips) == (25, 10, 2)
+        to_typed(compose("search", ["supernet.skip_dropout=[0.1,0.2]"]))  # one stage, two rates
+    cfg = to_typed(compose("search", ["method=pdarts"]))
+    assert (cfg.supernet.layers, cfg.schedule.stage_add_layers, cfg.schedule.stage_keep) == (5, [0, 6, 12], [5, 3, 1])
+    assert (cfg.search.epochs, cfg.search.arch_warmup_epochs, cfg.schedule.max_skips) == (25, 10, 2)
 
 
-PROGRESSIVE = [*TINY_SYNTH, "method=pdarts", "method.stage_add_layers=[0,1,2]", "method.stage_keep=[3,2,1]",
-               "search.epochs=2", "search.arch_warmup_epochs=1", "search.arch_lr=0.3", "method.max_skips=0"]
+PROGRESSIVE = [*TINY_SYNTH, "method=pdarts", "schedule.stage_add_layers=[0,1,2]", "schedule.stage_keep=[3,2,1]",
+               "search.epochs=2", "search.arch_warmup_epochs=1", "search.arch_lr=0.3", "schedule.max_skips=0"]
 
 
 class Stop(Exception):
@@ -125,7 +124,7 @@ class Stop(Exception):
 @pytest.fixture(scope="module")
 def progressive(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pdarts") / "straight"
-    run_search(to_typed(compose_config("search", PROGRESSIVE)), out)
+    run_search(to_typed(compose("search", PROGRESSIVE)), out)
     return out
 
 
@@ -174,7 +173,7 @@ def test_each_stage_keeps_its_strongest_ops_and_starts_afresh(progressive: Path)
 
 @pytest.mark.parametrize("stop_at", [1, 2])  # at the end of stage 0, and inside stage 1
 def test_interrupted_progressive_search_resumes_to_the_same_result(progressive: Path, tmp_path: Path, stop_at):
-    cfg = to_typed(compose_config("search", PROGRESSIVE))
+    cfg = to_typed(compose("search", PROGRESSIVE))
 
     def stop(epoch: int, row: dict) -> None:
         if epoch == stop_at:
@@ -192,26 +191,26 @@ def test_interrupted_progressive_search_resumes_to_the_same_result(progressive: 
 
 
 def test_preset_searches_and_retrains_on_digits(tmp_path: Path):
-    cfg = to_typed(compose_config("search", [*TINY_SEARCH, "method=pdarts", "dataset.subset=16", "search.batch_size=32",
-                                             "supernet.layers=3", "method.stage_add_layers=[0,1,2]",
-                                             "method.stage_keep=[3,2,1]", "search.epochs=1",
+    cfg = to_typed(compose("search", [*TINY_SEARCH, "method=pdarts", "dataset.subset=16", "search.batch_size=32",
+                                             "supernet.layers=3", "schedule.stage_add_layers=[0,1,2]",
+                                             "schedule.stage_keep=[3,2,1]", "search.epochs=1",
                                              "search.arch_warmup_epochs=0"]))
     result = run_search(cfg, tmp_path / "search")
     assert result["status"] == "completed" and result["method"] == "pdarts"
     assert sum(op == "skip_connect" for op, _ in result["genotype"]["normal"]) <= 2
-    retrain = run_retrain(to_typed(compose_config("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
+    retrain = run_retrain(to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
                           tmp_path / "retrain")
     assert retrain["status"] == "completed"
 
 
 @pytest.mark.parametrize("extra", [
-    ["method=sdarts_adv", "method.pgd_steps=2"],  # SDARTS-ADV's weight step in every stage
+    ["method=sdarts_adv", "perturbation.pgd_steps=2"],  # SDARTS-ADV's weight step in every stage
     ["method=pcdarts", "supernet.partial_channels=2", "search.arch_warmup_epochs=0"],  # PC-DARTS' supernet per stage
 ])
 def test_progressive_schedule_composes_with_other_axes(tmp_path: Path, extra):
-    cfg = to_typed(compose_config("search", [
-        *TINY_SYNTH, *extra, "method.schedule=progressive", "method.stage_add_layers=[0,1]", "method.stage_keep=[2,1]",
-        "method.max_skips=1", "search.epochs=1", "supernet.skip_dropout=[0.2]"]))
+    cfg = to_typed(compose("search", [
+        *TINY_SYNTH, *extra, "schedule=progressive", "schedule.stage_add_layers=[0,1]", "schedule.stage_keep=[2,1]",
+        "schedule.max_skips=1", "search.epochs=1", "supernet.skip_dropout=[0.2]"]))
     result = run_search(cfg, tmp_path / "run")
     assert result["status"] == "completed" and len(result["stages"]) == 2
     assert [len(s["ops"]["normal"][0]) for s in result["stages"]] == [4, 2]
@@ -219,7 +218,7 @@ def test_progressive_schedule_composes_with_other_axes(tmp_path: Path, extra):
 
 
 def test_skip_refinement_applies_to_a_single_stage_search(tmp_path: Path):
-    cfg = to_typed(compose_config("search", [*TINY_SYNTH, "search.epochs=1", "method.max_skips=0"]))
+    cfg = to_typed(compose("search", [*TINY_SYNTH, "search.epochs=1", "schedule.max_skips=0"]))
     result = run_search(cfg, tmp_path / "run")
     assert all(op != "skip_connect" for op, _ in result["genotype"]["normal"])
     assert result["skip_refinement"]["family"][-1]["skips"] == 0

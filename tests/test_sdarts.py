@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
-from nasrun.cli import compose_config
-from nasrun.config import MethodConf, to_typed
+from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.methods import make_estimator, make_perturbation
+from nasrun.methods import make_estimator, make_perturbation, make_schedule
 from nasrun.methods.perturbations import epsilon_at, pgd_attack, project_ball_simplex, renorm, uniform_noise
+from nasrun.options import AdversarialConf, FirstOrderConf, NoPerturbationConf, RandomConf
 from nasrun.retrain import run_retrain
-from nasrun.search import _train_epoch, run_search
+from nasrun.search import run_search, train_epoch
+from nasrun.search_state import SearchState
 
 
 
@@ -51,7 +52,7 @@ def test_projection_stays_in_the_ball_and_on_the_simplex(eps):
 @pytest.mark.parametrize("simplex", ["renorm", "project"])
 def test_random_smoothing_perturbs_within_epsilon_on_the_simplex(tiny_net, simplex):
     eps = 0.2
-    perturb = make_perturbation(MethodConf(perturbation="random", epsilon=eps, epsilon_start=eps, simplex=simplex))
+    perturb = make_perturbation(RandomConf(epsilon=eps, epsilon_start=eps, simplex=simplex))
     clean = {k: v.detach().clone() for k, v in tiny_net.mixing_weights().items()}
     torch.manual_seed(3)
     mix = perturb(tiny_net, None, None, 0, 10)
@@ -74,8 +75,8 @@ def test_random_smoothing_perturbs_within_epsilon_on_the_simplex(tiny_net, simpl
 
 
 def test_epsilon_ramps():
-    code = MethodConf(epsilon=0.3, epsilon_start=0.03, epsilon_ramp="code")
-    to_max = MethodConf(epsilon=0.3, epsilon_start=0.03, epsilon_ramp="to_max")
+    code = RandomConf(epsilon=0.3, epsilon_start=0.03, epsilon_ramp="code")
+    to_max = RandomConf(epsilon=0.3, epsilon_start=0.03, epsilon_ramp="to_max")
     assert epsilon_at(code, 0, 50) == pytest.approx(0.03)
     assert epsilon_at(code, 49, 50) == pytest.approx(0.3 - 0.27 / 50)  # as released: never the maximum
     assert epsilon_at(to_max, 49, 50) == pytest.approx(0.3)
@@ -93,11 +94,20 @@ class _Stream:
 
 
 def _weight_step(net, perturbation, batches):
-    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
-    a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
+    """One epoch (one step) of the search loop on ``net`` with the alphas frozen: epoch 3 of 10, grad clip 5."""
     xt, yt, xv, yv = batches
-    _train_epoch(net, make_estimator(MethodConf()), perturbation, _Stream([(xt, yt)]), _Stream([(xv, yv)]), w_opt,
-                 a_opt, 0.1, False, 5.0, False, 3, 10)
+    cfg = to_typed(compose("search", [*TINY_SEARCH, "search.grad_clip=5.0", "search.epochs=10",
+                                      "search.arch_warmup_epochs=10"]))
+    schedule = make_schedule(cfg.schedule, cfg.supernet.layers, [0.0], epochs=10, warmup=10)
+    with torch.random.fork_rng():  # building the state's own supernet must not move the caller's seed
+        state = SearchState(cfg, 3, 1, torch.device("cpu"), schedule, make_estimator(FirstOrderConf()), perturbation,
+                            _Stream([(xt, yt)]), _Stream([(xv, yv)]))
+    state.model = net  # the loop trains the test's supernet with the test's optimisers
+    state.w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9)
+    state.a_opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
+    plan = schedule.plan(3)
+    assert (plan.stage_epoch, schedule.epochs, plan.arch_active) == (3, 10, False)
+    train_epoch(state, plan, 0.1)
 
 
 @pytest.mark.parametrize("kind", ["random", "adversarial"])
@@ -107,12 +117,13 @@ def test_clean_alphas_are_untouched_by_the_perturbed_weight_step(tiny_net, tiny_
     plain = copy.deepcopy(tiny_net)
     alphas = [a.detach().clone() for a in tiny_net.arch_parameters()]
     torch.manual_seed(0)
-    _weight_step(tiny_net, make_perturbation(MethodConf(perturbation=kind, epsilon=0.3, pgd_steps=2)), tiny_batches)
+    conf = RandomConf(epsilon=0.3) if kind == "random" else AdversarialConf(epsilon=0.3, pgd_steps=2)
+    _weight_step(tiny_net, make_perturbation(conf), tiny_batches)
     for a, before in zip(tiny_net.arch_parameters(), alphas):
         assert torch.equal(a.detach(), before)  # bit for bit
         assert a.grad is None
     torch.manual_seed(0)
-    _weight_step(plain, make_perturbation(MethodConf()), tiny_batches)
+    _weight_step(plain, make_perturbation(NoPerturbationConf()), tiny_batches)
     moved = [not torch.equal(a, b) for a, b in zip(tiny_net.weight_parameters(), plain.weight_parameters())]
     assert any(moved), "the weight step trained under the perturbed weights, so the weights differ from plain DARTS"
 
@@ -122,7 +133,7 @@ def test_ops_weighted_zero_by_the_noise_still_train(tiny_net, tiny_batches):
     get a (zero) gradient and keep their momentum and weight decay."""
     xt, yt, _, _ = tiny_batches
     torch.manual_seed(0)
-    mix = make_perturbation(MethodConf(perturbation="random", epsilon=0.9, epsilon_start=0.9))(tiny_net, xt, yt, 0, 1)
+    mix = make_perturbation(RandomConf(epsilon=0.9, epsilon_start=0.9))(tiny_net, xt, yt, 0, 1)
     assert any(bool((m == 0).any()) for m in mix.values())
     F.cross_entropy(tiny_net(xt, mix), yt).backward()
     assert all(p.grad is not None for p in tiny_net.weight_parameters())
@@ -146,6 +157,7 @@ class _Linear(nn.Module):
                   for k in ("normal", "reduce")}
         self.bowl = bowl
         self.modes: list[bool] = []
+        self.alpha_map = None  # as a supernet without a map: softmax weights, no regulariser (ArchObjective reads it)
 
     def mixing_weights(self):
         return {k: torch.softmax(a, -1) for k, a in self.alphas.items()}
@@ -202,18 +214,18 @@ def test_pgd_leaves_batchnorm_statistics_and_weight_gradients_alone(tiny_net, ti
 
 
 def test_bad_epsilon_is_refused():
-    with pytest.raises(ConfigError, match="method.epsilon_start"):
-        to_typed(compose_config("search", ["method=sdarts_rs", "method.epsilon_start=0.5"]))
-    with pytest.raises(ConfigError, match="method.simplex"):
-        to_typed(compose_config("search", ["method=sdarts_adv", "method.simplex=euclid"]))
+    with pytest.raises(ConfigError, match="perturbation.epsilon_start"):
+        to_typed(compose("search", ["method=sdarts_rs", "perturbation.epsilon_start=0.5"]))
+    with pytest.raises(ConfigError, match="perturbation.simplex"):
+        to_typed(compose("search", ["method=sdarts_adv", "perturbation.simplex=euclid"]))
 
 
 @pytest.mark.parametrize("method", ["sdarts_rs", "sdarts_adv"])
 def test_preset_searches_and_retrains_on_digits(tmp_path: Path, method):
-    cfg = to_typed(compose_config("search", [*TINY_SEARCH, f"method={method}", "dataset.subset=16"]))
-    assert cfg.method.perturbation == ("random" if method == "sdarts_rs" else "adversarial")
+    cfg = to_typed(compose("search", [*TINY_SEARCH, f"method={method}", "dataset.subset=16"]))
+    assert cfg.perturbation.name == ("random" if method == "sdarts_rs" else "adversarial")
     result = run_search(cfg, tmp_path / "search")
     assert result["status"] == "completed" and result["method"] == method
-    retrain = run_retrain(to_typed(compose_config("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
+    retrain = run_retrain(to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
                           tmp_path / "retrain")
     assert retrain["status"] == "completed"

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SYNTH
-from nasrun.cli import compose_config
-from nasrun.config import to_typed
+from nasrun.config import compose, to_typed
 from nasrun.errors import RunFolderError
 from nasrun.search import run_search
 
@@ -20,7 +19,7 @@ class Stop(Exception):
 
 
 def _cfg(*extra: str):
-    return to_typed(compose_config("search", [*TINY_SYNTH, "search.epochs=3", *extra]))
+    return to_typed(compose("search", [*TINY_SYNTH, "search.epochs=3", *extra]))
 
 
 def test_interrupted_search_resumes_to_the_same_result(tmp_path: Path):
@@ -65,11 +64,11 @@ def test_arch_warmup_freezes_alphas(tmp_path: Path):
 
 
 def test_default_config_is_the_darts_paper_setup():
-    cfg = to_typed(compose_config("search", []))
+    cfg = to_typed(compose("search", []))
     assert (cfg.dataset.name, cfg.supernet.C, cfg.supernet.layers, cfg.search.epochs) == ("cifar10", 16, 8, 50)
     assert (cfg.search.batch_size, cfg.search.lr, cfg.search.arch_lr, cfg.search.weight_decay) == (64, 0.025, 3e-4, 3e-4)
     assert len(cfg.space.ops) == 8
-    retrain = to_typed(compose_config("retrain", ["genotype=DARTS_V2"]))
+    retrain = to_typed(compose("retrain", ["genotype=DARTS_V2"]))
     r = retrain.recipe
     assert (r.epochs, r.C, r.layers, r.batch_size, r.auxiliary_weight, r.drop_path_prob, r.cutout) == (
         600, 36, 20, 96, 0.4, 0.2, 16)

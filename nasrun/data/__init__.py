@@ -13,14 +13,14 @@ from nasrun.data.datasets import (
     channel_stats,
     first_classes,
     index_hash,
-    load_dataset,
     per_class_subset,
     search_split,
     stratified_split,
 )
 from nasrun.data.folders import FolderSet
-from nasrun.data.loaders import LOADERS, TorchStream, make_stream
-from nasrun.data.streams import BatchStream, eval_batches, pass_order
+from nasrun.data.load import load_dataset
+from nasrun.data.loaders import LOADERS, TorchStream, eval_batches, make_stream
+from nasrun.data.streams import BatchStream, pass_order
 
 __all__ = [
     "BatchStream",

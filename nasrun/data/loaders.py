@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nasrun.data.augment import to_unit_float
+from nasrun.data.augment import normalize, to_unit_float
 from nasrun.data.datasets import ImageSet
 from nasrun.data.folders import FOLDER_AUGMENTATIONS, FolderSet
 from nasrun.data.streams import AUGMENTATIONS, BatchStream, PassStream, _derived_seed, pass_order
@@ -350,3 +350,36 @@ __all__ = [
     "make_stream",
     "memory_transform",
 ]
+
+
+def eval_batches(
+    data: ImageSet,
+    indices: Tensor | None,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """One ordered pass over (a subset of) ``data`` for evaluation: no augmentation, last batch kept.
+
+    Yields ``(x, y)`` on ``device`` like :class:`BatchStream`, covering every selected image exactly
+    once in the order of ``indices`` (or of ``data``). A file-backed set (ImageNet) is decoded by a
+    DataLoader with its evaluation transform (resize, centre crop).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not isinstance(data, ImageSet):
+        yield from folder_eval_batches(data, indices, batch_size, mean, std, device)
+        return
+    n = len(data) if indices is None else int(indices.numel())
+    idx_all = None if indices is None else indices.detach().to(data.images.device, torch.long)
+    for start in range(0, n, batch_size):
+        if idx_all is None:
+            images = data.images[start : start + batch_size]
+            labels = data.labels[start : start + batch_size]
+        else:
+            idx = idx_all[start : start + batch_size]
+            images = data.images[idx]
+            labels = data.labels[idx.to(data.labels.device)]
+        x = normalize(to_unit_float(images.to(device, non_blocking=True)), mean, std)
+        yield x, labels.to(device=device, dtype=torch.long)

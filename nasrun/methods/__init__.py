@@ -1,7 +1,9 @@
-"""Architecture-gradient estimators and alpha perturbations: the axes a method preset picks from."""
+"""The method axes: estimators, perturbations, alpha maps and schedules, composed by the search loop."""
 
-from nasrun.methods.estimators import ESTIMATORS, ArchBatch, Estimator, make_estimator
-from nasrun.methods.perturbations import PERTURBATIONS, Perturbation, make_perturbation
+from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator, apply_arch_step
+from nasrun.methods.objective import ArchObjective
+from nasrun.methods.perturbations import Perturbation
+from nasrun.methods.registry import make_alpha_map, make_estimator, make_perturbation, make_schedule
 
-__all__ = ["ESTIMATORS", "PERTURBATIONS", "ArchBatch", "Estimator", "Perturbation", "make_estimator",
-           "make_perturbation"]
+__all__ = ["ArchBatch", "ArchGrad", "ArchObjective", "Estimator", "Perturbation", "apply_arch_step",
+           "make_alpha_map", "make_estimator", "make_perturbation", "make_schedule"]

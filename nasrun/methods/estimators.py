@@ -7,15 +7,16 @@ The search loop then hands the result to the architecture optimiser; the estimat
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.config import MethodConf
+from nasrun.methods.objective import ArchObjective
+from nasrun.options import AmendedConf, FirstOrderConf, SecondOrderConf
 
 
 @dataclass
@@ -53,22 +54,52 @@ class ArchGrad:
     update: Optional[list[Tensor]] = None
 
 
-class Estimator(Protocol):
+class Estimator(ABC):
     """Returns the architecture gradient for one step, or None when it makes no step this time.
 
-    Optional extras the loop uses when an estimator has them: ``after_step(model)``, called after
-    every architecture step (NASP clips the alphas to its box there), and ``state_dict()`` /
-    ``load_state_dict(state)`` for state that must survive a resume (ZARTS' sampler).
+    Every estimator evaluates the supernet through its :class:`ArchObjective`. The hooks below
+    default to doing nothing: ``after_step`` runs after every architecture step (NASP clips the
+    alphas to its box there); ``state_dict`` / ``load_state_dict`` carry state across a resume
+    (ZARTS' sampler).
     """
 
-    passes: int
+    passes: int = 1
 
+    def __init__(self, objective: Optional[ArchObjective] = None) -> None:
+        self.objective = objective or ArchObjective()
+
+    @abstractmethod
     def __call__(self, model: nn.Module, batch: ArchBatch) -> Optional[ArchGrad]: ...
 
+    def after_step(self, model: nn.Module) -> None:
+        return None
 
-def _loss(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    logits = model(x)
-    return F.cross_entropy(logits, y), logits
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The objective's value on a batch (what the products and differences differentiate)."""
+        return self.objective(model, x, y).total
+
+
+def apply_arch_step(model: nn.Module, arch: ArchGrad, optimizer: torch.optim.Optimizer,
+                    estimator: Estimator, grad_clip: Optional[float] = None) -> None:
+    """The one way an architecture step is applied: an estimator's own update, or its gradient through the optimiser."""
+    if arch.update is not None:
+        with torch.no_grad():
+            for p, u in zip(model.arch_parameters(), arch.update):
+                p.add_(u)
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(model.arch_parameters(), arch.grads):
+            p.grad = g.detach()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.arch_parameters(), grad_clip)
+        optimizer.step()
+    estimator.after_step(model)
 
 
 @contextmanager
@@ -87,19 +118,22 @@ def global_norm(tensors: list[Tensor]) -> Tensor:
     return torch.sqrt(sum((t.detach() ** 2).sum() for t in tensors))
 
 
-class FirstOrder:
+class FirstOrder(Estimator):
     """DARTS first order: the gradient of the validation loss at the current weights."""
 
     passes = 1
 
+    def __init__(self, conf: FirstOrderConf | None = None, objective: Optional[ArchObjective] = None) -> None:
+        super().__init__(objective)
+
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
-        loss, logits = _loss(model, batch.x_val, batch.y_val)
-        grads = torch.autograd.grad(loss, model.arch_parameters())
-        correct = int((logits.argmax(1) == batch.y_val).sum())
-        return ArchGrad(list(grads), float(loss.detach()), correct, two_term_stats(list(grads), None))
+        value = self.objective(model, batch.x_val, batch.y_val)
+        grads = torch.autograd.grad(value.total, model.arch_parameters())
+        stats = {**two_term_stats(list(grads), None), **value.stats}
+        return ArchGrad(list(grads), float(value.loss.detach()), value.correct(batch.y_val), stats)
 
 
-class SecondOrder:
+class SecondOrder(Estimator):
     """DARTS second order (unrolled), as the reference code computes it.
 
     The virtual step reproduces the real SGD step (momentum buffer and weight decay, step size = the
@@ -110,8 +144,9 @@ class SecondOrder:
 
     passes = 4
 
-    def __init__(self, radius: float = 0.01) -> None:
-        self.radius = radius
+    def __init__(self, conf: SecondOrderConf | None = None, objective: Optional[ArchObjective] = None) -> None:
+        super().__init__(objective)
+        self.radius = (conf or SecondOrderConf()).fd_radius
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
         weights = model.weight_parameters()
@@ -121,7 +156,7 @@ class SecondOrder:
         mu, wd, xi = group["momentum"], group["weight_decay"], batch.lr
         saved = [w.detach().clone() for w in weights]
         with preserved_buffers(model):
-            train_loss, _ = _loss(model, batch.x_train, batch.y_train)
+            train_loss = self.loss(model, batch.x_train, batch.y_train)
             g = torch.autograd.grad(train_loss, weights, allow_unused=True)
             with torch.no_grad():
                 for w, gi, w0 in zip(weights, g, saved):
@@ -130,19 +165,19 @@ class SecondOrder:
                     if buf is not None:
                         step = step + mu * buf
                     w.copy_(w0 - xi * step)
-            val_loss, logits = _loss(model, batch.x_val, batch.y_val)
-            grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
+            value = self.objective(model, batch.x_val, batch.y_val)
+            grads = torch.autograd.grad(value.total, alphas + weights, allow_unused=True)
             direct = list(grads[: len(alphas)])
             v = [gi if gi is not None else torch.zeros_like(w) for gi, w in zip(grads[len(alphas) :], weights)]
-            mixed = finite_difference_mixed(model, weights, saved, v, batch.x_train, batch.y_train, self.radius)
+            mixed = finite_difference_mixed(model, weights, saved, v, batch.x_train, batch.y_train, self.radius,
+                                            self.loss)
             _restore(weights, saved)
         second = [-xi * m for m in mixed]
         out = [d + t for d, t in zip(direct, second)]
-        correct = int((logits.argmax(1) == batch.y_val).sum())
-        return ArchGrad(out, float(val_loss.detach()), correct, two_term_stats(direct, second))
+        return ArchGrad(out, float(value.loss.detach()), value.correct(batch.y_val), two_term_stats(direct, second))
 
 
-class Amended:
+class Amended(Estimator):
     """Amended-DARTS: g1 - eta * B (H v), with v = d L_val / d w taken fresh at the current weights.
 
     H v and B u are evaluated at the current weights on the step's training batch, either by two
@@ -153,38 +188,42 @@ class Amended:
 
     passes = 5
 
-    def __init__(self, eta: float, hvp: str = "finite_difference", radius: float = 0.01) -> None:
-        self.eta, self.hvp, self.radius = eta, hvp, radius
+    def __init__(self, conf: AmendedConf | None = None, objective: Optional[ArchObjective] = None) -> None:
+        super().__init__(objective)
+        conf = conf or AmendedConf()
+        self.eta, self.hvp, self.radius = conf.eta, conf.hvp, conf.fd_radius
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
         weights = model.weight_parameters()
         alphas = model.arch_parameters()
-        val_loss, logits = _loss(model, batch.x_val, batch.y_val)
-        grads = torch.autograd.grad(val_loss, alphas + weights, allow_unused=True)
+        value = self.objective(model, batch.x_val, batch.y_val)
+        grads = torch.autograd.grad(value.total, alphas + weights, allow_unused=True)
         g1 = list(grads[: len(alphas)])
-        correct = int((logits.argmax(1) == batch.y_val).sum())
+        correct = value.correct(batch.y_val)
         if self.eta == 0:
-            return ArchGrad(g1, float(val_loss.detach()), correct, two_term_stats(g1, None))
+            return ArchGrad(g1, float(value.loss.detach()), correct, two_term_stats(g1, None))
         v = [g if g is not None else torch.zeros_like(w) for g, w in zip(grads[len(alphas) :], weights)]
-        z = amended_product(model, v, batch.x_train, batch.y_train, self.hvp, self.radius)
+        z = amended_product(model, v, batch.x_train, batch.y_train, self.hvp, self.radius, self.loss)
         second = [-self.eta * zi for zi in z]
         out = [g + t for g, t in zip(g1, second)]
-        return ArchGrad(out, float(val_loss.detach()), correct, two_term_stats(g1, second))
+        return ArchGrad(out, float(value.loss.detach()), correct, two_term_stats(g1, second))
 
 
-def amended_product(model: nn.Module, v: list[Tensor], x: Tensor, y: Tensor, hvp: str, radius: float) -> list[Tensor]:
+def amended_product(model: nn.Module, v: list[Tensor], x: Tensor, y: Tensor, hvp: str, radius: float,
+                    loss_fn: Optional[LossFn] = None) -> list[Tensor]:
     """B (H v) of the training loss at the current weights, by finite differences or double backward."""
+    loss_fn = _total(loss_fn or ArchObjective())
     weights = model.weight_parameters()
     with preserved_buffers(model):
         if hvp == "exact":
-            loss, _ = _loss(model, x, y)
+            loss = loss_fn(model, x, y)
             g = torch.autograd.grad(loss, weights, create_graph=True)
             u = torch.autograd.grad(g, weights, grad_outputs=v, retain_graph=True)
             return list(torch.autograd.grad(g, model.arch_parameters(), grad_outputs=[ui.detach() for ui in u]))
         saved = [w.detach().clone() for w in weights]
         try:
-            u = finite_difference_hvp(model, weights, saved, v, x, y, radius)
-            return finite_difference_mixed(model, weights, saved, u, x, y, radius)
+            u = finite_difference_hvp(model, weights, saved, v, x, y, radius, loss_fn)
+            return finite_difference_mixed(model, weights, saved, u, x, y, radius, loss_fn)
         finally:
             _restore(weights, saved)
 
@@ -200,6 +239,19 @@ def two_term_stats(first: list[Tensor], second: list[Tensor] | None) -> dict[str
     return {"g1_norm": n1, "second_norm": n2, "cosine": cos}
 
 
+LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+
+def _total(fn: Callable[..., Any]) -> LossFn:
+    """A loss function returning a tensor, from one that may return an :class:`ObjectiveValue`."""
+
+    def loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        out = fn(model, x, y)
+        return out if isinstance(out, Tensor) else out.total
+
+    return loss
+
+
 def central_difference(
     model: nn.Module,
     weights: list[Tensor],
@@ -209,32 +261,34 @@ def central_difference(
     y: Tensor,
     radius: float,
     wrt: list[Tensor],
+    loss_fn: Optional[LossFn] = None,
 ) -> list[Tensor]:
     """d/de grad_wrt L(center + e u) at e = 0, as [grad L(w + e u) - grad L(w - e u)] / 2e, e = radius / ||u||.
 
     With ``wrt`` the weights this is H u, with ``wrt`` the alphas it is B u. Leaves the weights
     perturbed; the caller restores them.
     """
+    loss_fn = _total(loss_fn or ArchObjective())
     eps = radius / (float(global_norm(direction)) + 1e-12)
     out = []
     for sign in (1.0, -1.0):
         with torch.no_grad():
             for w, c, d in zip(weights, center, direction):
                 w.copy_(c + sign * eps * d)
-        loss, _ = _loss(model, x, y)
+        loss = loss_fn(model, x, y)
         g = torch.autograd.grad(loss, wrt, allow_unused=True)
         out.append([gi if gi is not None else torch.zeros_like(t) for gi, t in zip(g, wrt)])
     return [(p - m) / (2 * eps) for p, m in zip(*out)]
 
 
-def finite_difference_hvp(model, weights, center, direction, x, y, radius) -> list[Tensor]:
+def finite_difference_hvp(model, weights, center, direction, x, y, radius, loss_fn=None) -> list[Tensor]:
     """H u of the training loss (differences of weight gradients)."""
-    return central_difference(model, weights, center, direction, x, y, radius, wrt=weights)
+    return central_difference(model, weights, center, direction, x, y, radius, weights, loss_fn)
 
 
-def finite_difference_mixed(model, weights, center, direction, x, y, radius) -> list[Tensor]:
+def finite_difference_mixed(model, weights, center, direction, x, y, radius, loss_fn=None) -> list[Tensor]:
     """B u of the training loss (differences of architecture gradients)."""
-    return central_difference(model, weights, center, direction, x, y, radius, wrt=model.arch_parameters())
+    return central_difference(model, weights, center, direction, x, y, radius, model.arch_parameters(), loss_fn)
 
 
 def _restore(weights: list[Tensor], saved: list[Tensor]) -> None:
@@ -243,28 +297,3 @@ def _restore(weights: list[Tensor], saved: list[Tensor]) -> None:
             w.copy_(s)
 
 
-ESTIMATORS: dict[str, Callable[[MethodConf], Estimator]] = {
-    "first_order": lambda cfg: FirstOrder(),
-    "second_order": lambda cfg: SecondOrder(cfg.fd_radius),
-    "amended": lambda cfg: Amended(cfg.eta, cfg.hvp, cfg.fd_radius),
-    "proximal": lambda cfg: _nasp().Proximal(cfg.param_reg),
-    "mgs": lambda cfg: _zarts().make_mgs(cfg),
-    "rs": lambda cfg: _zarts().make_rs(cfg),
-    "gld": lambda cfg: _zarts().make_gld(cfg),
-}
-
-
-def _nasp():
-    from nasrun.methods import nasp  # imported late: it builds on this module
-
-    return nasp
-
-
-def _zarts():
-    from nasrun.methods import zarts
-
-    return zarts
-
-
-def make_estimator(cfg: MethodConf) -> Estimator:
-    return ESTIMATORS[cfg.estimator](cfg)

@@ -35,12 +35,14 @@ Choices (spec/methods.md §7):
 
 from __future__ import annotations
 
-from functools import lru_cache
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.methods.estimators import ArchBatch, ArchGrad
+from nasrun.methods.alpha_maps import op_param_fractions
+from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator
+from nasrun.methods.objective import ArchObjective
+from nasrun.methods.perturbations import Perturbation
+from nasrun.options import DiscreteConf, ProximalConf
 from nasrun.supernet.projection import CELLS, column_ops, discrete_architecture, none_mask, project, straight_through
 
 
@@ -51,60 +53,40 @@ def clip_to_box(model: nn.Module) -> None:
             getattr(model, f"alphas_{kind}").clamp_(0.0, 1.0)
 
 
-@lru_cache(maxsize=None)
-def _op_params(name: str, C: int) -> int:
-    from nasrun.spaces.ops import OPS
-
-    return sum(p.numel() for p in OPS[name](C, 1, False).parameters())
-
-
-def op_param_fractions(model: nn.Module, kind: str = "normal") -> Tensor:
-    """``p_k / sum_j p_j`` per alpha column (per edge): op k's share of the parameters of all ops."""
-    names = column_ops(model, kind)
-    vocabulary = list(model.ops)
-    total = sum(_op_params(name, model.C) for name in vocabulary)
-    alpha = getattr(model, f"alphas_{kind}")
-    table = [[_op_params(name, model.C) / max(total, 1) for name in row] for row in names]
-    return torch.tensor(table, dtype=alpha.dtype, device=alpha.device)
-
-
-class Proximal:
+class Proximal(Estimator):
     """NASP's architecture step: the gradient at the discrete architecture, then the box [0, 1].
 
-    One full supernet pass on the validation batch with every op executed (the one-hot weights
-    carry gradient, so a mixed op runs all of its ops). The loop's optimiser applies the returned
-    gradient to the continuous alphas; :meth:`after_step` then clips them to the box.
+    One full supernet pass on the validation batch under the alpha map's weights (with
+    ``alpha_map=argmax`` the straight-through one-hot matrix, so a mixed op runs all of its ops and
+    every alpha gets the gradient of its entry). The loop's optimiser applies the returned gradient
+    to the continuous alphas; :meth:`after_step` then clips them to the box.
     """
 
     passes = 1
 
-    def __init__(self, param_reg: float = 0.0) -> None:
-        self.param_reg = param_reg
+    def __init__(self, conf: ProximalConf | None = None, objective: ArchObjective | None = None) -> None:
+        super().__init__(objective)
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
-        mix = discrete_architecture(model, differentiable=True)
-        logits = model(batch.x_val, mix)
-        loss = F.cross_entropy(logits, batch.y_val)
-        objective = loss
-        stats: dict[str, float] = {}
-        if self.param_reg > 0:
-            reg = self.param_reg * (mix["normal"] ** 2 * op_param_fractions(model)).sum()
-            objective = loss + reg
-            stats["param_reg"] = float(reg.detach())
+        value = self.objective(model, batch.x_val, batch.y_val)
         arch = model.arch_parameters()
-        grads = torch.autograd.grad(objective, arch, allow_unused=True)
+        grads = torch.autograd.grad(value.total, arch, allow_unused=True)
         grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, arch)]
-        correct = int((logits.argmax(1) == batch.y_val).sum())
-        return ArchGrad(grads, float(loss.detach()), correct, stats)
+        return ArchGrad(grads, float(value.loss.detach()), value.correct(batch.y_val), value.stats)
 
     def after_step(self, model: nn.Module) -> None:
         clip_to_box(model)
 
 
-def discrete_perturbation(model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> dict[str, Tensor]:
+class Discrete(Perturbation):
     """NASP's weight step: train the single-path network of the projected (one-hot) architecture."""
-    return discrete_architecture(model, differentiable=False)
+
+    def __init__(self, conf: DiscreteConf | None = None, objective: ArchObjective | None = None) -> None:
+        super().__init__(objective)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> dict[str, Tensor]:
+        return discrete_architecture(model, differentiable=False)
 
 
-__all__ = ["Proximal", "clip_to_box", "column_ops", "discrete_architecture", "discrete_perturbation", "none_mask",
+__all__ = ["Discrete", "Proximal", "clip_to_box", "column_ops", "discrete_architecture", "none_mask",
            "op_param_fractions", "project", "straight_through"]

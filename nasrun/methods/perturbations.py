@@ -22,24 +22,36 @@ a resumed run draws the same noise on every device.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Protocol
+from abc import ABC, abstractmethod
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.config import MethodConf
+from nasrun.methods.objective import ArchObjective
+from nasrun.options import AdversarialConf, NoPerturbationConf, RandomConf
 
 Mix = Optional[dict[str, Tensor]]
 
 
-class Perturbation(Protocol):
+class Perturbation(ABC):
+    """Which mixing weights the weight step trains under (None: the clean ones)."""
+
+    def __init__(self, objective: Optional[ArchObjective] = None) -> None:
+        self.objective = objective or ArchObjective()
+
+    @abstractmethod
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> Mix: ...
 
 
-def no_perturbation(model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> Mix:
-    """Plain DARTS: the weight step trains under softmax(alpha)."""
-    return None
+class NoPerturbation(Perturbation):
+    """Plain DARTS: the weight step trains under the alpha map's weights."""
+
+    def __init__(self, conf: NoPerturbationConf | None = None, objective: Optional[ArchObjective] = None) -> None:
+        super().__init__(objective)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> Mix:
+        return None
 
 
 # ------------------------------------------------------------------------------------- simplex
@@ -90,7 +102,7 @@ def uniform_noise(like: Tensor, eps: float) -> Tensor:
 # ------------------------------------------------------------------------------------- epsilon
 
 
-def epsilon_at(cfg: MethodConf, epoch: int, epochs: int) -> float:
+def epsilon_at(cfg: RandomConf, epoch: int, epochs: int) -> float:
     """The linear epsilon ramp from ``epsilon_start`` towards ``epsilon``.
 
     ``code``: start + (max - start) * epoch / epochs, as released (the last epoch stays short of
@@ -113,11 +125,12 @@ def _clean_mix(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach() for k, v in model.mixing_weights().items()}
 
 
-class RandomSmoothing:
+class RandomSmoothing(Perturbation):
     """SDARTS-RS: the weight step trains under A + U(-eps, eps), put back on the simplex."""
 
-    def __init__(self, cfg: MethodConf) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: RandomConf | None = None, objective: Optional[ArchObjective] = None) -> None:
+        super().__init__(objective)
+        self.cfg = cfg or RandomConf()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> Mix:
         eps = epsilon_at(self.cfg, epoch, epochs)
@@ -136,6 +149,7 @@ def pgd_attack(
     step_size: Optional[float] = None,
     random_start: bool = True,
     simplex: str = "renorm",
+    objective: Optional[ArchObjective] = None,
 ) -> tuple[dict[str, Tensor], bool]:
     """L-infinity PGD on the mixing weights, maximising the loss of (x, y); returns (mix, kept).
 
@@ -147,12 +161,13 @@ def pgd_attack(
     accumulated (gradients are taken with ``torch.autograd.grad`` with respect to the mix only).
     """
     step = 2 * eps / steps if step_size is None else step_size
+    loss_of = objective or ArchObjective()
     was_training = model.training
     model.eval()
     try:
         clean = _clean_mix(model)
         with torch.no_grad():
-            loss0 = float(F.cross_entropy(model(x, clean), y))
+            loss0 = float(loss_of(model, x, y, clean).total)
             if random_start:
                 mix = {k: back_on_simplex(a + uniform_noise(a, eps), a, eps, simplex) for k, a in clean.items()}
             else:
@@ -160,7 +175,7 @@ def pgd_attack(
         keys = list(mix)
         for _ in range(steps):
             leaves = {k: mix[k].detach().requires_grad_(True) for k in keys}
-            loss = F.cross_entropy(model(x, leaves), y)
+            loss = loss_of(model, x, y, leaves).total
             grads = torch.autograd.grad(loss, [leaves[k] for k in keys])
             with torch.no_grad():
                 for k, g in zip(keys, grads):
@@ -168,7 +183,7 @@ def pgd_attack(
                     a = clean[k] + (a - clean[k]).clamp(-eps, eps)
                     mix[k] = back_on_simplex(a, clean[k], eps, simplex)
         with torch.no_grad():
-            loss1 = float(F.cross_entropy(model(x, mix), y))
+            loss1 = float(loss_of(model, x, y, mix).total)
         if loss0 > loss1:
             return clean, False
         return {k: v.detach() for k, v in mix.items()}, True
@@ -176,33 +191,17 @@ def pgd_attack(
         model.train(was_training)
 
 
-class AdversarialPGD:
+class AdversarialPGD(Perturbation):
     """SDARTS-ADV: the weight step trains under the PGD perturbation of A found on its own batch."""
 
-    def __init__(self, cfg: MethodConf) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: AdversarialConf | None = None, objective: Optional[ArchObjective] = None) -> None:
+        super().__init__(objective)
+        self.cfg = cfg or AdversarialConf()
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, epoch: int, epochs: int) -> Mix:
         c = self.cfg
         mix, _ = pgd_attack(model, x, y, epsilon_at(c, epoch, epochs), c.pgd_steps, c.pgd_step_size,
-                            c.pgd_random_start, c.simplex)
+                            c.pgd_random_start, c.simplex, self.objective)
         return _as_weights(mix)
 
 
-PERTURBATIONS: dict[str, Callable[[MethodConf], Perturbation]] = {
-    "none": lambda cfg: no_perturbation,
-    "random": RandomSmoothing,
-    "adversarial": AdversarialPGD,
-    "discrete": lambda cfg: _discrete(),
-}
-
-
-def _discrete() -> Perturbation:
-    """NASP: the weight step trains the single path of the projected one-hot architecture."""
-    from nasrun.methods.nasp import discrete_perturbation  # imported late: nasp builds on the estimators
-
-    return discrete_perturbation
-
-
-def make_perturbation(cfg: MethodConf) -> Perturbation:
-    return PERTURBATIONS[cfg.perturbation](cfg)

@@ -48,18 +48,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.methods.estimators import ArchBatch, ArchGrad, global_norm, preserved_buffers
+from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator, global_norm, preserved_buffers
+from nasrun.methods.objective import ArchObjective
+from nasrun.options import GLDConf, MGSConf, RSConf, ZeroOrderConf
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
 Alphas = list[Tensor]
 _SEED_KEY = 7  # separates the estimator's stream from anything else seeded with the run's seed
 
@@ -71,7 +71,7 @@ def finetune_copy(
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    loss_fn: LossFn = F.cross_entropy,
+    objective: Optional[ArchObjective] = None,
     scratch: Optional[nn.Module] = None,
 ) -> nn.Module:
     """A copy of ``model`` (weights and BN statistics) with architecture ``alphas``, trained one SGD step per batch.
@@ -89,40 +89,31 @@ def finetune_copy(
         for p, a in zip(scratch.arch_parameters(), alphas):
             p.copy_(a)
     if batches:
+        objective = objective or ArchObjective()
         opt = torch.optim.SGD(scratch.weight_parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         for x, y in batches:
             opt.zero_grad(set_to_none=True)
-            loss_fn(scratch(x), y).backward()
+            objective(scratch, x, y).total.backward()
             opt.step()
     return scratch
 
 
-class ZeroOrder:
+class ZeroOrder(Estimator):
     """What the three rules share: when to update, sigma, sampling, fine-tuning and scoring candidates."""
 
     passes = 1
     rule = "zero_order"
 
-    def __init__(
-        self,
-        update_every: int = 10,
-        inner_steps: int = 10,
-        samples: int = 4,
-        inner_lr: float = 1e-3,
-        inner_momentum: float = 0.0,
-        inner_weight_decay: float = 3e-4,
-        inner_batch_size: int = 48,
-        inner_data: str = "val",
-        seed: Optional[int] = None,
-        loss_fn: LossFn = F.cross_entropy,
-    ) -> None:
-        self.update_every = update_every
-        self.inner_steps = inner_steps
-        self.samples = samples
-        self.inner_lr, self.inner_momentum, self.inner_weight_decay = inner_lr, inner_momentum, inner_weight_decay
-        self.inner_batch_size = inner_batch_size
-        self.inner_data = inner_data
-        self.loss_fn = loss_fn
+    def __init__(self, conf: ZeroOrderConf, objective: Optional[ArchObjective] = None,
+                 seed: Optional[int] = None) -> None:
+        super().__init__(objective)
+        self.update_every = conf.update_every
+        self.inner_steps = conf.inner_steps
+        self.samples = conf.samples
+        self.inner_lr, self.inner_momentum = conf.inner_lr, conf.inner_momentum
+        self.inner_weight_decay = conf.inner_weight_decay
+        self.inner_batch_size = conf.inner_batch_size
+        self.inner_data = conf.inner_data
         base = torch.initial_seed() if seed is None else seed
         derived = np.random.SeedSequence(int(base) % 2**63, spawn_key=(_SEED_KEY,)).generate_state(1, np.uint64)[0]
         self.generator = torch.Generator().manual_seed(int(derived))
@@ -176,23 +167,22 @@ class ZeroOrder:
         out = []
         for cand in candidates:
             scratch = finetune_copy(model, cand, batches, self.inner_lr, self.inner_momentum,
-                                    self.inner_weight_decay, self.loss_fn, scratch)
+                                    self.inner_weight_decay, self.objective, scratch)
             with torch.no_grad():
-                out.append(float(self.loss_fn(scratch(x), y)))
+                out.append(float(self.objective(scratch, x, y).total))
         return out
 
     def current(self, model: nn.Module, batch: ArchBatch, with_grad: bool) -> tuple[float, int, Optional[Alphas]]:
         """Validation loss, correct count and (optionally) the first-order gradient at the current alpha."""
         alphas = model.arch_parameters()
         with preserved_buffers(model), torch.set_grad_enabled(with_grad):
-            logits = model(batch.x_val)
-            loss = self.loss_fn(logits, batch.y_val)
+            value = self.objective(model, batch.x_val, batch.y_val)
             grads = None
             if with_grad:
-                raw = torch.autograd.grad(loss, alphas, allow_unused=True)
+                raw = torch.autograd.grad(value.total, alphas, allow_unused=True)
                 grads = [g.detach() if g is not None else torch.zeros_like(a) for g, a in zip(raw, alphas)]
-        correct = int((logits.argmax(1) == batch.y_val).sum()) if logits.dim() == 2 else 0
-        return float(loss.detach()), correct, grads
+        correct = value.correct(batch.y_val) if value.logits.dim() == 2 else 0
+        return float(value.total.detach()), correct, grads
 
     def log_candidates(self, losses: Sequence[float], reference: float, extra: Sequence[float] | None = None) -> None:
         if not log.isEnabledFor(logging.DEBUG):
@@ -216,11 +206,12 @@ class MGS(ZeroOrder):
 
     rule = "mgs"
 
-    def __init__(self, sigma: float = 0.025, sigma_schedule: str = "cosine", tau: float = 0.01,
-                 mix_lambda: float = 1e-3, density: str = "corrected", density_eps: float = 1e-4, **kw) -> None:
-        super().__init__(**kw)
-        self.sigma0, self.sigma_schedule, self.tau = sigma, sigma_schedule, tau
-        self.mix_lambda, self.density, self.density_eps = mix_lambda, density, density_eps
+    def __init__(self, conf: MGSConf | None = None, objective: Optional[ArchObjective] = None,
+                 seed: Optional[int] = None) -> None:
+        conf = conf or MGSConf()
+        super().__init__(conf, objective, seed)
+        self.sigma0, self.sigma_schedule, self.tau = conf.sigma, conf.sigma_schedule, conf.tau
+        self.mix_lambda, self.density, self.density_eps = conf.mix_lambda, conf.density, conf.density_eps
 
     def sigma(self, epoch: int, epochs: int) -> float:
         if self.sigma_schedule == "constant":
@@ -278,9 +269,11 @@ class RS(ZeroOrder):
 
     rule = "rs"
 
-    def __init__(self, rs_lr: float = 1e-4, rs_radius: float = 0.1, **kw) -> None:
-        super().__init__(**kw)
-        self.rs_lr, self.rs_radius = rs_lr, rs_radius
+    def __init__(self, conf: RSConf | None = None, objective: Optional[ArchObjective] = None,
+                 seed: Optional[int] = None) -> None:
+        conf = conf or RSConf()
+        super().__init__(conf, objective, seed)
+        self.rs_lr, self.rs_radius = conf.rs_lr, conf.rs_radius
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> Optional[ArchGrad]:
         if not self.due(batch):
@@ -310,9 +303,11 @@ class GLD(ZeroOrder):
 
     rule = "gld"
 
-    def __init__(self, gld_radius: float = 0.13, gld_levels: Optional[int] = None, **kw) -> None:
-        super().__init__(**kw)
-        self.gld_radius, self.gld_levels = gld_radius, gld_levels
+    def __init__(self, conf: GLDConf | None = None, objective: Optional[ArchObjective] = None,
+                 seed: Optional[int] = None) -> None:
+        conf = conf or GLDConf()
+        super().__init__(conf, objective, seed)
+        self.gld_radius, self.gld_levels = conf.gld_radius, conf.gld_levels
 
     def levels(self, alpha: Tensor) -> int:
         """``floor(log2(R / r))`` with the script's ``R = 2E`` and ``r = 0.01 / sqrt(E K)`` (both rescaled alike)."""
@@ -345,23 +340,4 @@ class GLD(ZeroOrder):
         return ArchGrad(None, loss0, correct, stats, update=update)
 
 
-def _common(cfg) -> dict:
-    return dict(update_every=cfg.update_every, inner_steps=cfg.inner_steps, samples=cfg.samples,
-                inner_lr=cfg.inner_lr, inner_momentum=cfg.inner_momentum, inner_weight_decay=cfg.inner_weight_decay,
-                inner_batch_size=cfg.inner_batch_size, inner_data=cfg.inner_data)
-
-
-def make_mgs(cfg) -> MGS:
-    return MGS(sigma=cfg.sigma, sigma_schedule=cfg.sigma_schedule, tau=cfg.tau, mix_lambda=cfg.mix_lambda,
-               density=cfg.density, density_eps=cfg.density_eps, **_common(cfg))
-
-
-def make_rs(cfg) -> RS:
-    return RS(rs_lr=cfg.rs_lr, rs_radius=cfg.rs_radius, **_common(cfg))
-
-
-def make_gld(cfg) -> GLD:
-    return GLD(gld_radius=cfg.gld_radius, gld_levels=cfg.gld_levels, **_common(cfg))
-
-
-__all__ = ["GLD", "MGS", "RS", "ZeroOrder", "finetune_copy", "make_gld", "make_mgs", "make_rs"]
+__all__ = ["GLD", "MGS", "RS", "ZeroOrder", "finetune_copy"]

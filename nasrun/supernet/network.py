@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from nasrun.genotype import Genotype, derive
 from nasrun.supernet.cell import SearchCell, num_edges
 from nasrun.supernet.mixed_op import MixedOp
-from nasrun.supernet.projection import discrete_architecture
 
 #: Per cell type ("normal", "reduce"), per edge: the indices (into ``ops``) of the edge's candidate ops.
 EdgeOps = Mapping[str, Sequence[Sequence[int]]]
@@ -43,12 +42,10 @@ class SuperNet(nn.Module):
       cell type must keep the same number of ops; the alphas then have that many columns, in the
       order of the edge's indices. :meth:`vocabulary_weights` scatters them back onto ``ops``.
     - :meth:`set_skip_dropout`: dropout on the stride-1 skip connections (P-DARTS).
-    - ``alpha_map``: ``"softmax"`` (DARTS) or ``"argmax"`` (NASP): the forward then runs one op per
-      edge, the one with the largest alpha other than ``none`` (straight-through, so the gradient
-      reaches the continuous alphas), and the genotype and alpha history read the raw alphas.
+    - ``alpha_map``: how the alphas become mixing weights (an object with ``initialise``,
+      ``weights``, ``ranking`` and ``regulariser``; see ``nasrun.methods.alpha_maps``). None is
+      softmax. NASP's argmax map runs one op per edge and ranks the raw alphas.
     """
-
-    alpha_map: str = "softmax"
 
     def __init__(
         self,
@@ -62,6 +59,7 @@ class SuperNet(nn.Module):
         partial_channels: int = 1,
         edge_norm: bool = False,
         edge_ops: Optional[EdgeOps] = None,
+        alpha_map: Optional[Any] = None,
     ) -> None:
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
@@ -103,6 +101,9 @@ class SuperNet(nn.Module):
         if edge_norm:
             self.betas_normal = nn.Parameter(1e-3 * torch.randn(self.num_edges))
             self.betas_reduce = nn.Parameter(1e-3 * torch.randn(self.num_edges))
+        self.alpha_map = alpha_map
+        if alpha_map is not None:
+            alpha_map.initialise(self)
 
     def _check_edge_ops(self, edge_ops: Optional[EdgeOps]) -> dict[str, list[list[int]]]:
         everything = list(range(len(self.ops)))
@@ -136,20 +137,20 @@ class SuperNet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def mixing_weights(self) -> dict[str, Tensor]:
-        """Softmax of the alphas over the op axis, per cell type (differentiable); see ``alpha_map``."""
-        if self.alpha_map == "argmax":
-            return discrete_architecture(self, differentiable=True)
+    def softmax_weights(self) -> dict[str, Tensor]:
+        """Softmax of the alphas over the op axis, per cell type (differentiable)."""
         return {
             "normal": F.softmax(self.alphas_normal, dim=-1),
             "reduce": F.softmax(self.alphas_reduce, dim=-1),
         }
 
+    def mixing_weights(self) -> dict[str, Tensor]:
+        """The mixing weights the alpha map gives (softmax without one), per cell type (differentiable)."""
+        return self.softmax_weights() if self.alpha_map is None else self.alpha_map.weights(self)
+
     def alpha_weights(self) -> dict[str, Tensor]:
-        """What the genotype ranks: the mixing weights, or under ``alpha_map="argmax"`` the raw alphas."""
-        if self.alpha_map == "argmax":
-            return {"normal": self.alphas_normal, "reduce": self.alphas_reduce}
-        return self.mixing_weights()
+        """What the genotype ranks: the mixing weights, or the raw alphas under NASP's argmax map."""
+        return self.softmax_weights() if self.alpha_map is None else self.alpha_map.ranking(self)
 
     def edge_weights(self) -> dict[str, Tensor] | None:
         """Edge normalisation: softmax of the betas over each node's incoming edges (None when off)."""

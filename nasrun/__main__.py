@@ -1,0 +1,5 @@
+"""`python -m nasrun <command> ...` is `nasrun <command> ...`."""
+
+from nasrun.cli import main
+
+main()

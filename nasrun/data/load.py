@@ -1,0 +1,110 @@
+"""The one entry point that turns a dataset config into images: the loader of each dataset, subsets, normalisation.
+
+Kept apart from ``datasets`` (the in-memory image sets and splits) so that the file formats can
+build on those without the two importing each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nasrun.data import folders, formats
+from nasrun.data.datasets import (
+    DataBundle,
+    ImageSet,
+    _check_matches_config,
+    channel_stats,
+    first_classes,
+    index_hash,
+    load_digits,
+    load_synthetic,
+    per_class_subset,
+)
+from nasrun.errors import DataError
+
+
+def _loaders() -> dict:
+    return {
+        "digits": load_digits,
+        "synthetic": load_synthetic,
+        "cifar10": formats.load_cifar10,
+        "cifar100": formats.load_cifar100,
+        "svhn": formats.load_svhn,
+        "fashion_mnist": formats.load_fashion_mnist,
+        "imagenet": folders.load_imagenet,
+    }
+
+
+def load_dataset(cfg: Any) -> DataBundle:
+    """Load the dataset described by a :class:`nasrun.config.DatasetConf`.
+
+    Raises :class:`DataError` (one line, naming the path or config key to change) when the files are
+    missing or unreadable, or when the data does not match ``dataset.in_channels``,
+    ``dataset.image_size`` or ``dataset.num_classes``.
+    """
+    loaders = _loaders()
+    if cfg.name not in loaders:
+        raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of {', '.join(loaders)}")
+    train, test, num_classes, info = loaders[cfg.name](cfg)
+    subset_record: dict[str, Any] = {}
+    k = getattr(cfg, "subset_classes", None)
+    if k is not None:
+        if k > num_classes:
+            raise DataError(f"dataset.subset_classes={k} is more than the {num_classes} classes of dataset {cfg.name!r}")
+        train, test = first_classes(train, k), first_classes(test, k)
+        if "class_names" in info:
+            info["class_names"] = info["class_names"][:k]
+        subset_record["subset_classes"] = int(k)
+        num_classes = int(k)
+    amount = getattr(cfg, "subset", None)
+    if amount is not None:
+        full = (len(train), len(test))
+        train_idx = per_class_subset(train.labels, amount, (int(cfg.split_seed), 1))
+        test_idx = per_class_subset(test.labels, amount, (int(cfg.split_seed), 2))
+        train, test = train.subset(torch.from_numpy(train_idx)), test.subset(torch.from_numpy(test_idx))
+        subset_record["subset"] = {
+            "amount": amount,
+            "per_class": "fraction" if isinstance(amount, float) else "count",
+            "seed": int(cfg.split_seed),
+            "num_train_full": full[0],
+            "num_test_full": full[1],
+            "train_index_hash": index_hash(torch.from_numpy(train_idx)),
+            "test_index_hash": index_hash(torch.from_numpy(test_idx)),
+        }
+    _check_matches_config(cfg, train, num_classes)
+
+    if cfg.mean is None or cfg.std is None:
+        if not isinstance(train, ImageSet):
+            raise DataError(
+                f"dataset {cfg.name!r} is read from files on demand, so its mean and std cannot be computed: "
+                "set dataset.mean and dataset.std"
+            )
+        mean_c, std_c = channel_stats(train.images)
+    computed = {"mean": cfg.mean is None, "std": cfg.std is None}
+    mean = tuple(float(v) for v in (mean_c if cfg.mean is None else cfg.mean))
+    std = tuple(float(v) for v in (std_c if cfg.std is None else cfg.std))
+    if any(s <= 0 for s in std):
+        raise DataError(
+            f"the computed per-channel std of dataset {cfg.name!r} is {list(std)}: a channel is constant; "
+            "set dataset.std explicitly"
+        )
+
+    record = {
+        "name": cfg.name,
+        "num_train": len(train),
+        "num_test": len(test),
+        "image_shape": list(train.image_shape),
+        "num_classes": num_classes,
+        "mean": list(mean),
+        "std": list(std),
+        "mean_computed": computed["mean"],
+        "std_computed": computed["std"],
+        "loader": getattr(cfg, "loader", "device"),
+    }
+    record.update(info)
+    record.update(subset_record)
+    return DataBundle(train=train, test=test, mean=mean, std=std, info=record)
+
+

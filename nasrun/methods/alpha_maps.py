@@ -1,0 +1,90 @@
+"""Alpha maps: how the alphas become the mixing weights of every edge, and what the genotype ranks.
+
+- :class:`Softmax` (DARTS and most methods): softmax over each edge's ops; the genotype ranks the
+  same weights.
+- :class:`Argmax` (NASP): the one-hot projection on the largest alpha other than ``none``,
+  straight-through so the gradient reaches the continuous alphas; the genotype ranks the raw
+  alphas. Its regulariser is NASP's parameter-size term (``param_reg``, 0 = off).
+
+A new map (DrNAS' Dirichlet, GDAS' Gumbel) is a class with the same four methods plus an option in
+``nasrun.options.AXES['alpha_map']`` and a line in ``nasrun.methods.registry``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from nasrun.options import ArgmaxConf, SoftmaxConf
+from nasrun.supernet.projection import CELLS, column_ops, discrete_architecture
+
+
+class AlphaMap:
+    """Base: alphas filled with ``init`` (None keeps the supernet's 1e-3 * N(0, 1)), softmax weights, no regulariser."""
+
+    def __init__(self, init: Optional[float] = None) -> None:
+        self.init = init
+
+    def initialise(self, model: nn.Module) -> None:
+        if self.init is not None:
+            with torch.no_grad():
+                for kind in CELLS:
+                    getattr(model, f"alphas_{kind}").fill_(self.init)
+
+    def weights(self, model: nn.Module) -> dict[str, Tensor]:
+        """The differentiable mixing weights per cell type."""
+        return model.softmax_weights()
+
+    def ranking(self, model: nn.Module) -> dict[str, Tensor]:
+        """What the genotype derivation and the alpha history read."""
+        return self.weights(model)
+
+    def regulariser(self, model: nn.Module, mix: dict[str, Tensor]) -> Optional[Tensor]:
+        return None
+
+
+class Softmax(AlphaMap):
+    """softmax(alpha) per edge."""
+
+    def __init__(self, conf: SoftmaxConf | None = None) -> None:
+        super().__init__((conf or SoftmaxConf()).init)
+
+
+@lru_cache(maxsize=None)
+def _op_params(name: str, C: int) -> int:
+    from nasrun.spaces.ops import OPS
+
+    return sum(p.numel() for p in OPS[name](C, 1, False).parameters())
+
+
+def op_param_fractions(model: nn.Module, kind: str = "normal") -> Tensor:
+    """``p_k / sum_j p_j`` per alpha column (per edge): op k's share of the parameters of all ops."""
+    names = column_ops(model, kind)
+    total = sum(_op_params(name, model.C) for name in model.ops)
+    alpha = getattr(model, f"alphas_{kind}")
+    table = [[_op_params(name, model.C) / max(total, 1) for name in row] for row in names]
+    return torch.tensor(table, dtype=alpha.dtype, device=alpha.device)
+
+
+class Argmax(AlphaMap):
+    """NASP's prox_C1: one op per edge (straight-through); the raw alphas are ranked."""
+
+    def __init__(self, conf: ArgmaxConf | None = None) -> None:
+        conf = conf or ArgmaxConf()
+        super().__init__(conf.init)
+        self.param_reg = conf.param_reg
+
+    def weights(self, model: nn.Module) -> dict[str, Tensor]:
+        return discrete_architecture(model, differentiable=True)
+
+    def ranking(self, model: nn.Module) -> dict[str, Tensor]:
+        return {kind: getattr(model, f"alphas_{kind}") for kind in CELLS}
+
+    def regulariser(self, model: nn.Module, mix: dict[str, Tensor]) -> Optional[Tensor]:
+        """``param_reg * sum_{e,k} mix_normal[e,k]^2 * p_k / sum_j p_j`` (NASP's size term; normal cell only)."""
+        if self.param_reg <= 0:
+            return None
+        return self.param_reg * (mix["normal"] ** 2 * op_param_fractions(model)).sum()

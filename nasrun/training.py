@@ -1,0 +1,80 @@
+"""What the search and the retraining loops share: the SGD step, the non-finite check, evaluation, progress."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasrun.data import eval_batches
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def checked(loss: Tensor, lr: float) -> float:
+    """The loss as a number; raises NonFiniteLoss when it is NaN or infinite (the run cannot go on)."""
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"training loss is {value} at lr {lr}")
+    return value
+
+
+def sgd_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Tensor], grad_clip: float,
+             lr: float, clear: Sequence[Tensor] = ()) -> float:
+    """Backward, clip the global gradient norm of ``params``, step. ``clear``: tensors whose grad is dropped."""
+    optimizer.zero_grad(set_to_none=True)
+    value = checked(loss, lr)
+    loss.backward()
+    for p in clear:
+        p.grad = None
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return value
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size: int, mean: Sequence[float],
+             std: Sequence[float], device: torch.device) -> tuple[float, float]:
+    """Loss and accuracy in eval mode over a fixed set of images (no augmentation)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in eval_batches(data, indices, batch_size, mean, std, device):
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    model.train(was_training)
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+class Progress:
+    """A rich progress bar on a terminal; nothing elsewhere (logs, CI, sweeps)."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+        bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True)
+        if not bar.console.is_terminal:
+            return
+        self.bar, self.task = bar, bar.add_task(label, total=total)
+        bar.start()
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

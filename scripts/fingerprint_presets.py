@@ -1,0 +1,56 @@
+"""Fingerprints of a seeded tiny digits search for every method preset: genotypes, alphas and metrics.
+
+Run it before and after a change that must not alter what is computed; equal lines mean bit-identical
+runs (the timing columns are left out). Usage: python scripts/fingerprint_presets.py [preset ...]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PRESETS = ["darts", "darts_2nd", "amended", "nasp", "zarts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts"]
+TINY = ["dataset=digits", "search.epochs=2", "search.batch_size=32", "supernet.C=4", "supernet.layers=3",
+        "supernet.nodes=2", "progress=false", "seed=5"]
+EXTRA = {  # keep every preset to a few seconds while still exercising its parts
+    "zarts": ["search.arch_warmup_epochs=0", "estimator.update_every=5", "estimator.inner_steps=2",
+              "estimator.samples=2"],
+    "pcdarts": ["search.arch_warmup_epochs=1", "search.batch_size=32", "supernet.partial_channels=2"],
+    "pdarts": ["search.epochs=1", "search.arch_warmup_epochs=0", "schedule.stage_add_layers=[0,1,2]",
+               "search.batch_size=32", "supernet.layers=3"],
+}
+DROP = {"seconds", "images_per_s"}
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def fingerprint(preset: str) -> str:
+    from nasrun.config import compose, to_typed
+    from nasrun.search import run_search
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = to_typed(compose("search", [f"method={preset}", *TINY, *EXTRA.get(preset, [])]))
+        run_search(cfg, tmp)
+        out = Path(tmp)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        metrics = json.dumps([{k: v for k, v in r.items() if k not in DROP} for r in rows], sort_keys=True)
+        alphas = np.load(out / "alphas.npz")
+        arrays = b"".join(alphas[k].tobytes() for k in sorted(alphas.files) if k != "ops")
+        genotypes = (out / "genotypes.jsonl").read_bytes()
+        final = (out / "genotype.json").read_bytes()
+    return (f"{preset:<11} genotypes {_digest(genotypes)}  final {_digest(final)}  alphas {_digest(arrays)}  "
+            f"metrics {_digest(metrics.encode())}")
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or PRESETS:
+        print(fingerprint(name), flush=True)
