@@ -21,6 +21,7 @@ from nasrun.data import load_dataset, make_stream
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
 from nasrun.lifecycle import recorded
+from nasrun.memory import check_fits
 from nasrun.nets import NetworkCIFAR, count_macs, count_parameters
 from nasrun.runs import (
     METRICS,
@@ -152,8 +153,10 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
     started = time.time()
     device = resolve_device(cfg.device)
     dataset_cfg = cfg.dataset
-    seed_everything(cfg.seed)
     r = cfg.recipe
+    check_fits(lambda: build_network(genotype, cfg, dataset_cfg), device,
+               f"the network (recipe.C={r.C}, recipe.layers={r.layers})")
+    seed_everything(cfg.seed)
     data = load_dataset(dataset_cfg)
     if r.cutout >= dataset_cfg.image_size:
         log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,

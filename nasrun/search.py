@@ -34,7 +34,8 @@ from nasrun.runs import (
     resolve_device,
     seed_everything,
 )
-from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState
+from nasrun.memory import check_fits
+from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.training import Progress, evaluate, sgd_step
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     started = time.time()
     device = resolve_device(cfg.device)
     dataset_cfg = cfg.dataset or DatasetConf()
+    stages = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), 1, 0).stages
+    deepest = max(stage.layers for stage in stages)
+    check_fits(lambda: build_supernet(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, deepest), device,
+               f"the supernet (supernet.C={cfg.supernet.C}, {deepest} cells)")
     seed_everything(cfg.seed)
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)

@@ -27,6 +27,15 @@ CHECKPOINT_SCHEMA: dict[str, Any] = {
 }
 
 
+def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: int,
+                   edge_ops: Optional[dict] = None) -> SuperNet:
+    """The supernet of one stage, with the run's alpha map."""
+    net = cfg.supernet
+    return SuperNet(net.C, num_classes, layers, cfg.space.ops, nodes=net.nodes, in_channels=in_channels,
+                    stem_multiplier=net.stem_multiplier, partial_channels=net.partial_channels,
+                    edge_norm=net.edge_norm, edge_ops=edge_ops, alpha_map=make_alpha_map(cfg.alpha_map))
+
+
 class SearchState:
     """The model, optimisers and streams of a search, stage by stage."""
 
@@ -44,14 +53,10 @@ class SearchState:
 
     def start_stage(self, stage: int, edge_ops: Optional[dict]) -> None:
         """A fresh supernet over ``edge_ops`` (all ops when None), with fresh optimisers and schedule."""
-        s, net = self.cfg.search, self.cfg.supernet
+        s = self.cfg.search
         self.stage, self.edge_ops = stage, edge_ops
-        self.model = SuperNet(
-            net.C, self.num_classes, self.schedule.stages[stage].layers, self.cfg.space.ops, nodes=net.nodes,
-            in_channels=self.in_channels, stem_multiplier=net.stem_multiplier,
-            partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
-            alpha_map=make_alpha_map(self.cfg.alpha_map),
-        ).to(self.device)
+        self.model = build_supernet(self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers,
+                                    edge_ops).to(self.device)
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
                                      weight_decay=s.weight_decay)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),

@@ -84,3 +84,14 @@ def test_a_failed_run_prints_one_line_and_exits_1(tmp_path):
     assert len(lines) == 1 and "NonFiniteLoss" in lines[0] and "result.json" in lines[0], err
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "failed" and "NonFiniteLoss" in result["reason"]
+
+
+def test_a_supernet_that_cannot_fit_is_refused_before_it_is_allocated(tmp_path):
+    from nasrun.errors import ConfigError
+    from nasrun.search import run_search
+
+    cfg = to_typed(compose("search", [*TINY_SEARCH, "supernet.C=4096", "supernet.layers=40", "supernet.nodes=4",
+                                      "space.ops=[none,skip_connect,sep_conv_5x5]"]))
+    with pytest.raises(ConfigError, match=r"parameters: training them needs at least [\d.]+ GiB"):
+        run_search(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "failed"

@@ -50,22 +50,22 @@ def sweep(tmp_path: Path) -> Path:
     for eta, runs in values.items():
         for seed, (acc, skip, secs) in enumerate(runs):
             rows = [{"epoch": e, "val_acc": acc * (e + 1) / 2, "skip_normal": skip} for e in range(2)]
-            make_run(root / f"{k}_eta-{eta}_seed-{seed}", ["dataset=digits", f"method.eta={eta}", f"seed={seed}",
+            make_run(root / f"{k}_eta-{eta}_seed-{seed}", ["dataset=digits", f"estimator.eta={eta}", f"seed={seed}",
                                                            "device=cpu"],
                      search_result(seed, acc, skip, secs), rows, alphas=(k == 0))
             k += 1
-    make_run(root / f"{k}_eta-0.5_seed-2", ["dataset=digits", "method.eta=0.5", "seed=2"],
+    make_run(root / f"{k}_eta-0.5_seed-2", ["dataset=digits", "estimator.eta=0.5", "seed=2"],
              {"status": "failed", "reason": "NonFiniteLoss: training loss is nan", "config": {"seed": 2}})
     (root / f"{k + 1}_eta-0.5_seed-3" / ".hydra").mkdir(parents=True)
     (root / f"{k + 1}_eta-0.5_seed-3" / ".hydra" / "overrides.yaml").write_text(
-        yaml.safe_dump(["dataset=digits", "method.eta=0.5", "seed=3"]))
+        yaml.safe_dump(["dataset=digits", "estimator.eta=0.5", "seed=3"]))
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
 
 
 def test_groups_by_overrides_without_the_seed(sweep: Path):
     groups = rep.collect([sweep])
-    assert [g.label for g in groups] == ["method.eta=0.1", "method.eta=0.5"]
+    assert [g.label for g in groups] == ["estimator.eta=0.1", "estimator.eta=0.5"]
     assert rep.shared_overrides(groups) == ["dataset=digits"]  # device is never a group key
     g1, g5 = groups
     assert (len(g1.runs), g1.count("completed"), g1.count("failed"), g1.unfinished) == (3, 3, 0, 0)
@@ -98,19 +98,19 @@ def test_report_writes_table_csv_and_markdown(sweep: Path, tmp_path: Path):
     assert "sample standard deviation (n - 1)" in text
     assert "failed:" in text and "NonFiniteLoss" in text
     rows = list(csv.DictReader((folder / "summary.csv").open()))
-    assert [r["group"] for r in rows] == ["method.eta=0.1", "method.eta=0.5"]
+    assert [r["group"] for r in rows] == ["estimator.eta=0.1", "estimator.eta=0.5"]
     assert float(rows[0]["search_val_acc_pct_mean"]) == pytest.approx(60.0)
     assert float(rows[0]["search_val_acc_pct_std"]) == pytest.approx(10.0)
     assert (rows[1]["runs"], rows[1]["completed"], rows[1]["failed"], rows[1]["unfinished"]) == ("4", "2", "1", "1")
     assert rows[1]["test_acc_pct_mean"] == "" and rows[1]["test_acc_n"] == "0"
     md = (folder / "summary.md").read_text()
-    assert "| method.eta=0.1 | 3 | 3 | 0 | 60.00 ± 10.00 |" in md
+    assert "| estimator.eta=0.1 | 3 | 3 | 0 | 60.00 ± 10.00 |" in md
     assert "Overrides shared by every group: `dataset=digits`" in md
     assert "## Runs that did not complete" in md
 
 
 def test_retrain_runs_take_the_search_overrides_and_figures(tmp_path: Path):
-    searches = [make_run(tmp_path / "s" / f"{i}_seed-{i}", ["method.eta=0.3", f"seed={i}"],
+    searches = [make_run(tmp_path / "s" / f"{i}_seed-{i}", ["estimator.eta=0.3", f"seed={i}"],
                          search_result(i, 0.5 + 0.1 * i, i, 360.0)) for i in range(2)]
     for i, s in enumerate(searches):
         make_run(tmp_path / "r" / f"{i}", [f"genotype={s}", "seed=0"], job="retrain", result={
@@ -118,7 +118,7 @@ def test_retrain_runs_take_the_search_overrides_and_figures(tmp_path: Path):
             "test_error": 0.1 - 0.02 * i, "params": 3_300_000 + 100_000 * i, "wall_seconds": 7200.0,
             "genotype": GENOTYPE})
     groups = rep.collect([tmp_path / "r"])
-    assert len(groups) == 1 and groups[0].label == "genotype=<search method.eta=0.3>"
+    assert len(groups) == 1 and groups[0].label == "genotype=<search estimator.eta=0.3>"
     g = groups[0]
     assert g.stats("test_acc")[1:] == pytest.approx((0.91, statistics.stdev([0.9, 0.92])))
     assert g.stats("search_val_acc")[1] == pytest.approx(0.55)
@@ -143,7 +143,7 @@ def test_report_without_runs_exits_2(tmp_path: Path, capsys):
 
 def test_show_plot_draws_one_genotype(tmp_path: Path, capsys):
     pytest.importorskip("matplotlib")
-    from nasrun.cli import show
+    from nasrun.show import show
 
     target = tmp_path / "cells.png"
     show(["genotype=DARTS_V2", "recipe=quick", "dataset=digits", f"--plot={target}"])

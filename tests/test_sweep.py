@@ -38,7 +38,7 @@ def pipeline_sweep(tmp_path_factory) -> Path:
     """2 seeds x 2 etas of Amended-DARTS, each job a search and a retraining."""
     base = tmp_path_factory.mktemp("sweep")
     sweep = base / "sweep"
-    proc = nasrun("pipeline", "-m", *DIGITS, *RETRAIN, "method=amended", "seed=0,1", "method.eta=0.0,0.5",
+    proc = nasrun("pipeline", "-m", *DIGITS, *RETRAIN, "method=amended", "seed=0,1", "estimator.eta=0.0,0.5",
                   f"hydra.sweep.dir={sweep}", cwd=base)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"sweep folder: {sweep}" in proc.stdout
@@ -55,7 +55,7 @@ def test_pipeline_sweep_writes_one_folder_per_job(pipeline_sweep: Path):
         search = json.loads((folder / "search" / "result.json").read_text())
         retrain = json.loads((folder / "retrain" / "result.json").read_text())
         assert search["status"] == retrain["status"] == "completed"
-        assert search["config"]["method"]["eta"] == float(job.split("_")[1][4:])
+        assert search["config"]["estimator"]["eta"] == float(job.split("_")[1][4:])
         assert retrain["search_run"] == str(folder / "search") and retrain["dataset"] == "digits"
         assert search["seed"] == retrain["seed"] == int(job[-1])
         assert (folder / "pipeline.log").exists() and (folder / "search" / "search.log").exists()
@@ -67,16 +67,16 @@ def test_pipeline_sweep_writes_one_folder_per_job(pipeline_sweep: Path):
 def test_report_on_the_sweep(pipeline_sweep: Path):
     proc = nasrun("report", str(pipeline_sweep), "--plot", cwd=pipeline_sweep)
     assert proc.returncode == 0, proc.stderr
-    assert "method.eta=0.0" in proc.stdout and "method.eta=0.5" in proc.stdout
+    assert "estimator.eta=0.0" in proc.stdout and "estimator.eta=0.5" in proc.stdout
     rows = {r["group"]: r for r in csv.DictReader((pipeline_sweep / "summary.csv").open())}
-    assert sorted(rows) == ["method.eta=0.0", "method.eta=0.5"]
+    assert sorted(rows) == ["estimator.eta=0.0", "estimator.eta=0.5"]
     by_eta: dict[str, list] = {"0.0": [], "0.5": []}
     for job in sorted(p for p in pipeline_sweep.iterdir() if p.is_dir() and p.name[0].isdigit()):
         search = json.loads((job / "search" / "result.json").read_text())
         retrain = json.loads((job / "retrain" / "result.json").read_text())
         by_eta[job.name.split("_")[1][4:]].append((search, retrain))
     for eta, runs in by_eta.items():
-        row = rows[f"method.eta={eta}"]
+        row = rows[f"estimator.eta={eta}"]
         assert (row["runs"], row["completed"], row["failed"]) == ("2", "2", "0")
         for column, values in {
             "search_val_acc_pct": [100 * s["final"]["val_acc"] for s, _ in runs],
@@ -89,7 +89,7 @@ def test_report_on_the_sweep(pipeline_sweep: Path):
             assert float(row[f"{column}_mean"]) == pytest.approx(statistics.fmean(values)), column
             assert float(row[f"{column}_std"]) == pytest.approx(statistics.stdev(values), abs=1e-12), column
     md = (pipeline_sweep / "summary.md").read_text()
-    assert "| method.eta=0.0 | 2 | 2 | 0 |" in md
+    assert "| estimator.eta=0.0 | 2 | 2 | 0 |" in md
     plots = pipeline_sweep / "plots"
     assert (plots / "curves.png").exists()
     assert len(list((plots / "alphas").glob("*.png"))) == 4 and len(list((plots / "cells").glob("*.png"))) == 4
@@ -100,8 +100,9 @@ def test_sweep_folders_are_unique_within_a_second():
     from hydra.core.utils import setup_globals
     from omegaconf import OmegaConf
 
-    import nasrun.cli  # noqa: F401  (registers the resolvers)
+    from nasrun.config import register
 
+    register()  # nasrun's resolvers (and schemas)
     setup_globals()  # Hydra's ${now:} resolver
     dirs = []
     for _ in range(3):
@@ -113,15 +114,14 @@ def test_sweep_folders_are_unique_within_a_second():
 
 
 def test_rerun_pipeline_skips_the_search_and_resumes_the_retraining(tmp_path: Path):
-    from nasrun.cli import compose_config
-    from nasrun.config import to_typed
+    from nasrun.config import compose, to_typed
     from nasrun.pipeline import run_pipeline
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = to_typed(compose_config("pipeline", [*SYNTH, "recipe=quick", "recipe.epochs=2", "recipe.C=4",
-                                                   "recipe.layers=3", "device=cpu", "seed=1"]))
+        cfg = to_typed(compose("pipeline", [*SYNTH, "recipe=quick", "recipe.epochs=2", "recipe.C=4",
+                                            "recipe.layers=3", "device=cpu", "seed=1"]))
         job = tmp_path / "job"
 
         def stop(epoch, row):
