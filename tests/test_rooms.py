@@ -146,3 +146,12 @@ def test_every_module_imports_on_its_own(module):
         for k in [k for k in sys.modules if k == "nasrun" or k.startswith("nasrun.")]:
             del sys.modules[k]
         sys.modules.update(saved)
+
+
+def test_no_function_of_the_search_loop_is_over_sixty_lines():
+    for module in ("nasrun.search", "nasrun.search_state", "nasrun.methods.schedules", "nasrun.training"):
+        tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{module}.{node.name} has {length} lines"
