@@ -77,4 +77,5 @@ def sgd(group: str, c: Any) -> None:
     check(c.lr_min <= c.lr, f"{group}.lr_min", c.lr_min, f"must be <= {group}.lr ({c.lr})")
     unit_interval(f"{group}.momentum", c.momentum)
     non_negative(f"{group}.weight_decay", c.weight_decay)
-    positive(f"{group}.grad_clip", c.grad_clip)
+    if c.grad_clip is not None:
+        positive(f"{group}.grad_clip", c.grad_clip)

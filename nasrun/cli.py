@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from nasrun.compose_errors import group_options, groups
 from nasrun.config import compose, register, to_typed
 from nasrun.errors import NasrunError
-from nasrun.overrides import check_output_dirs, jobs, override_tokens, swept_free_keys
+from nasrun.overrides import check_output_dirs, jobs, override_tokens, quote_genotype, swept_free_keys
 
 COMMANDS = {
     "search": "search a genotype (a method on a space and a dataset)",
@@ -239,6 +239,7 @@ def _show(args: list[str]) -> None:
 
 def _dispatch(command: str, args: list[str]) -> None:
     register()
+    args = quote_genotype(args)
     runs_jobs = not any(a.split("=")[0] in _NO_CHECK_FLAGS for a in args)
     if runs_jobs:
         check_overrides(command, args)

@@ -24,6 +24,7 @@ CONFIG_MODULE = "nasrun.conf"
 Composer = Callable[[str, list[str]], Any]
 #: Keys of the previous layout (one flat ``method`` group); typing one names what to type now.
 RENAMED = {"method.alpha_init": "alpha_map.init", "method.param_reg": "alpha_map.param_reg",
+           "supernet.nodes": "space.nodes (the space describes its cells)",
            **{f"method.{axis}": f"{axis}=NAME (the {axis} group)" for axis in AXES}}
 REMOVED = {"method.product_point": "the products are always taken at the current weights",
            "method.product_batch": "the products always use the iteration's training batch"}

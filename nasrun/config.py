@@ -53,19 +53,37 @@ MAX_BATCH = 1 << 20
 
 @dataclass
 class SpaceConf:
-    """What can be searched: the op vocabulary (its order is the alpha column order)."""
+    """What can be searched, as data (``nasrun.spaces.Space`` reads it; spaces.md §5).
+
+    ``ops`` is the vocabulary: its order is the alpha column order. ``cell_ops`` gives a cell type
+    ("normal", "reduce") its own op list; ``edge_ops`` gives every edge of a cell type its own list
+    (R-DARTS S1). ``inputs`` cell inputs (2 for DARTS, 1 for NB201) feed ``nodes`` intermediate
+    nodes; node i takes an edge from every earlier state. ``derivation``: ``top_k`` keeps the
+    ``edges_per_node`` strongest incoming edges by their strongest non-``none`` op; ``argmax``
+    keeps every edge with its argmax op, ``none`` allowed (NB201); ``searched`` keeps every edge
+    whose strongest op outweighs ``none`` (at least one per node). ``cells``: one ``shared``
+    normal and reduction cell, or an ``independent`` cell per position. ``skeleton``: ``darts``
+    stacking (reductions at 1/3 and 2/3) or ``nb201`` (stages of cells joined by residual blocks).
+    """
 
     name: str = "darts"
     ops: list[str] = field(default_factory=lambda: list(DARTS_PRIMITIVES))
+    cell_ops: Optional[dict[str, list[str]]] = None
+    edge_ops: Optional[dict[str, list[list[str]]]] = None
+    nodes: int = 4
+    inputs: int = 2
+    derivation: str = "top_k"
+    edges_per_node: int = 2
+    cells: str = "shared"
+    skeleton: str = "darts"
+    description: str = ""
 
     def __post_init__(self) -> None:
-        from nasrun.spaces.ops import OPS
+        from nasrun.spaces.space import check_space
 
-        check(1 <= len(self.ops) <= len(OPS), "space.ops", self.ops, f"1 to {len(OPS)} distinct known ops")
-        for op in self.ops:
-            check(op in OPS, "space.ops", op, "known ops are " + ", ".join(sorted(OPS)))
-        check(len(set(self.ops)) == len(self.ops), "space.ops", self.ops, "ops must be distinct")
-        check(any(op != "none" for op in self.ops), "space.ops", self.ops, "needs an op other than none")
+        check(bool(re.fullmatch(r"[A-Za-z0-9._+-]{1,60}", self.name)), "space.name", self.name,
+              "1 to 60 letters, digits or . _ + - (it names run folders)")
+        check_space(self)
 
 
 @dataclass
@@ -213,7 +231,6 @@ class SupernetConf:
 
     C: int = 16
     layers: int = 8
-    nodes: int = 4
     stem_multiplier: int = 3
     partial_channels: int = 1
     edge_norm: bool = False
@@ -221,8 +238,7 @@ class SupernetConf:
 
     def __post_init__(self) -> None:
         positive_int("supernet.C", self.C, hi=MAX_CHANNELS)
-        int_range("supernet.layers", self.layers, 3, MAX_CELLS)  # two reduction cells and a normal cell
-        int_range("supernet.nodes", self.nodes, 2, MAX_NODES)  # a genotype keeps two edges per node
+        int_range("supernet.layers", self.layers, 1, MAX_CELLS)  # the space's skeleton may ask for more
         positive_int("supernet.stem_multiplier", self.stem_multiplier, hi=64)
         positive_int("supernet.partial_channels", self.partial_channels, hi=MAX_CHANNELS)
         check(self.C % self.partial_channels == 0, "supernet.partial_channels", self.partial_channels,
@@ -243,8 +259,9 @@ class RecipeConf:
     lr: float = 0.025
     lr_min: float = 0.0
     momentum: float = 0.9
+    nesterov: bool = False
     weight_decay: float = 3e-4
-    grad_clip: float = 5.0
+    grad_clip: Optional[float] = 5.0  # null: no clipping
     auxiliary: bool = True
     auxiliary_weight: float = 0.4
     drop_path_prob: float = 0.2
@@ -256,10 +273,11 @@ class RecipeConf:
     def __post_init__(self) -> None:
         positive_int("recipe.epochs", self.epochs, hi=100_000)
         positive_int("recipe.C", self.C, hi=MAX_CHANNELS)
-        int_range("recipe.layers", self.layers, 3, MAX_CELLS)  # two reduction cells and a normal cell
+        int_range("recipe.layers", self.layers, 1, MAX_CELLS)  # the genotype's skeleton may ask for more
         positive_int("recipe.batch_size", self.batch_size, hi=MAX_BATCH)
         positive_int("recipe.eval_batch_size", self.eval_batch_size, hi=MAX_BATCH)
         sgd("recipe", self)
+        check(not self.nesterov or self.momentum > 0, "recipe.nesterov", self.nesterov, "false when recipe.momentum is 0")
         non_negative("recipe.auxiliary_weight", self.auxiliary_weight)
         check(0 <= self.drop_path_prob < 1, "recipe.drop_path_prob", self.drop_path_prob, "must be in [0, 1)")
         int_range("recipe.cutout", self.cutout, 0, 4096)  # 0 turns cutout off
@@ -300,12 +318,24 @@ class NasrunConf:
         net, sched = self.supernet, self.schedule
         check(len(net.skip_dropout) in (1, sched.stages), "supernet.skip_dropout", net.skip_dropout,
               f"one rate, or one per stage ({sched.stages} with schedule={sched.name})")
+        self._check_schedule_fits_space()
+
+    def _check_schedule_fits_space(self) -> None:
+        """What the schedule asks of the space: enough ops per edge to keep, skips to cap (exit 2 before any work)."""
+        from nasrun.spaces.space import Space
+
+        space, sched = Space(self.space), self.schedule
+        check(self.supernet.layers >= space.min_layers, "supernet.layers", self.supernet.layers,
+              f"at least {space.min_layers} for space={space.name} ({space.layers_meaning})")
+        fewest = min(len(row) for kind in space.cell_types for row in space.edge_ops(kind))
         if sched.name == "progressive":
-            check(sched.stage_keep[0] <= len(self.space.ops), "schedule.stage_keep", sched.stage_keep,
-                  f"at most the number of ops in space.ops ({len(self.space.ops)}) in the first stage")
+            check(sched.stage_keep[0] <= fewest, "schedule.stage_keep", sched.stage_keep,
+                  f"at most {fewest} ops per edge in the first stage: space={space.name} has {fewest} on some edge")
         if sched.max_skips is not None:
-            check(any(op not in ("none", "skip_connect") for op in self.space.ops), "schedule.max_skips",
-                  sched.max_skips, "null for a space whose only ops are none and skip_connect")
+            check(space.derivation == "top_k" and space.sharing == "shared" and "skip_connect" in space.ops,
+                  "schedule.max_skips", sched.max_skips,
+                  f"null for space={space.name}: capping skip connections needs shared cells derived top-k "
+                  "with skip_connect among the ops")
 
 
 # ------------------------------------------------------------------------------ composition
@@ -341,8 +371,10 @@ def compose(command: str, overrides: list[str] | tuple[str, ...] = ()) -> DictCo
     """
     if command not in COMMAND_CONFIGS:
         raise ConfigError(f"unknown command {command!r}; one of {', '.join(COMMAND_CONFIGS)}")
+    from nasrun.overrides import quote_genotype
+
     register()
-    overrides = list(overrides)
+    overrides = quote_genotype(list(overrides))
     check_appends(command, overrides, _hydra_compose)
     try:
         return _hydra_compose(command, overrides)

@@ -1,467 +1,232 @@
 """Genotypes: the discrete cell architectures a search produces and a retrain consumes.
 
-A genotype is plain data. It is derived from the mixing weights (spaces.md §1.5), written
-as schema-versioned JSON (never eval, never pickle), validated field by field when read so a
-broken file is reported precisely, and the published DARTS-family cells are available by name.
+A genotype is plain data: named cells, each a set of ``(op, source, target)`` edges between
+states and the states it outputs. Shared DARTS cells are "normal" and "reduce"; an NB201 genotype
+has one "normal" cell; a space with an independent cell per position has "cell0", "cell1", ...
+It is derived from the mixing weights by the space's rule (``nasrun.spaces``), written as
+schema-versioned JSON (never eval, never pickle) and validated field by field when read
+(``nasrun.genotype_checks``); the published DARTS-family cells are available by name, and an
+NB201 cell can be given as its arch string (``|nor_conv_3x3~0|+|...|``).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 import json
 import os
-import re
-import reprlib
-import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import torch
-from torch import Tensor
+from typing import Any, Mapping, Optional, Sequence
 
 from nasrun.errors import GenotypeError
-from nasrun.spaces.ops import DARTS_OPS, OPS, PARAMETER_FREE_OPS
-
-FORMAT = "nasrun.genotype/1"
+from nasrun.genotype_checks import (
+    FORMAT,
+    FORMAT_V1,
+    _SHOWN,
+    _check_keys,
+    _parse_json,
+    _read_text,
+    _short,
+    _validate,
+    check_cells_v2,
+    check_inputs,
+    check_keys_v2,
+    _check_nodes,
+    _check_ops,
+    _check_space,
+    known_spaces,
+)
+from nasrun.runs import atomic_write_text
+from nasrun.spaces.ops import DARTS_OPS, NB201_OPS, PARAMETER_FREE_OPS
 
 Pairs = tuple[tuple[str, int], ...]
+Edge = tuple[str, int, int]
 
-_CELLS = ("normal", "reduce")
-_REQUIRED_KEYS = ("format", "normal", "normal_concat", "reduce", "reduce_concat")
-_ALL_KEYS = ("format", "space", "ops", "nodes", "normal", "normal_concat", "reduce", "reduce_concat", "cells")
-
-#: Bounds on what a genotype may ask for. A file is untrusted input: without them ``nodes: 2000``
-#: makes the network build run for hours and a 100,000-entry list makes validation crawl.
-MAX_NODES = 32
-MAX_OPS = 64
-MAX_NAME = 64
-MAX_FILE_BYTES = 1 << 20
-#: Longest integer literal read as a number; longer ones are kept as text (never converted).
-_MAX_DIGITS = 100
-#: Longest echo of a value in an error message.
-_SHOWN = 200
-
-
-class _LongInteger:
-    """An integer literal too long for any genotype field, kept by size only.
-
-    Converting it would raise ValueError past Python's 4300-digit limit, before any field is
-    known; kept unconverted it reaches the field's own check, which refuses it by name.
-    """
-
-    __slots__ = ("digits",)
-
-    def __init__(self, text: str) -> None:
-        self.digits = len(text.lstrip("-"))
-
-    def __repr__(self) -> str:
-        return f"<integer with {self.digits} digits>"
-
-
-def _parse_int(text: str) -> int | _LongInteger:
-    return int(text) if len(text) <= _MAX_DIGITS else _LongInteger(text)
-
-
-class _Repr(reprlib.Repr):
-    """reprlib with bounded depth and width that also survives huge integers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.maxlevel = 3
-        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 10
-        self.maxstring = self.maxother = 120
-
-    def repr_int(self, x: int, level: int) -> str:
-        if x.bit_length() > 4 * _MAX_DIGITS:
-            return f"<integer with ~{int(x.bit_length() * 0.30103) + 1} digits>"
-        return super().repr_int(x, level)
-
-
-_REPR = _Repr()
-
-
-def _short(value: Any, limit: int = _SHOWN) -> str:
-    """The repr of a value to echo in a message, cut to ``limit`` characters with "...".
-
-    Values come from files: they may be megabytes long, nested a thousand levels or have more
-    digits than ``str(int)`` accepts, and a message must stay one readable line.
-    """
-    try:
-        text = _REPR.repr(value)
-    except Exception:  # a value whose repr itself fails must not hide the real error
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float, _LongInteger)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return type(value).__name__
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_integer(v: Any) -> bool:
-    """An integer literal, including one too long to have been converted."""
-    return _is_int(v) or isinstance(v, _LongInteger)
-
-
-def _in_range(v: Any, low: int, high: int) -> bool:
-    return _is_int(v) and low <= v <= high
-
-
-@functools.lru_cache(maxsize=None)
-def known_spaces() -> tuple[str, ...]:
-    """The option names of the Hydra config group ``space`` (``nasrun/conf/space/*.yaml``).
-
-    These are the spaces a search can run in, so the only ones a genotype file may name.
-    ``darts``, the default, is always known.
-    """
-    try:
-        folder = importlib.resources.files("nasrun.conf") / "space"
-        names = {p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")}
-    except (OSError, ModuleNotFoundError):
-        names = set()
-    return tuple(sorted(names | {"darts"}))
-
-
-def _error(source: str, where: str, msg: str) -> GenotypeError:
-    return GenotypeError(f"{source}: {where}: {msg}")
-
-
-def _check_space(space: Any, source: str, known_only: bool) -> None:
-    """Space names are labels; a file must use one of the known spaces (``known_only``)."""
-    known = ", ".join(known_spaces())
-    if not isinstance(space, str) or not space.strip() or len(space) > MAX_NAME:
-        raise _error(
-            source, "space",
-            f"expected a non-empty string (a space name of at most {MAX_NAME} characters), got {_short(space)}; "
-            f"known spaces: {known}",
-        )
-    if known_only and space not in known_spaces():
-        raise _error(
-            source, "space",
-            f"unknown space {_short(space)}; known spaces: {known} (the files in nasrun/conf/space/)",
-        )
-
-
-def _check_ops(ops: Any, source: str) -> None:
-    """The op vocabulary: 1..MAX_OPS distinct names nasrun can build (checked in linear time)."""
-    known = ", ".join(OPS)
-    if not isinstance(ops, (list, tuple)) or not ops:
-        raise _error(source, "ops", f"expected a non-empty list of op names, got {_short(ops)}; known ops: {known}")
-    if len(ops) > MAX_OPS:
-        raise _error(source, "ops", f"{len(ops)} entries, at most {MAX_OPS} are allowed (known ops: {known})")
-    for k, op in enumerate(ops):
-        if not isinstance(op, str):
-            raise _error(source, f"ops[{k}]", f"expected an op name (string), got {_short(op)}; known ops: {known}")
-        if op not in OPS:
-            raise _error(source, f"ops[{k}]", f"unknown op {_short(op)}; known ops: {known}")
-    repeated = [op for op, n in Counter(ops).items() if n > 1]
-    if repeated:
-        raise _error(source, "ops", f"op names must be distinct, repeated: {', '.join(sorted(repeated))}")
-
-
-def _check_nodes(nodes: Any, source: str) -> None:
-    allowed = f"allowed: 1..{MAX_NODES} nodes per cell (DARTS cells have 4)"
-    if not _is_integer(nodes) or (_is_int(nodes) and nodes < 1):
-        raise _error(source, "nodes", f"expected an integer >= 1, got {_short(nodes)}; {allowed}")
-    if not _in_range(nodes, 1, MAX_NODES):
-        raise _error(source, "nodes", f"{_short(nodes)} nodes is out of range; {allowed}")
-
-
-def _check_pair(pair: Any, node: int, ops: frozenset[str], shown_ops: str, where: str, source: str) -> None:
-    """One ``[op, input]`` entry of node ``node``: an op of the vocabulary on an earlier state."""
-    if (
-        not isinstance(pair, (list, tuple))
-        or len(pair) != 2
-        or not isinstance(pair[0], str)
-        or not _is_integer(pair[1])
-    ):
-        raise _error(source, where, f"expected [op, input] with op a string and input an integer, got {_short(pair)}")
-    op, src = pair
-    if op not in ops:
-        raise _error(source, where, f"op {_short(op)} is not in ops {shown_ops}")
-    if op == "none":
-        raise _error(source, where, "op 'none' cannot be used in a cell (it means 'no edge'; drop the entry instead)")
-    if not _in_range(src, 0, node + 1):
-        raise _error(
-            source, where,
-            f"input {_short(src)} is out of range for node {node} (state {node + 2}): "
-            f"allowed 0..{node + 1} (0, 1 = cell inputs, 2.. = earlier nodes)",
-        )
-
-
-def _check_pairs(cell: str, pairs: Any, nodes: int, ops: Sequence[str], source: str) -> None:
-    """Exactly two entries per node; the length is checked before any entry is looked at."""
-    if not isinstance(pairs, (list, tuple)):
-        raise _error(source, cell, f"expected a list of [op, input] pairs, got {_short(pairs)}")
-    if len(pairs) != 2 * nodes:
-        raise _error(source, cell, f"expected {2 * nodes} entries (2 per node for {nodes} nodes), got {len(pairs)}")
-    allowed, shown = frozenset(ops), _short(list(ops))
-    for k, pair in enumerate(pairs):
-        _check_pair(pair, k // 2, allowed, shown, f"{cell}[{k}]", source)
-
-
-def _check_concat(cell: str, concat: Any, nodes: int, source: str) -> None:
-    """Distinct states to concatenate; a reduction cell may only join its (halved) nodes.
-
-    In a reduction cell states 0 and 1 keep the input resolution while every node is computed
-    at half of it, so the network builder cannot concatenate them (nor can the next cell take a
-    reduction output that was not halved).
-    """
-    where = f"{cell}_concat"
-    if not isinstance(concat, (list, tuple)) or not concat:
-        raise _error(source, where, f"expected a non-empty list of state indices, got {_short(concat)}")
-    if len(concat) > nodes + 2:
-        raise _error(source, where, f"{len(concat)} entries, but a cell of {nodes} nodes has only {nodes + 2} states")
-    low = 2 if cell == "reduce" else 0
-    for k, idx in enumerate(concat):
-        if not _in_range(idx, 0, nodes + 1):
-            raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{nodes + 1}, got {_short(idx)}")
-        if idx < low:
-            raise _error(
-                source, f"{where}[{k}]",
-                f"state {idx} is a cell input; a reduction cell's output can only concatenate its nodes "
-                f"(states 2..{nodes + 1}), since the inputs are not halved and cannot be joined with them",
-            )
-    if len(set(concat)) != len(concat):
-        raise _error(source, where, f"state indices must be distinct, got {_short(list(concat))}")
-
-
-def _validate(
-    space: Any,
-    ops: Any,
-    nodes: Any,
-    cells: Mapping[str, tuple[Any, Any]],
-    source: str,
-    known_space: bool = False,
-) -> None:
-    """Check every field; raise GenotypeError naming the source, the field, the value and what is allowed.
-
-    Every check is linear in the (bounded) size of the field, so no file can hang it.
-    """
-    _check_space(space, source, known_space)
-    _check_ops(ops, source)
-    _check_nodes(nodes, source)
-    for cell, (pairs, concat) in cells.items():
-        _check_pairs(cell, pairs, nodes, ops, source)
-        _check_concat(cell, concat, nodes, source)
-
-
-# ------------------------------------------------------------------ reading
-def _check_keys(d: Any, source: str) -> None:
-    """The payload is an object with the required keys, no unknown ones, this format and no ``cells``."""
-    if not isinstance(d, Mapping):
-        raise GenotypeError(
-            f"{source}: expected a JSON object with keys {', '.join(_ALL_KEYS)}, got {_json_type(d)}"
-        )
-    unknown = [k for k in d if k not in _ALL_KEYS]
-    if unknown:
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        shown = ", ".join(_short(k, 60) for k in unknown[:5]) + more
-        raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(_ALL_KEYS)}")
-    missing = [k for k in _REQUIRED_KEYS if k not in d]
-    if missing:
-        raise GenotypeError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
-    if d["format"] != FORMAT:
-        raise GenotypeError(f"{source}: format: expected {FORMAT!r}, got {_short(d['format'])}")
-    if d.get("cells") is not None:
-        raise GenotypeError(
-            f"{source}: cells: per-cell genotypes are not supported by {FORMAT}; "
-            f"expected null, got {_short(d['cells'])}"
-        )
-
-
-def _read_text(path: Path) -> str:
-    """The file's text, refusing what no genotype is: folders, pipes, huge files, non-UTF-8, empty."""
-    try:
-        if not path.exists():
-            raise GenotypeError(f"{path}: no such file")
-        if path.is_dir():
-            raise GenotypeError(f"{path}: is a folder, expected a genotype.json file")
-        if not path.is_file():
-            raise GenotypeError(f"{path}: not a regular file (a pipe or a device?), expected a genotype.json file")
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise GenotypeError(f"{path}: cannot be read: {e.strerror or e}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise GenotypeError(
-            f"{path}: larger than {MAX_FILE_BYTES} bytes; a genotype.json is a few kilobytes "
-            f"(at most {MAX_NODES} nodes and {MAX_OPS} ops)"
-        )
-    try:
-        text = raw.decode("utf-8-sig")  # tolerate the byte-order mark some editors add
-    except UnicodeDecodeError as e:
-        raise GenotypeError(f"{path}: not a text (UTF-8) file: {e.reason} at byte {e.start}") from None
-    if not text.strip():
-        raise GenotypeError(f"{path}: the file is empty; expected a JSON object with keys {', '.join(_ALL_KEYS)}")
-    return text
-
-
-def _parse_json(text: str, path: Path) -> Any:
-    """JSON only (never eval or pickle); long integers stay unconverted, deep nesting is reported."""
-    try:
-        return json.loads(text, parse_int=_parse_int)
-    except json.JSONDecodeError as e:
-        raise GenotypeError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-    except RecursionError:
-        raise GenotypeError(
-            f"{path}: {_deepest_field(text)}: nested too deeply; a genotype needs 3 levels "
-            "(the object, a list of pairs, an [op, input] pair)"
-        ) from None
-    except ValueError as e:  # any other number the parser refuses
-        raise GenotypeError(f"{path}: not valid JSON: {_short(str(e))}") from None
-
-
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
-
-
-def _deepest_field(text: str) -> str:
-    """The field (``key`` or ``key[i]``) holding the deepest nesting, found by one linear scan.
-
-    Used only after the JSON parser gave up on the depth, so the message can still name the field.
-    """
-    depth = deepest = index = 0
-    key, last, where = None, None, "the top-level value"
-    for m in _TOKEN.finditer(text):
-        tok = m.group()
-        if tok in ("[", "{"):
-            depth += 1
-            index = 0 if depth == 2 else index
-            if depth > deepest:
-                deepest = depth
-                where = where if key is None else (key if depth == 2 else f"{key}[{index}]")
-        elif tok in ("]", "}"):
-            depth -= 1
-        elif tok == ",":
-            index += depth == 2
-        elif tok == ":":
-            key = last[1:-1][:60] if depth == 1 and last else key
-        else:
-            last = tok
-    return where
+__all__ = ["Cell", "Genotype", "FORMAT", "FORMAT_V1", "PUBLISHED", "NB201_OPS", "known_spaces", "parse_nb201",
+           "resolve_genotype"]
 
 
 @dataclass(frozen=True)
-class Genotype:
-    """Normal and reduction cell of a shared-cell space: two ``(op, input_state)`` pairs per node.
+class Cell:
+    """One cell: ``(op, source, target)`` edges (states ``0..inputs-1`` are the cell inputs, then the
+    nodes) and the states it outputs (concatenated in a DARTS cell; the last node in NB201)."""
 
-    Pairs ``2i`` and ``2i+1`` feed node ``i`` (state ``i + 2``); states 0 and 1 are the outputs
-    of the two previous cells. ``*_concat`` lists the states concatenated into the cell output.
-    ``ops`` is the space's op vocabulary, kept so a file says what it was searched over.
-    Constructing one validates it (lists are accepted and stored as tuples).
+    edges: tuple[Edge, ...]
+    concat: tuple[int, ...]
+    reduction: bool = False
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Sequence[Any]], concat: Sequence[int], reduction: bool) -> "Cell":
+        """A DARTS cell written as two ``(op, input)`` pairs per node (pairs 2i, 2i+1 feed state i+2)."""
+        return cls(tuple((op, src, 2 + k // 2) for k, (op, src) in enumerate(pairs)), tuple(concat), reduction)
+
+    def pairs(self) -> Pairs:
+        return tuple((op, src) for op, src, _ in self.edges)
+
+    def inputs_of(self, target: int) -> list[tuple[str, int]]:
+        return [(op, src) for op, src, dst in self.edges if dst == target]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edges": [list(e) for e in self.edges], "concat": list(self.concat), "reduction": self.reduction}
+
+
+class Genotype:
+    """Named cells plus what they were searched over (space, op vocabulary, nodes, inputs).
+
+    ``Genotype(normal=pairs, normal_concat=..., reduce=..., reduce_concat=...)`` builds a shared
+    DARTS genotype from ``(op, input)`` pairs, two per node; ``Genotype(cells={...}, ...)`` any
+    other. Construction validates; genotypes are immutable and compare by content.
     """
 
-    normal: Pairs
-    normal_concat: tuple[int, ...]
-    reduce: Pairs
-    reduce_concat: tuple[int, ...]
-    space: str = "darts"
-    ops: tuple[str, ...] = DARTS_OPS
-    nodes: int = 4
+    def __init__(self, normal: Any = None, normal_concat: Any = None, reduce: Any = None, reduce_concat: Any = None,
+                 space: str = "darts", ops: Sequence[str] = DARTS_OPS, nodes: int = 4, *,
+                 cells: Optional[Mapping[str, Cell]] = None, inputs: int = 2, space_hash: Optional[str] = None,
+                 source: str = "Genotype") -> None:
+        ops = tuple(ops)
+        if cells is None:
+            _validate(space, list(ops), nodes, {"normal": (normal, normal_concat), "reduce": (reduce, reduce_concat)},
+                      source)
+            cells = {"normal": Cell.from_pairs(normal, normal_concat, False),
+                     "reduce": Cell.from_pairs(reduce, reduce_concat, True)}
+        else:
+            _check_space(space, source, known_only=False)
+            _check_ops(list(ops), source)
+            _check_nodes(nodes, source)
+            check_inputs(inputs, source)
+            check_cells_v2({k: c.to_dict() for k, c in cells.items()}, ops, nodes, inputs, source)
+        self.cells: dict[str, Cell] = dict(cells)
+        self.space, self.ops, self.nodes, self.inputs, self.space_hash = space, ops, nodes, inputs, space_hash
 
-    def __post_init__(self) -> None:
-        def pairs(v: Any) -> Any:
-            if isinstance(v, (list, tuple)):
-                return tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in v)
-            return v
+    # ----------------------------------------------------------------- views
+    @property
+    def shared(self) -> bool:
+        """One cell per cell type, repeated at every position (DARTS, NB201)."""
+        return not any(name.startswith("cell") for name in self.cells)
 
-        def flat(v: Any) -> Any:
-            return tuple(v) if isinstance(v, (list, tuple)) else v
+    def cell_at(self, position: int, reduction: bool) -> Cell:
+        """The cell a network puts at ``position``: its own, or the shared one of its type."""
+        if not self.shared:
+            return self.cells[f"cell{position}"]
+        return self.cells["reduce" if reduction and "reduce" in self.cells else "normal"]
 
-        for name in _CELLS:
-            object.__setattr__(self, name, pairs(getattr(self, name)))
-            object.__setattr__(self, f"{name}_concat", flat(getattr(self, f"{name}_concat")))
-        object.__setattr__(self, "ops", flat(self.ops))
-        _validate(
-            self.space,
-            self.ops,
-            self.nodes,
-            {c: (getattr(self, c), getattr(self, f"{c}_concat")) for c in _CELLS},
-            "Genotype",
-        )
+    def _shared_cell(self, name: str) -> Cell:
+        if name not in self.cells:
+            raise AttributeError(f"this genotype has no shared {name} cell (cells: {', '.join(self.cells)})")
+        return self.cells[name]
+
+    @property
+    def normal(self) -> Pairs:
+        return self._shared_cell("normal").pairs()
+
+    @property
+    def reduce(self) -> Pairs:
+        return self._shared_cell("reduce").pairs()
+
+    @property
+    def normal_concat(self) -> tuple[int, ...]:
+        return self._shared_cell("normal").concat
+
+    @property
+    def reduce_concat(self) -> tuple[int, ...]:
+        return self._shared_cell("reduce").concat
+
+    def _of_type(self, cell: str) -> list[Cell]:
+        if cell not in ("normal", "reduce"):
+            raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
+        return [c for c in self.cells.values() if c.reduction == (cell == "reduce")]
+
+    def count(self, op: str, cell: str = "normal") -> int:
+        """How many edges of the normal (or reduction) cells use ``op`` (skip connections: a sign of collapse)."""
+        return sum(1 for c in self._of_type(cell) for name, _, _ in c.edges if name == op)
+
+    def count_parameter_free(self, cell: str = "normal") -> int:
+        """Edges of the normal (or reduction) cells whose op has no weights (pooling, skip, none, noise)."""
+        return sum(1 for c in self._of_type(cell) for name, _, _ in c.edges if name in PARAMETER_FREE_OPS)
+
+    @property
+    def nb201(self) -> Optional[str]:
+        """The NB201 arch string of a one-input, three-node cell (else None)."""
+        if self.inputs != 1 or self.nodes != 3 or set(self.cells) != {"normal"}:
+            return None
+        edges = {(src, dst): op for op, src, dst in self.cells["normal"].edges}
+        groups = ["|" + "|".join(f"{edges[(src, dst)]}~{src}" for src in range(dst)) + "|" for dst in (1, 2, 3)]
+        return "+".join(groups)
 
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        """The ``genotype.json`` payload (JSON types only)."""
+        """The ``genotype.json`` payload (format /2, JSON types only)."""
         return {
             "format": FORMAT,
             "space": self.space,
+            "space_hash": self.space_hash,
             "ops": list(self.ops),
             "nodes": self.nodes,
-            "normal": [[op, src] for op, src in self.normal],
-            "normal_concat": list(self.normal_concat),
-            "reduce": [[op, src] for op, src in self.reduce],
-            "reduce_concat": list(self.reduce_concat),
-            "cells": None,
+            "inputs": self.inputs,
+            "cells": {name: cell.to_dict() for name, cell in self.cells.items()},
+            "nb201": self.nb201,
         }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Genotype) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"Genotype({json.dumps(self.to_dict())})"
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "genotype") -> "Genotype":
-        """Build from a ``genotype.json`` payload, checking every field.
+        """Build from a ``genotype.json`` payload (format /2, or /1 of the earlier versions), checking every field.
 
-        ``space``, ``ops`` and ``nodes`` may be left out (DARTS defaults); ``cells`` must be
-        absent or null (per-cell genotypes are not supported by this format version). Unlike
-        direct construction, ``space`` must be one of :func:`known_spaces`: a file may come from
-        anywhere. ``source`` prefixes every error message (the file name when loading).
+        The space must be one of :func:`known_spaces`: a file may come from anywhere. ``source``
+        prefixes every error message (the file name when loading).
         """
+        if isinstance(d, Mapping) and d.get("format") == FORMAT:
+            return cls._from_v2(d, source)
+        if isinstance(d, Mapping) and d.get("format") not in (FORMAT_V1, None):
+            raise GenotypeError(f"{source}: format: expected {FORMAT!r} (or {FORMAT_V1!r}), got "
+                                f"{_short(d.get('format'))}")
         _check_keys(d, source)
-        space = d.get("space", "darts")
-        ops = d.get("ops", list(DARTS_OPS))
-        nodes = d.get("nodes", 4)
-        cells = {c: (d[c], d[f"{c}_concat"]) for c in _CELLS}
-        _validate(space, ops, nodes, cells, source, known_space=True)
-        return cls(
-            normal=d["normal"],
-            normal_concat=d["normal_concat"],
-            reduce=d["reduce"],
-            reduce_concat=d["reduce_concat"],
-            space=space,
-            ops=ops,
-            nodes=nodes,
-        )
+        space, ops, nodes = d.get("space", "darts"), d.get("ops", list(DARTS_OPS)), d.get("nodes", 4)
+        _validate(space, ops, nodes, {c: (d[c], d[f"{c}_concat"]) for c in ("normal", "reduce")}, source,
+                  known_space=True)
+        return cls(d["normal"], d["normal_concat"], d["reduce"], d["reduce_concat"], space=space, ops=ops,
+                   nodes=nodes, source=source)
+
+    @classmethod
+    def _from_v2(cls, d: Mapping, source: str) -> "Genotype":
+        check_keys_v2(d, source)
+        _check_space(d["space"], source, known_only=True)
+        _check_ops(d["ops"], source)
+        _check_nodes(d["nodes"], source)
+        check_inputs(d["inputs"], source)
+        check_cells_v2(d["cells"], d["ops"], d["nodes"], d["inputs"], source)
+        cells = {name: Cell(tuple(tuple(e) for e in c["edges"]), tuple(c["concat"]),
+                            c.get("reduction", name == "reduce")) for name, c in d["cells"].items()}
+        genotype = cls(space=d["space"], ops=d["ops"], nodes=d["nodes"], cells=cells, inputs=d["inputs"],
+                       space_hash=d.get("space_hash"), source=source)
+        if d.get("nb201") is not None and d["nb201"] != genotype.nb201:
+            raise GenotypeError(f"{source}: nb201: {_short(d['nb201'])} does not match the cells "
+                                f"({_short(genotype.nb201)})")
+        return genotype
 
     def to_json(self) -> str:
-        """Pretty JSON with one ``[op, input]`` pair per line (readable and diff-friendly)."""
-        lines = []
-        for key, value in self.to_dict().items():
-            if key in _CELLS:
-                inner = ",\n".join(f"    {json.dumps(p)}" for p in value)
-                text = f"[\n{inner}\n  ]"
-            else:
-                text = json.dumps(value)
-            lines.append(f"  {json.dumps(key)}: {text}")
+        """Pretty JSON with one edge per line (readable and diff-friendly)."""
+        d = self.to_dict()
+        cells = []
+        for name, cell in d["cells"].items():
+            edges = ",\n".join(f"        {json.dumps(e)}" for e in cell["edges"])
+            cells.append(f'    {json.dumps(name)}: {{\n      "edges": [\n{edges}\n      ],\n'
+                         f'      "concat": {json.dumps(cell["concat"])},\n'
+                         f'      "reduction": {json.dumps(cell["reduction"])}\n    }}')
+        lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items() if k != "cells"]
+        lines.insert(6, '  "cells": {\n' + ",\n".join(cells) + "\n  }")
         return "{\n" + ",\n".join(lines) + "\n}\n"
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``genotype.json`` atomically (temp file in the same folder, then rename)."""
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, self.to_json())
         return path
 
     @classmethod
@@ -470,90 +235,40 @@ class Genotype:
         path = Path(path)
         return cls.from_dict(_parse_json(_read_text(path), path), source=str(path))
 
-    # ------------------------------------------------------------ summaries
-    def _cell(self, cell: str) -> Pairs:
-        if cell not in _CELLS:
-            raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
-        return getattr(self, cell)
-
-    def count(self, op: str, cell: str = "normal") -> int:
-        """How many edges of ``cell`` use ``op`` (e.g. skip connections, a sign of collapse)."""
-        return sum(1 for name, _ in self._cell(cell) if name == op)
-
-    def count_parameter_free(self, cell: str = "normal") -> int:
-        """Edges of ``cell`` whose op has no weights (pooling, skip, none, noise)."""
-        return sum(1 for name, _ in self._cell(cell) if name in PARAMETER_FREE_OPS)
-
+    # ------------------------------------------------------------ printing
     def __str__(self) -> str:
-        def describe(cell: str) -> str:
-            pairs = self._cell(cell)
+        if self.nb201:
+            return f"Genotype[{self.space}] {self.nb201}"
+        lines = [f"Genotype[{self.space}, {self.nodes} nodes, {len(self.cells)} cells]"]
+        for name, cell in self.cells.items():
             nodes = []
-            for i in range(self.nodes):
-                (a, ja), (b, jb) = pairs[2 * i], pairs[2 * i + 1]
-                nodes.append(f"{i + 2}={a}({ja})+{b}({jb})")
-            concat = ",".join(map(str, getattr(self, f"{cell}_concat")))
-            return f"  {cell}: " + "  ".join(nodes) + f"  -> concat[{concat}]"
-
-        return f"Genotype[{self.space}, {self.nodes} nodes]\n" + describe("normal") + "\n" + describe("reduce")
-
-
-# -------------------------------------------------------------- derivation
-def _derive_cell(weights: Tensor, ops: Sequence[str], nodes: int, cell: str) -> Pairs:
-    expected = (sum(2 + i for i in range(nodes)), len(ops))
-    if tuple(weights.shape) != expected:
-        raise ValueError(f"{cell} weights have shape {tuple(weights.shape)}, expected {expected}")
-    W = weights.detach().to("cpu", torch.float64)
-    if not bool(torch.isfinite(W).all()):
-        raise ValueError(f"{cell} weights contain NaN or Inf; no genotype can be derived")
-    candidates = [k for k, op in enumerate(ops) if op != "none"]
-    if not candidates:
-        raise ValueError("ops has no op other than 'none'; no genotype can be derived")
-    rows = W.tolist()
-
-    def best_op(row: list[float]) -> int:
-        best = candidates[0]
-        for k in candidates[1:]:
-            if row[k] > row[best]:  # strict: ties keep the lower op index
-                best = k
-        return best
-
-    pairs: list[tuple[str, int]] = []
-    start = 0
-    for i in range(nodes):
-        sources = list(range(2 + i))
-        strength = [max(rows[start + j][k] for k in candidates) for j in sources]
-        # sorted() is stable: equally strong edges keep the lower source index first.
-        kept = sorted(sources, key=lambda j: -strength[j])[:2]
-        for j in kept:
-            pairs.append((ops[best_op(rows[start + j])], j))
-        start += len(sources)
-    return tuple(pairs)
+            for target in range(self.inputs, self.inputs + self.nodes):
+                parts = "+".join(f"{op}({src})" for op, src in cell.inputs_of(target))
+                nodes.append(f"{target}={parts}")
+            concat = ",".join(map(str, cell.concat))
+            lines.append(f"  {name}: " + "  ".join(nodes) + f"  -> concat[{concat}]")
+        return "\n".join(lines)
 
 
-def derive(
-    weights_normal: Tensor,
-    weights_reduce: Tensor,
-    ops: Sequence[str],
-    nodes: int = 4,
-    space: str = "darts",
-) -> Genotype:
-    """Discretise mixing weights (``[num_edges, len(ops)]`` per cell type) into a genotype.
-
-    Per node: keep the 2 incoming edges whose best non-``none`` weight is largest (strongest
-    first; ties -> lower source index first), and on each the non-``none`` op of largest weight
-    (ties -> lower op index). ``none`` is excluded because it would otherwise win on edges the
-    search wants to switch off, which says nothing about which op is best.
-    """
-    concat = tuple(range(2, 2 + nodes))
-    return Genotype(
-        normal=_derive_cell(weights_normal, ops, nodes, "normal"),
-        normal_concat=concat,
-        reduce=_derive_cell(weights_reduce, ops, nodes, "reduce"),
-        reduce_concat=concat,
-        space=space,
-        ops=tuple(ops),
-        nodes=nodes,
-    )
+def parse_nb201(text: str, source: str = "genotype") -> Genotype:
+    """An NB201 arch string (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) as a genotype of the nb201 space."""
+    groups = text.strip().split("+")
+    if len(groups) != 3:
+        raise GenotypeError(f"{source}: {_short(text)}: an NB201 arch string has 3 groups separated by '+' "
+                            "(|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
+    edges = []
+    for target, group in enumerate(groups, start=1):
+        items = group.strip("|").split("|") if group.startswith("|") and group.endswith("|") else []
+        if len(items) != target:
+            raise GenotypeError(f"{source}: {_short(group)}: node {target} needs {target} entries |op~source|")
+        for src, item in enumerate(items):
+            op, _, given = item.partition("~")
+            if given != str(src) or op not in NB201_OPS:
+                raise GenotypeError(f"{source}: {_short(item)}: expected op~{src} with op one of "
+                                    f"{', '.join(NB201_OPS)}")
+            edges.append((op, src, target))
+    cell = Cell(tuple(edges), (3,), False)
+    return Genotype(space="nb201", ops=NB201_OPS, nodes=3, cells={"normal": cell}, inputs=1, source=source)
 
 
 # ---------------------------------------------------- published genotypes
@@ -666,7 +381,7 @@ def _folder_error(spec: str, folder: Path) -> GenotypeError:
         note = f"; it retrained genotype={_text(retrained)}" if isinstance(retrained, str) else ""
         return GenotypeError(
             f"{head}: {folder} is a retrain run folder ({evidence}){note}; a retraining produces a model, "
-            f"not a genotype. Expected a search run folder (one holding genotype.json), a genotype.json file "
+            f"not a genotype; expected a search run folder (one holding genotype.json), a genotype.json file "
             f"or a published name ({', '.join(PUBLISHED)})"
         )
     if (folder / "search" / "genotype.json").is_file():
@@ -699,6 +414,8 @@ def resolve_genotype(spec: str) -> tuple[Genotype, Path | None]:
     """
     if spec in PUBLISHED:
         return PUBLISHED[spec], None
+    if spec.lstrip().startswith("|"):
+        return parse_nb201(spec, f"genotype={_short(spec)}"), None
     try:
         path = Path(spec).expanduser()
     except RuntimeError:  # "~user" of an unknown user: take it literally

@@ -19,6 +19,17 @@ from nasrun.errors import ConfigError
 MAX_PRECHECKED_JOBS = 256
 
 
+def quote_genotype(args: list[str]) -> list[str]:
+    """``genotype=|op~0|+|...|`` (an NB201 arch string) quoted for Hydra, whose grammar reserves ``|``, ``~``, ``+``."""
+    out = []
+    for a in args:
+        key, sep, value = a.partition("=")
+        if sep and key.lstrip("+") == "genotype" and value.startswith("|") and "'" not in value:
+            a = f"{key}='{value}'"
+        out.append(a)
+    return out
+
+
 def override_tokens(args: Iterable[str]) -> list[str]:
     return [a for a in args if not a.startswith("-") and ("=" in a or a.startswith("~"))]
 

@@ -56,13 +56,12 @@ def _save(fig, path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------ cells
-def _node_positions(nodes: int) -> dict[int, tuple[float, float]]:
-    """States 0 and 1 (the previous cells) on the left, intermediate nodes on a descending diagonal,
-    the cell output on the right."""
+def _node_positions(nodes: int, inputs: int) -> dict[int, tuple[float, float]]:
+    """The cell inputs on the left, the nodes on a descending diagonal, the cell output on the right."""
     top = 0.9 * nodes / 2 + 0.6
-    pos = {0: (0.0, top), 1: (0.0, -top)}
+    pos = {0: (0.0, top), 1: (0.0, -top)} if inputs == 2 else {0: (0.0, 0.0)}
     for i in range(nodes):
-        pos[i + 2] = (1.9 * (i + 1), top * (0.55 - 1.1 * i / max(nodes - 1, 1)))
+        pos[i + inputs] = (1.9 * (i + 1), top * (0.55 - 1.1 * i / max(nodes - 1, 1)))
     pos[-1] = (1.9 * (nodes + 1), 0.0)  # the cell output
     return pos
 
@@ -75,24 +74,30 @@ def _bezier(p0, p2, rad: float, t: float) -> tuple[float, float]:
             (1 - t) ** 2 * y0 + 2 * t * (1 - t) * cy + t * t * y2)
 
 
-def _state_name(state: int) -> str:
-    return {0: "k-2", 1: "k-1"}.get(state, str(state - 2))
+def _label(state: int, inputs: int) -> str:
+    """Inputs as c_{k-2}, c_{k-1} (DARTS) or "in" (NB201); nodes by their state number, as the genotype prints them."""
+    if state == -1:
+        return "$c_{k}$" if inputs == 2 else "out"
+    if state < inputs:
+        return ("$c_{k-2}$", "$c_{k-1}$")[state] if inputs == 2 else "in"
+    return str(state)
 
 
-def draw_cell(ax, pairs: Sequence[Sequence[Any]], concat: Sequence[int], nodes: int, title: str) -> None:
-    """One cell on a matplotlib axis: labelled nodes, an arrow per kept edge coloured by its op.
-
-    Inputs are the two previous cells' outputs c_{k-2}, c_{k-1}; intermediate nodes are numbered
-    from 0; dashed grey arrows show what the cell output c_{k} concatenates.
-    """
-    pos = _node_positions(nodes)
+def draw_cell(ax, cell: Any, nodes: int, inputs: int, title: str) -> None:
+    """One cell on a matplotlib axis: labelled states, an arrow per kept edge coloured by its op
+    (``none`` edges of an NB201 cell are left out), dashed grey arrows into the cell output."""
+    pos = _node_positions(nodes, inputs)
     box = {"boxstyle": "round,pad=0.35", "linewidth": 1.0, "edgecolor": "#444444"}
     for state, (x, y) in pos.items():
-        label = {0: "$c_{k-2}$", 1: "$c_{k-1}$", -1: "$c_{k}$"}.get(state, str(state - 2))
-        face = "#fde9c9" if state in (0, 1) else "#d9e8f5" if state >= 2 else "#fff2a8"
-        ax.text(x, y, label, ha="center", va="center", fontsize=10, zorder=3, bbox={**box, "facecolor": face})
-    for k, (op, src) in enumerate(pairs):
-        p0, p2 = pos[int(src)], pos[k // 2 + 2]
+        face = "#fde9c9" if 0 <= state < inputs else "#d9e8f5" if state >= inputs else "#fff2a8"
+        ax.text(x, y, _label(state, inputs), ha="center", va="center", fontsize=10, zorder=3,
+                bbox={**box, "facecolor": face})
+    seen: dict[int, int] = {}
+    for op, src, dst in cell.edges:
+        k = seen[dst] = seen.get(dst, -1) + 1
+        if op == "none":
+            continue
+        p0, p2 = pos[int(src)], pos[int(dst)]
         rad = 0.2 if k % 2 == 0 else -0.2
         color = _color(str(op))
         ax.annotate("", xy=p2, xytext=p0, zorder=2,
@@ -102,26 +107,46 @@ def draw_cell(ax, pairs: Sequence[Sequence[Any]], concat: Sequence[int], nodes: 
         lx, ly = _bezier(p0, p2, rad, 0.5 if short else 0.62)
         ax.text(lx, ly, str(op), ha="center", va="center", fontsize=7, color=color, zorder=4,
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
-    for state in concat:
+    for state in cell.concat:
         ax.annotate("", xy=pos[-1], xytext=pos[int(state)], zorder=1,
                     arrowprops={"arrowstyle": "-|>", "color": "#999999", "lw": 0.8, "linestyle": "--",
                                 "shrinkA": 14, "shrinkB": 14})
     ax.set_title(title, fontsize=11)
     ax.set_xlim(-0.8, pos[-1][0] + 0.8)
-    ax.set_ylim(-pos[0][1] - 0.6, pos[0][1] + 0.6)
+    top = max(y for _, y in pos.values())
+    ax.set_ylim(-top - 0.6, top + 0.6)
     ax.axis("off")
 
 
+def _edge_state(state: int) -> str:
+    """A state as the alpha heatmaps name it: k-2, k-1 for the inputs, then the node's index."""
+    return {0: "k-2", 1: "k-1"}.get(state, str(state - 2))
+
+
+def _cell_title(name: str, cell: Any, shared_types: int) -> str:
+    skips = sum(1 for op, _, _ in cell.edges if op == "skip_connect")
+    if shared_types == 1:
+        kind = "cell"
+    else:
+        kind = {"normal": "normal cell", "reduce": "reduction cell"}.get(
+            name, f"{name} ({'reduction' if cell.reduction else 'normal'})")
+    return f"{kind} ({skips} skip)"
+
+
 def plot_genotype(genotype: Genotype, path: str | Path, title: str = "") -> Path:
-    """Normal and reduction cell of a genotype, side by side, in one PNG."""
+    """Every cell of a genotype (normal and reduction, the NB201 cell, or one per position) in one PNG."""
     plt = _pyplot()
+    names = list(genotype.cells)
+    columns = min(len(names), 4)
+    rows = -(-len(names) // columns)
     width = 2.0 + 1.9 * genotype.nodes
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 1.6 + 0.9 * genotype.nodes))
-    for ax, cell in zip(axes, ("normal", "reduce")):
-        pairs, concat = getattr(genotype, cell), getattr(genotype, f"{cell}_concat")
-        skips = sum(1 for op, _ in pairs if op == "skip_connect")
-        name = "normal cell" if cell == "normal" else "reduction cell"
-        draw_cell(ax, pairs, concat, genotype.nodes, f"{name} ({skips} skip)")
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * width, rows * (1.6 + 0.9 * genotype.nodes)),
+                             squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        cell = genotype.cells[name]
+        draw_cell(ax, cell, genotype.nodes, genotype.inputs, _cell_title(name, cell, len(names)))
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=12)
     return _save(fig, path)
@@ -133,18 +158,19 @@ def edge_labels(edges: int) -> list[str]:
     nodes = int(round((-3 + math.sqrt(9 + 8 * edges)) / 2))
     if nodes * (nodes + 3) // 2 != edges:
         return [str(e) for e in range(edges)]
-    return [f"{_state_name(src)} -> {i}" for i in range(nodes) for src in range(i + 2)]
+    return [f"{_edge_state(src)} -> {i}" for i in range(nodes) for src in range(i + 2)]
 
 
 def plot_alphas(alphas: Mapping[str, Any], path: str | Path, title: str = "", epoch: int = -1) -> Path:
-    """Heatmaps of the softmaxed alphas (edges x ops) of one epoch, normal and reduction cell.
+    """Heatmaps of the mixing weights (edges x ops) of one epoch, one per alpha kind.
 
-    ``alphas`` is an ``alphas.npz`` (or a dict alike): ``normal`` and ``reduce`` of shape
-    (epochs, edges, ops) and ``ops``, the op names.
+    ``alphas`` is an ``alphas.npz`` (or a dict alike): per kind (``normal`` and ``reduce``, or
+    ``cell0``, ...) an array of shape (epochs, edges, ops), and ``ops``, the op names.
     """
     plt = _pyplot()
     ops = [str(o) for o in np.asarray(alphas["ops"]).tolist()]
-    cells = [(cell, np.asarray(alphas[cell])) for cell in ("normal", "reduce") if cell in alphas]
+    names = [k for k in getattr(alphas, "files", list(alphas)) if k != "ops" and not k.startswith("edges_")]
+    cells = [(cell, np.asarray(alphas[cell])) for cell in names[:8]]  # the first 8 of per-position cells
     edges = cells[0][1].shape[-2]
     fig, axes = plt.subplots(1, len(cells), figsize=(1.1 * len(ops) * len(cells) + 1.5, 0.42 * edges + 2.2),
                              squeeze=False)

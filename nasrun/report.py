@@ -78,8 +78,18 @@ class Run:
             if r.get("wall_seconds") is not None:
                 out["retrain_hours"] = r["wall_seconds"] / 3600
             if out["skip_normal"] is None and r.get("genotype"):
-                out["skip_normal"] = sum(1 for op, _ in r["genotype"].get("normal", []) if op == "skip_connect")
+                out["skip_normal"] = _skips(r["genotype"])
         return out
+
+
+def _skips(genotype: Any) -> Optional[int]:
+    """Skip connections in the normal cells of a genotype payload (either file format)."""
+    from nasrun.genotype import Genotype
+
+    try:
+        return Genotype.from_dict(genotype, source="result.json").count("skip_connect", "normal")
+    except Exception:  # noqa: BLE001 - a summary column; an unreadable genotype leaves it empty
+        return None
 
 
 @dataclass

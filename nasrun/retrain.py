@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from omegaconf import OmegaConf
 
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
@@ -22,7 +23,8 @@ from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
 from nasrun.lifecycle import recorded
 from nasrun.memory import check_fits
-from nasrun.nets import NetworkCIFAR, count_macs, count_parameters
+from nasrun.nets import build_network as network_for
+from nasrun.nets import count_macs, count_parameters
 from nasrun.runs import (
     METRICS,
     RunFolder,
@@ -34,6 +36,7 @@ from nasrun.runs import (
     seed_everything,
     set_rng_state,
 )
+from nasrun.spaces.ops import NOISE
 from nasrun.training import evaluate, sgd_step
 
 log = logging.getLogger(__name__)
@@ -110,16 +113,19 @@ def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None,
     """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys."""
     genotype, run_folder, dataset = resolve_inputs(cfg)
     cfg, unified = unify_recipe(replace(cfg, dataset=dataset), run_folder)
+    if not genotype.shared and cfg.recipe.layers != len(genotype.cells):
+        raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: the genotype has its own cell for each "
+                          f"of {len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")
     return cfg, genotype, run_folder, unified
 
 
-def build_network(genotype: Genotype, cfg: NasrunConf, dataset: DatasetConf) -> NetworkCIFAR:
+def build_network(genotype: Genotype, cfg: NasrunConf, dataset: DatasetConf) -> nn.Module:
     r = cfg.recipe
-    return NetworkCIFAR(genotype, r.C, dataset.num_classes, r.layers, r.auxiliary,
-                        in_channels=dataset.in_channels, input_size=dataset.image_size)
+    return network_for(genotype, r.C, dataset.num_classes, r.layers, r.auxiliary, in_channels=dataset.in_channels,
+                       input_size=dataset.image_size)
 
 
-def describe_network(model: NetworkCIFAR, dataset: DatasetConf) -> dict:
+def describe_network(model: nn.Module, dataset: DatasetConf) -> dict:
     shape = (dataset.in_channels, dataset.image_size, dataset.image_size)
     return {
         "params": count_parameters(model),
@@ -157,6 +163,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
     check_fits(lambda: build_network(genotype, cfg, dataset_cfg), device,
                f"the network (recipe.C={r.C}, recipe.layers={r.layers})")
     seed_everything(cfg.seed)
+    NOISE.seed(cfg.seed)
     data = load_dataset(dataset_cfg)
     if r.cutout >= dataset_cfg.image_size:
         log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
@@ -170,7 +177,8 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
     model = model.to(device)
     if not model.auxiliary_enabled and r.auxiliary:
         log.warning("auxiliary head disabled: %s", model.auxiliary_note)
-    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
+                          nesterov=r.nesterov)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs, eta_min=r.lr_min)
     start_epoch, elapsed_before = 0, 0.0
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
@@ -180,6 +188,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         sched.load_state_dict(ckpt["scheduler"])
         stream.load_state_dict(ckpt["stream"])
         set_rng_state(ckpt["rng"], device)  # drop path draws its masks on the device: CUDA's state too
+        NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())
         start_epoch, elapsed_before = ckpt["epoch"] + 1, float(ckpt["elapsed"])
         progress["epoch"] = ckpt["epoch"]
         log.info("resuming %s after epoch %d", run.path, start_epoch)
@@ -203,7 +212,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         run.save_checkpoint(
             {"config": config, "epoch": epoch, "elapsed": elapsed_before + (time.time() - started),
              "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "stream": stream.state_dict(), "rng": rng_state(device)}
+             "stream": stream.state_dict(), "rng": rng_state(device), "noise": NOISE.state_dict()}
         )
         progress["epoch"] = epoch
         log.info("epoch %d/%d  train_acc %.4f  test_acc %.4f  %.1fs", epoch + 1, r.epochs, row["train_acc"],

@@ -36,6 +36,7 @@ from nasrun.runs import (
 )
 from nasrun.memory import check_fits
 from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
+from nasrun.spaces.ops import NOISE
 from nasrun.training import Progress, evaluate, sgd_step
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     check_fits(lambda: build_supernet(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, deepest), device,
                f"the supernet (supernet.C={cfg.supernet.C}, {deepest} cells)")
     seed_everything(cfg.seed)
+    NOISE.seed(cfg.seed)  # R-DARTS S4's noise op: its own stream, kept in the checkpoint
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
     state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device)
@@ -123,7 +125,7 @@ def _next_stage(state: SearchState, run: RunFolder, stage: int) -> None:
 
 
 def _end_stage(state: SearchState, run: RunFolder) -> None:
-    record = state.schedule.end_stage(state.model, state.stage, state.cfg.space.name)
+    record = state.schedule.end_stage(state.model, state.stage)
     state.stages.append(record)
     atomic_write_json(run.path / STAGES, [public(r) for r in state.stages])
     log.info("stage %d/%d done: %d ops per edge kept; genotype %s", state.stage + 1, len(state.schedule.stages),
@@ -143,7 +145,7 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
     val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,
                                  state.device)
     seconds = time.time() - t0
-    genotype = model.genotype(cfg.space.name)
+    genotype = model.genotype()
     state.record_alphas()
     row = _metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds)
     run.append(METRICS, row)
@@ -171,8 +173,7 @@ def _metrics_row(state: SearchState, plan: EpochPlan, lr: float, stats: dict, va
         **stats,
         "val_loss": val_loss,
         "val_acc": val_acc,
-        "alpha_entropy_normal": alpha_entropy(mix["normal"]),
-        "alpha_entropy_reduce": alpha_entropy(mix["reduce"]),
+        **{f"alpha_entropy_{kind}": alpha_entropy(w) for kind, w in mix.items()},
         "skip_normal": genotype.count("skip_connect", "normal"),
         "skip_reduce": genotype.count("skip_connect", "reduce"),
         "param_free_normal": genotype.count_parameter_free("normal"),
@@ -257,7 +258,7 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
     last_row = rows[-1] if rows else {}
     if state.schedule.staged:
         _end_stage(state, run)
-    genotype, refinement = state.schedule.final_genotype(state.model, cfg.space.name)
+    genotype, refinement = state.schedule.final_genotype(state.model)
     genotype.save(run.path / "genotype.json")
     _draw_cells(genotype, run.path / "cells.png", f"{cfg.method.name} on {dataset_cfg.name}, seed {cfg.seed}")
     split = {"seed": cfg.seed, "fraction": dataset_cfg.search_split, "train": len(train_idx), "val": len(val_idx),

@@ -17,6 +17,8 @@ from nasrun.config import NasrunConf
 from nasrun.methods import Estimator, Perturbation, make_alpha_map
 from nasrun.methods.schedules import Schedule
 from nasrun.runs import rng_state, set_rng_state
+from nasrun.spaces.ops import NOISE
+from nasrun.spaces.space import Space
 from nasrun.supernet import SuperNet
 
 #: What a search checkpoint must hold, with the type of each entry (checked before resuming).
@@ -31,9 +33,9 @@ def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: 
                    edge_ops: Optional[dict] = None) -> SuperNet:
     """The supernet of one stage, with the run's alpha map."""
     net = cfg.supernet
-    return SuperNet(net.C, num_classes, layers, cfg.space.ops, nodes=net.nodes, in_channels=in_channels,
-                    stem_multiplier=net.stem_multiplier, partial_channels=net.partial_channels,
-                    edge_norm=net.edge_norm, edge_ops=edge_ops, alpha_map=make_alpha_map(cfg.alpha_map))
+    return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
+                    partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
+                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space))
 
 
 class SearchState:
@@ -74,6 +76,7 @@ class SearchState:
             "train_stream": self.train_stream.state_dict(),
             "val_stream": self.val_stream.state_dict(),
             "rng": rng_state(self.device),
+            "noise": NOISE.state_dict(),
             "stage": self.stage,
             "edge_ops": self.model.edge_ops,
             "stages": self.stages,
@@ -92,6 +95,7 @@ class SearchState:
         self.train_stream.load_state_dict(ckpt["train_stream"])
         self.val_stream.load_state_dict(ckpt["val_stream"])
         set_rng_state(ckpt["rng"], self.device)
+        NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())  # absent before spaces had noise
         self.estimator.load_state_dict(ckpt.get("estimator") or {})  # absent before ZARTS kept state
         self.history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
         self.epoch, self.elapsed = ckpt["epoch"] + 1, float(ckpt["elapsed"])

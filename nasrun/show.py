@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Optional
 
 from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
@@ -31,6 +32,32 @@ def _plot_path(plot_to: str, genotype_spec: str) -> Path:
     return path
 
 
+def space_config(genotype: Any, run_folder: Optional[Path]) -> Any:
+    """The space a genotype was searched in: the search run's own config, else the shipped space of that name."""
+    from nasrun.config import SpaceConf
+    from nasrun.retrain import saved_search_config
+
+    saved = (saved_search_config(run_folder) or {}).get("space")
+    if isinstance(saved, dict):
+        return SpaceConf(**saved)
+    return to_typed(compose("retrain", ["genotype=DARTS_V2", f"space={genotype.space}"])).space
+
+
+def describe_space(genotype: Any, run_folder: Optional[Path]) -> str:
+    """One line: the space and how many architectures it holds (exact, and as a power of ten)."""
+    import math
+
+    from nasrun.spaces.space import Space
+
+    space = Space(space_config(genotype, run_folder))
+    layers = len(genotype.cells) if not genotype.shared else 3
+    size = space.size(layers)
+    where = f", {layers} cells" if not genotype.shared else ""
+    note = "" if genotype.space_hash in (None, space.hash()) else "; the space's description has changed since"
+    return (f"space: {space.name} ({space.derivation} derivation, {space.sharing} cells{where}): {size:,} "
+            f"architectures (10^{math.log10(size):.2f}){note}")
+
+
 def show(args: list[str]) -> None:
     """Print the genotype, its network's parameters and multiply-adds; draw its cells with --plot."""
     from nasrun.genotype import PUBLISHED
@@ -48,6 +75,7 @@ def show(args: list[str]) -> None:
 
     genotype, run_folder, dataset = resolve_inputs(typed)
     info = describe_network(build_network(genotype, typed, dataset), dataset)
+    space_line = describe_space(genotype, run_folder)
     r = typed.recipe
     print(f"genotype: {typed.genotype}" + (f"  (search run {run_folder})" if run_folder else ""))
     print(genotype)
@@ -57,6 +85,7 @@ def show(args: list[str]) -> None:
     print(f"parameters: {info['params'] / 1e6:.2f}M ({info['params']:,}) without the auxiliary head"
           + (f"; auxiliary head {aux:,} more" if aux else ""))
     print(f"multiply-adds: {info['macs'] / 1e6:.1f}M per image (inference, auxiliary head not run)")
+    print(space_line)
     if path is not None:
         from nasrun.plot import plot_genotype
 

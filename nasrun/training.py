@@ -24,15 +24,17 @@ def checked(loss: Tensor, lr: float) -> float:
     return value
 
 
-def sgd_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Tensor], grad_clip: float,
+def sgd_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Tensor], grad_clip: Optional[float],
              lr: float, clear: Sequence[Tensor] = ()) -> float:
-    """Backward, clip the global gradient norm of ``params``, step. ``clear``: tensors whose grad is dropped."""
+    """Backward, clip the global gradient norm of ``params`` (None: no clipping), step. ``clear``: tensors whose
+    grad is dropped."""
     optimizer.zero_grad(set_to_none=True)
     value = checked(loss, lr)
     loss.backward()
     for p in clear:
         p.grad = None
-    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return value
 

@@ -20,7 +20,7 @@ TINY_SEARCH = [
     "search.batch_size=32",
     "supernet.C=2",
     "supernet.layers=3",
-    "supernet.nodes=2",
+    "space.nodes=2",
     "space.ops=[none,max_pool_3x3,skip_connect,sep_conv_3x3]",
     "progress=false",
 ]

@@ -1,13 +1,20 @@
 """Genotype derivation, JSON round trip and validation, published cells, resolving genotype= values."""
 
 import json
+import os
+import re
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+import nasrun.conf
 from nasrun.errors import GenotypeError
-from nasrun.genotype import FORMAT, PUBLISHED, Genotype, derive, resolve_genotype
+from nasrun.genotype import FORMAT, FORMAT_V1, PUBLISHED, Genotype, known_spaces, resolve_genotype
+from nasrun.nets.cifar import NetworkCIFAR
 from nasrun.spaces import DARTS_OPS
+from nasrun.spaces.space import derive
 
 OPS = list(DARTS_OPS)
 IDX = {op: k for k, op in enumerate(OPS)}
@@ -74,8 +81,12 @@ def test_json_round_trip(tmp_path):
     g = PUBLISHED["PDARTS"]
     d = g.to_dict()
     assert d == json.loads(json.dumps(d))
-    assert list(d) == ["format", "space", "ops", "nodes", "normal", "normal_concat", "reduce", "reduce_concat", "cells"]
-    assert d["format"] == FORMAT and d["cells"] is None
+    assert list(d) == ["format", "space", "space_hash", "ops", "nodes", "inputs", "cells", "nb201"]
+    assert d["format"] == FORMAT == "nasrun.genotype/2" and d["nb201"] is None
+    assert list(d["cells"]) == ["normal", "reduce"]
+    assert d["cells"]["normal"] == {"edges": [[op, src, 2 + k // 2] for k, (op, src) in enumerate(g.normal)],
+                                    "concat": [2, 3, 4, 5], "reduction": False}
+    assert d["cells"]["reduce"]["reduction"] is True
     assert Genotype.from_dict(d) == g
     path = tmp_path / "genotype.json"
     g.save(path)
@@ -86,6 +97,23 @@ def test_json_round_trip(tmp_path):
     assert hash(Genotype.from_dict(json.loads(json.dumps(d)))) == hash(g)
 
 
+def test_format_v1_files_still_load(tmp_path):
+    g = PUBLISHED["PDARTS"]
+    d = _v1(g)
+    assert d["format"] == FORMAT_V1 == "nasrun.genotype/1"
+    assert Genotype.from_dict(d) == g
+    path = _write(tmp_path, json.dumps(d))
+    assert Genotype.load(path) == g
+    assert hash(Genotype.load(path)) == hash(g)
+
+
+def _v1(g):
+    """A genotype as a ``nasrun.genotype/1`` file: shared cells as ``[op, input]`` pairs."""
+    return {"format": FORMAT_V1, "space": g.space, "ops": list(g.ops), "nodes": g.nodes,
+            "normal": [list(p) for p in g.normal], "normal_concat": list(g.normal_concat),
+            "reduce": [list(p) for p in g.reduce], "reduce_concat": list(g.reduce_concat), "cells": None}
+
+
 def _write(tmp_path, text):
     path = tmp_path / "genotype.json"
     path.write_text(text)
@@ -93,7 +121,8 @@ def _write(tmp_path, text):
 
 
 def _broken(**changes):
-    d = PUBLISHED["DARTS_V2"].to_dict()
+    """A format-/1 payload of DARTS_V2 with fields changed (KeyError deletes one)."""
+    d = _v1(PUBLISHED["DARTS_V2"])
     for k, v in changes.items():
         if v is KeyError:
             del d[k]
@@ -103,7 +132,7 @@ def _broken(**changes):
 
 
 def _pairs(cell, k, value):
-    pairs = [list(p) for p in PUBLISHED["DARTS_V2"].to_dict()[cell]]
+    pairs = [list(p) for p in _v1(PUBLISHED["DARTS_V2"])[cell]]
     pairs[k] = value
     return pairs
 
@@ -116,11 +145,11 @@ BROKEN = [
     (_broken(normal=_pairs("normal", 0, ["sep_conv_3x3"])), r"normal\[0\]: expected \[op, input\]"),
     (_broken(normal=_pairs("normal", 0, ["sep_conv_3x3", 1.0])), r"normal\[0\]: expected \[op, input\]"),
     (_broken(normal=_pairs("normal", 0, ["sep_conv_3x3", True])), r"normal\[0\]: expected \[op, input\]"),
-    (_broken(normal=PUBLISHED["DARTS_V2"].to_dict()["normal"][:7]), r"normal: expected 8 entries .*got 7"),
+    (_broken(normal=_v1(PUBLISHED["DARTS_V2"])["normal"][:7]), r"normal: expected 8 entries .*got 7"),
     (_broken(normal_concat=[2, 3, 4, 6]), r"normal_concat\[3\]: expected a state index in 0\.\.5, got 6"),
     (_broken(reduce_concat=[]), r"reduce_concat: expected a non-empty list"),
     (_broken(reduce_concat=[2, 2]), r"reduce_concat: state indices must be distinct"),
-    (_broken(format="nasrun.genotype/9"), r"format: expected 'nasrun.genotype/1', got 'nasrun.genotype/9'"),
+    (_broken(format="nasrun.genotype/9"), r"format: expected 'nasrun.genotype/2' \(or 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
     (_broken(format=KeyError), r"missing key\(s\) 'format'"),
     (_broken(reduce=KeyError), r"missing key\(s\) 'reduce'"),
     (_broken(normal_conact=[2, 3]), r"unknown key\(s\) 'normal_conact'"),
@@ -135,6 +164,67 @@ BROKEN = [
 
 @pytest.mark.parametrize("payload,message", BROKEN)
 def test_broken_files_give_precise_errors(tmp_path, payload, message):
+    path = _write(tmp_path, json.dumps(payload))
+    with pytest.raises(GenotypeError, match=message) as info:
+        Genotype.load(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def _broken_v2(**changes):
+    """A format-/2 payload of DARTS_V2 with top-level fields changed (KeyError deletes one)."""
+    d = PUBLISHED["DARTS_V2"].to_dict()
+    for k, v in changes.items():
+        if v is KeyError:
+            del d[k]
+        else:
+            d[k] = v
+    return d
+
+
+def _edge(cell, k, value):
+    d = PUBLISHED["DARTS_V2"].to_dict()
+    d["cells"][cell]["edges"][k] = value
+    return d
+
+
+def _cell_field(cell, key, value):
+    d = PUBLISHED["DARTS_V2"].to_dict()
+    d["cells"][cell][key] = value
+    return d
+
+
+BROKEN_V2 = [
+    (_edge("normal", 3, ["sep_conv_9x9", 1, 3]), r"cells\.normal\.edges\[3\]: op 'sep_conv_9x9' is not in ops"),
+    (_edge("normal", 3, ["none", 1, 3]), r"cells\.normal\.edges\[3\]: op 'none' is not an edge of a DARTS cell"),
+    (_edge("reduce", 2, ["skip_connect", 4, 3]),
+     r"cells\.reduce\.edges\[2\]: source 4 must be an earlier state than the target 3 \(0\.\.2\)"),
+    (_edge("reduce", 2, ["skip_connect", -1, 3]), r"cells\.reduce\.edges\[2\]: source -1 must be an earlier state"),
+    (_edge("normal", 0, ["sep_conv_3x3", 0]), r"cells\.normal\.edges\[0\]: expected \[op, source, target\]"),
+    (_edge("normal", 0, ["sep_conv_3x3", 1.0, 2]), r"cells\.normal\.edges\[0\]: expected \[op, source, target\]"),
+    (_edge("normal", 0, ["sep_conv_3x3", True, 2]), r"cells\.normal\.edges\[0\]: expected \[op, source, target\]"),
+    (_edge("normal", 0, ["sep_conv_3x3", 0, 6]), r"cells\.normal\.edges\[0\]: target 6 is not a node: allowed 2\.\.5"),
+    (_cell_field("normal", "edges", [e for e in PUBLISHED["DARTS_V2"].to_dict()["cells"]["normal"]["edges"]
+                                     if e[2] != 4]), r"cells\.normal\.edges: node 4 has no incoming edge"),
+    (_cell_field("normal", "concat", [2, 3, 4, 6]), r"cells\.normal\.concat\[3\]: expected a state index in 0\.\.5, got 6"),
+    (_cell_field("reduce", "concat", []), r"cells\.reduce\.concat: expected a non-empty list"),
+    (_cell_field("reduce", "concat", [2, 2]), r"cells\.reduce\.concat: state indices must be distinct"),
+    (_cell_field("reduce", "concat", [0, 1]), r"cells\.reduce\.concat\[0\]: expected a state index in 2\.\.5, got 0"),
+    (_cell_field("reduce", "reduction", False), r"cells\.reduce\.reduction: expected true for the reduce cell"),
+    (_broken_v2(format="nasrun.genotype/9"),
+     r"format: expected 'nasrun.genotype/2' \(or 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
+    (_broken_v2(cells=KeyError), r"missing key\(s\) 'cells'"),
+    (_broken_v2(normal_conact=[2, 3]), r"unknown key\(s\) 'normal_conact'"),
+    (_broken_v2(ops=OPS + ["warp_drive"]), r"ops\[8\]: unknown op 'warp_drive'"),
+    (_broken_v2(ops=OPS + ["none"]), r"ops: op names must be distinct, repeated: none"),
+    (_broken_v2(nodes="4"), r"nodes: expected an integer >= 1, got '4'"),
+    (_broken_v2(space=3), r"space: expected a non-empty string"),
+    (_broken_v2(cells=[]), r"cells: expected an object of named cells"),
+    (_broken_v2(inputs=3), r"inputs: expected 1 \(NB201 cells\) or 2 \(DARTS cells\), got 3"),
+]
+
+
+@pytest.mark.parametrize("payload,message", BROKEN_V2)
+def test_broken_v2_files_give_precise_errors(tmp_path, payload, message):
     path = _write(tmp_path, json.dumps(payload))
     with pytest.raises(GenotypeError, match=message) as info:
         Genotype.load(path)
@@ -161,12 +251,15 @@ def test_python_literal_is_not_evaluated(tmp_path):
 
 
 def test_optional_fields_default_and_repeated_sources_allowed():
-    d = PUBLISHED["DARTS_V2"].to_dict()
+    d = _v1(PUBLISHED["DARTS_V2"])
     for k in ("space", "ops", "nodes", "cells"):
         del d[k]
     d["normal"][0] = ["sep_conv_3x3", 1]  # same source twice in node 0: allowed
     g = Genotype.from_dict(d)
     assert g.space == "darts" and g.ops == DARTS_OPS and g.nodes == 4
+    assert g.normal[:2] == (("sep_conv_3x3", 1), ("sep_conv_3x3", 1))
+    assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g  # and it round-trips through /2
+    assert _builds(g) == (2, 10)
 
 
 def test_direct_construction_is_validated():
@@ -241,3 +334,180 @@ def test_resolve_bad_values(tmp_path):
     broken = _write(tmp_path, "{}")
     with pytest.raises(GenotypeError, match="missing key"):
         resolve_genotype(str(broken))
+
+
+# ------------------------------------------------- robustness of loading (untrusted files)
+MAX_NODES = 32  # the bounds a genotype file may ask for (nodes per cell, bytes per file)
+MAX_FILE_BYTES = 1 << 20
+
+
+def _load_error(tmp_path, data) -> str:
+    """Load bytes or a payload from a file; return the GenotypeError message (it must name the file)."""
+    path = tmp_path / "genotype.json"
+    path.write_bytes(data if isinstance(data, bytes) else json.dumps(data).encode())
+    started = time.perf_counter()
+    with pytest.raises(GenotypeError) as info:
+        Genotype.load(path)
+    assert time.perf_counter() - started < 1.0  # hang guard
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and len(message) < 800
+    return message[len(str(path)) + 2:]
+
+
+def _consistent(nodes):
+    """A payload whose cells and concat agree with ``nodes`` (so only the size can be refused)."""
+    pairs = [["sep_conv_3x3", 0], ["skip_connect", 1]] * nodes
+    return _broken(nodes=nodes, normal=pairs, reduce=pairs, normal_concat=list(range(2, nodes + 2)),
+                   reduce_concat=list(range(2, nodes + 2)))
+
+
+def test_too_many_nodes_or_ops_refused_quickly(tmp_path):
+    assert _load_error(tmp_path, _consistent(2000)) == \
+        "nodes: 2000 nodes is out of range; allowed: 1..32 nodes per cell (DARTS cells have 4)"
+    assert _load_error(tmp_path, _broken(ops=["none"] * 100_000)).startswith(
+        "ops: 100000 entries, at most 64 are allowed (known ops: none, max_pool_3x3,")
+    assert _load_error(tmp_path, _broken(ops=[f"op{k}" for k in range(60_000)])).startswith("ops: 60000 entries")
+    assert _load_error(tmp_path, _broken(normal=[["x", 0]] * 60_000)) == \
+        "normal: expected 8 entries (2 per node for 4 nodes), got 60000"
+    assert _load_error(tmp_path, _broken(normal=[["sep_conv_3x3", 0]] * 100_000)).startswith(
+        "larger than 1048576 bytes")  # a genotype.json is a few kilobytes: not even parsed
+    assert _load_error(tmp_path, _broken(reduce_concat=[2] * 100_000)) == \
+        "reduce_concat: 100000 entries, but a cell of 4 nodes has only 6 states"
+    assert Genotype.from_dict(_consistent(MAX_NODES)).nodes == 32
+    with pytest.raises(GenotypeError, match=r"^Genotype: nodes: 33 nodes is out of range"):
+        Genotype(**{k: v for k, v in _consistent(33).items() if k not in ("format", "cells")})
+
+
+def test_huge_integers_and_deep_nesting_name_the_field(tmp_path):
+    text = json.dumps(_broken(nodes=123456789)).replace("123456789", "9" * 5000)
+    assert _load_error(tmp_path, text.encode()).startswith("nodes: <integer with 5000 digits> nodes is out of range")
+    text = json.dumps(_broken(normal_concat=[2, 3, 4, 123456789])).replace("123456789", "-" + "9" * 5000)
+    assert _load_error(tmp_path, text.encode()) == \
+        "normal_concat[3]: expected a state index in 0..5, got <integer with 5000 digits>"
+    text = json.dumps(_broken(reduce=_pairs("reduce", 5, ["max_pool_3x3", 123456789])))
+    assert _load_error(tmp_path, text.replace("123456789", "1" * 5000).encode()).startswith(
+        "reduce[5]: input <integer with 5000 digits> is out of range for node 2 (state 4): allowed 0..3")
+    nested = json.dumps(_broken(normal=[])).replace('"normal": []', '"normal": [' + "[" * 100_000 + "]" * 100_001)
+    assert _load_error(tmp_path, nested.encode()).startswith("normal[0]: nested too deeply")
+    assert _load_error(tmp_path, b"[" * 100_000).startswith("the top-level value: nested too deeply")
+    # nesting the parser still reads is refused by the field's own check, with a shortened echo
+    nested = json.dumps(_broken(normal_concat=[])).replace("[]", "[" * 500 + "]" * 500)
+    assert _load_error(tmp_path, nested.encode()) == "normal_concat[0]: expected a state index in 0..5, got [[[[...]]]]"
+
+
+def test_echoed_values_are_shortened(tmp_path):
+    message = _load_error(tmp_path, _broken(ops=OPS + ["x" * 100_000]))
+    assert message.startswith("ops[8]: unknown op 'xxxx") and "xx...xx" in message and "known ops: none," in message
+    message = _load_error(tmp_path, _broken(**{"y" * 100_000: 1}))
+    assert message.startswith("unknown key(s) 'yyy") and "...; allowed keys: format, space" in message
+
+
+KEYS = "format, space, ops, nodes, normal, normal_concat, reduce, reduce_concat, cells"
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"", "the file is empty; expected a JSON object with keys format, space,"),
+    (b"  \n\t", "the file is empty"),
+    (b"null", f"expected a JSON object with keys {KEYS}, got null"),
+    (b"[1, 2]", f"expected a JSON object with keys {KEYS}, got a list"),
+    (b'"DARTS"', "expected a JSON object"),
+    (b'{"format": "nasrun.genotype/1", "nor', "not valid JSON: Unterminated string starting at line 1, column 33"),
+    (b'{"format": "\xff\xfe"}', "not a text (UTF-8) file: invalid start byte at byte 12"),
+    (b"\x80" * 10, "not a text (UTF-8) file: invalid start byte at byte 0"),
+])
+def test_unreadable_contents_name_the_file(tmp_path, data, message):
+    assert _load_error(tmp_path, data).startswith(message)
+
+
+def test_byte_order_mark_is_tolerated(tmp_path):
+    path = tmp_path / "genotype.json"
+    path.write_bytes(b"\xef\xbb\xbf" + PUBLISHED["PDARTS"].to_json().encode())
+    assert Genotype.load(path) == PUBLISHED["PDARTS"]
+
+
+def test_oversized_file_and_pipe_are_not_read(tmp_path):
+    assert _load_error(tmp_path, b" " * (MAX_FILE_BYTES + 1)).startswith(f"larger than {MAX_FILE_BYTES} bytes")
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe.json"
+        os.mkfifo(fifo)
+        with pytest.raises(GenotypeError, match=r"pipe\.json: not a regular file"):
+            Genotype.load(fifo)  # opening a pipe with no writer would block forever
+
+
+def test_space_must_be_a_known_space(tmp_path):
+    yaml_names = sorted(p.stem for p in (Path(nasrun.conf.__file__).parent / "space").glob("*.yaml"))
+    assert known_spaces() == tuple(yaml_names) and "darts" in yaml_names
+    allowed = ", ".join(yaml_names)
+    assert _load_error(tmp_path, _broken(space="nas201")) == \
+        f"space: unknown space 'nas201'; known spaces: {allowed} (the files in nasrun/conf/space/)"
+    assert _load_error(tmp_path, _broken(space=" ")).startswith("space: expected a non-empty string")
+    assert _load_error(tmp_path, _broken(space="DARTS")).startswith("space: unknown space 'DARTS'")
+    assert Genotype.from_dict(_broken(space="darts")) == PUBLISHED["DARTS_V2"]
+
+
+def _builds(g):
+    net = NetworkCIFAR(g, C=4, num_classes=10, layers=3, auxiliary=False, in_channels=3, input_size=8).eval()
+    with torch.no_grad():
+        logits, _ = net(torch.randn(2, 3, 8, 8))
+    return tuple(logits.shape)
+
+
+@pytest.mark.parametrize("concat,field", [([0, 1], "reduce_concat[0]"), ([2, 3, 1], "reduce_concat[2]")])
+def test_reduce_concat_of_cell_inputs_is_refused(tmp_path, concat, field):
+    message = _load_error(tmp_path, _broken(reduce_concat=concat))
+    assert message.startswith(f"{field}: state {concat[-1] if field.endswith('[2]') else 0} is a cell input; "
+                              "a reduction cell's output can only concatenate its nodes (states 2..5)")
+
+
+def test_concat_variants_that_build_are_accepted():
+    # normal cells may concatenate their inputs; nodes used by nothing are allowed (DARTS does that)
+    for normal_concat, reduce_concat in [([0, 1], [2, 3, 4, 5]), ([5, 0, 3], [4]), ([1], [5, 2])]:
+        g = Genotype.from_dict(_broken(normal_concat=normal_concat, reduce_concat=reduce_concat))
+        assert g.normal_concat == tuple(normal_concat) and _builds(g) == (2, 10)
+    for name in ("DARTS_V1", "DARTS_V2", "PDARTS", "PC_DARTS_cifar", "PC_DARTS_image"):
+        assert _builds(PUBLISHED[name]) == (2, 10)
+
+
+def _folder(tmp_path, result=None, files=()):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    if result is not None:
+        (run / "result.json").write_text(json.dumps(result))
+    for name in files:
+        (run / name).write_bytes(b"x")
+    return run
+
+
+@pytest.mark.parametrize("result,files,evidence", [
+    ({"status": "completed", "command": "retrain", "genotype_source": "DARTS_V2"}, ("model.pt",),
+     r"its result.json says command: retrain\); it retrained genotype=DARTS_V2;"),
+    ({"status": "failed", "reason": "boom", "config": {"genotype": "PDARTS"}}, (),
+     r"its result.json records the config of a retraining\);"),
+    (None, ("model.pt",), r"it holds model.pt and no genotype.json\);"),
+])
+def test_resolve_retrain_folder_says_so(tmp_path, result, files, evidence):
+    run = _folder(tmp_path, result, files)
+    with pytest.raises(GenotypeError) as info:
+        resolve_genotype(str(run))
+    message = str(info.value)
+    where = re.escape(str(run))
+    assert re.search(rf"^genotype='{where}': {where} is a retrain run folder \({evidence}", message)
+    assert "expected a search run folder (one holding genotype.json), a genotype.json file " \
+           "or a published name (DARTS_V1," in message
+    assert "did not finish" not in message
+
+
+def test_resolve_pipeline_folder_and_odd_specs(tmp_path):
+    job = tmp_path / "job"
+    (job / "search").mkdir(parents=True)
+    PUBLISHED["PDARTS"].save(job / "search" / "genotype.json")
+    where = re.escape(str(job))
+    with pytest.raises(GenotypeError, match=rf"^genotype='{where}': {where} is a pipeline job folder; "
+                                            rf"its genotype is in the search run folder {where}/search$"):
+        resolve_genotype(str(job))
+    with pytest.raises(GenotypeError, match=r"no such file or folder") as info:
+        resolve_genotype("/" + "x" * 10_000)  # too long for the OS: still a GenotypeError
+    assert len(str(info.value)) < 600
+    with pytest.raises(GenotypeError, match="no such file or folder"):
+        resolve_genotype("~no_such_user_here/genotype.json")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from nasrun.errors import GenotypeError
-from nasrun.genotype import MAX_NODES, PUBLISHED, Genotype
+from nasrun.genotype import PUBLISHED, Genotype
 from nasrun.nets.cifar import NetworkCIFAR
 from nasrun.spaces.ops import DARTS_OPS, OPS
 
@@ -26,6 +26,7 @@ CASES = 400
 SECONDS_PER_CASE = 1.0  # hang guard
 KEYS = ("format", "space", "ops", "nodes", "normal", "normal_concat", "reduce", "reduce_concat", "cells")
 HUGE_INT = "9" * 5000
+MAX_NODES = 32  # the most nodes per cell a genotype may ask for
 ODD_VALUES: list[Any] = [None, True, False, 0, -1, 3, 1.5, float("nan"), "", " ", "4", "darts",
                          [], {}, [[]], [None], {"a": 1}, 10**30, -(10**30), ["sep_conv_3x3", 0]]
 
@@ -37,10 +38,17 @@ def random_cell(rng: random.Random, nodes: int, ops: list[str]) -> list[list[Any
     return [[rng.choice(usable), rng.randint(0, i + 1)] for i in range(nodes) for _ in range(2)]
 
 
+def v1_payload(g: Genotype) -> dict[str, Any]:
+    """A genotype as a ``nasrun.genotype/1`` file: shared cells as ``[op, input]`` pairs."""
+    return {"format": "nasrun.genotype/1", "space": g.space, "ops": list(g.ops), "nodes": g.nodes,
+            "normal": [list(p) for p in g.normal], "normal_concat": list(g.normal_concat),
+            "reduce": [list(p) for p in g.reduce], "reduce_concat": list(g.reduce_concat), "cells": None}
+
+
 def random_payload(rng: random.Random) -> dict[str, Any]:
     """A valid payload: a published genotype, or random cells over a random vocabulary."""
     if rng.random() < 0.4:
-        return PUBLISHED[rng.choice(sorted(PUBLISHED))].to_dict()
+        return v1_payload(PUBLISHED[rng.choice(sorted(PUBLISHED))])
     ops = ["none"] + rng.sample(sorted(set(OPS) - {"none"}), rng.randint(1, 5))
     nodes = rng.randint(1, 5)
     d = {"format": "nasrun.genotype/1", "space": "darts", "ops": ops, "nodes": nodes,
@@ -125,8 +133,9 @@ def change_nodes(rng, d):
     nodes = rng.choice([0, -1, 1, 2, 3, 6, 8, MAX_NODES, MAX_NODES + 1, 2000])
     d["nodes"] = nodes
     if rng.random() < 0.7 and 0 < nodes <= 2000:
-        ops = d["ops"] if isinstance(d.get("ops"), list) and all(isinstance(o, str) for o in d["ops"]) else list(DARTS_OPS)
-        ops = ops if any(op != "none" for op in ops) else list(DARTS_OPS)
+        ops = d.get("ops")
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops) or set(ops) <= {"none"}:
+            ops = list(DARTS_OPS)
         for cell in ("normal", "reduce"):
             d[cell] = random_cell(rng, nodes, ops)
             d[f"{cell}_concat"] = list(range(2, nodes + 2))

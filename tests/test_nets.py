@@ -111,7 +111,7 @@ def test_drop_path_only_in_training():
 def test_drop_path_spares_identity():
     all_skip = Genotype(normal=(("skip_connect", 0), ("skip_connect", 1)) * 4, normal_concat=(2, 3, 4, 5),
                         reduce=DARTS_V2.reduce, reduce_concat=(2, 3, 4, 5))
-    cell = Cell(all_skip.normal, all_skip.normal_concat, 4, 8, 8, 4, reduction=False, reduction_prev=False)
+    cell = Cell(all_skip.cells["normal"], 4, 8, 8, 4, reduction=False, reduction_prev=False)
     assert all(isinstance(op, Identity) for op in cell.ops)
     cell.train()
     s0, s1 = torch.randn(3, 8, 4, 4), torch.randn(3, 8, 4, 4)

@@ -12,13 +12,27 @@ import torch
 from conftest import TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
 from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.genotype import derive
+from nasrun.genotype import Genotype
 from nasrun.retrain import run_retrain
 from nasrun.search import run_search
 from nasrun.spaces import DARTS_OPS
+from nasrun.spaces.space import Space, derive
 from nasrun.supernet import MixedOp, SuperNet, keep_strongest, refine_skips, skip_dropout_rate
 
 SKIP = DARTS_OPS.index("skip_connect")
+
+
+def refine(normal, reduce, ops, nodes, max_skips):
+    """Skip refinement of a shared normal and reduction cell whose edges all have ``ops``."""
+    space = Space.simple(ops, nodes)
+    edge_ops = [list(range(len(ops)))] * space.num_edges
+    return refine_skips(space, {"normal": normal, "reduce": reduce}, {"normal": edge_ops, "reduce": edge_ops},
+                        layers=3, max_skips=max_skips)
+
+
+def normal_pairs(genotype: dict):
+    """The ``(op, input)`` pairs of the normal cell of a genotype as written to JSON."""
+    return Genotype.from_dict(genotype).normal
 
 
 
@@ -49,12 +63,12 @@ def test_refinement_never_leaves_more_than_M_skips(seed):
     plain = derive(normal, reduce, DARTS_OPS)
     assert plain.count("skip_connect", "normal") > 2
     for M in range(0, 4):
-        genotype, family = refine_skips(normal, reduce, DARTS_OPS, 4, M)
+        genotype, family = refine(normal, reduce, DARTS_OPS, 4, M)
         assert genotype.count("skip_connect", "normal") <= M
         assert genotype.reduce == plain.reduce  # the reduction cell is left alone
         counts = [f["skips"] for f in family]
         assert counts == sorted(set(counts), reverse=True) and counts[0] == plain.count("skip_connect", "normal")
-    assert refine_skips(normal, reduce, DARTS_OPS, 4, 8)[0] == plain  # nothing to do
+    assert refine(normal, reduce, DARTS_OPS, 4, 8)[0] == plain  # nothing to do
 
 
 def test_refinement_strikes_the_weakest_skip_first():
@@ -65,11 +79,12 @@ def test_refinement_strikes_the_weakest_skip_first():
     assert derive(normal, normal, ops, nodes=2).count("skip_connect", "normal") == 4
     # M = 3: edge 3 (0.6) loses its skip, drops to 0.3 and gives its place to edge 4 (skip 0.5); that
     # skip goes next, and the tie between edges 3 and 4 (conv 0.3 each) keeps the lower source
-    genotype, family = refine_skips(normal, normal, ops, 2, 3)
+    genotype, family = refine(normal, normal, ops, 2, 3)
     assert genotype.normal == (("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_3x3", 1))
     assert [f["skips"] for f in family] == [4, 3, 2, 1, 0]  # the whole family is recorded, as the reference logs it
-    assert family[1]["genotype"]["normal"] == [list(p) for p in genotype.normal]
-    genotype, _ = refine_skips(normal, normal, ops, 2, 1)
+    assert normal_pairs(family[1]["genotype"]) == genotype.normal
+    assert Genotype.from_dict(family[1]["genotype"]) == genotype
+    genotype, _ = refine(normal, normal, ops, 2, 1)
     assert genotype.normal == (("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1))
 
 
@@ -142,7 +157,7 @@ def test_stages_grow_and_drop_ops(progressive: Path):
     assert rows[1]["skip_dropout"] == pytest.approx(0.1) and rows[2]["skip_dropout"] == pytest.approx(0.4 / 2)
     result = json.loads((progressive / "result.json").read_text())
     assert result["epochs"] == 6 and len(result["stages"]) == 3
-    assert result["genotype"]["normal"] and all(op != "skip_connect" for op, _ in result["genotype"]["normal"])
+    assert normal_pairs(result["genotype"]) and all(op != "skip_connect" for op, _ in normal_pairs(result["genotype"]))
     assert result["skip_refinement"]["max_skips"] == 0
     assert json.loads((progressive / "genotype.json").read_text()) == result["genotype"]
 
@@ -197,7 +212,7 @@ def test_preset_searches_and_retrains_on_digits(tmp_path: Path):
                                              "search.arch_warmup_epochs=0"]))
     result = run_search(cfg, tmp_path / "search")
     assert result["status"] == "completed" and result["method"] == "pdarts"
-    assert sum(op == "skip_connect" for op, _ in result["genotype"]["normal"]) <= 2
+    assert sum(op == "skip_connect" for op, _ in normal_pairs(result["genotype"])) <= 2
     retrain = run_retrain(to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", *TINY_RETRAIN])),
                           tmp_path / "retrain")
     assert retrain["status"] == "completed"
@@ -214,12 +229,12 @@ def test_progressive_schedule_composes_with_other_axes(tmp_path: Path, extra):
     result = run_search(cfg, tmp_path / "run")
     assert result["status"] == "completed" and len(result["stages"]) == 2
     assert [len(s["ops"]["normal"][0]) for s in result["stages"]] == [4, 2]
-    assert sum(op == "skip_connect" for op, _ in result["genotype"]["normal"]) <= 1
+    assert sum(op == "skip_connect" for op, _ in normal_pairs(result["genotype"])) <= 1
 
 
 def test_skip_refinement_applies_to_a_single_stage_search(tmp_path: Path):
     cfg = to_typed(compose("search", [*TINY_SYNTH, "search.epochs=1", "schedule.max_skips=0"]))
     result = run_search(cfg, tmp_path / "run")
-    assert all(op != "skip_connect" for op, _ in result["genotype"]["normal"])
+    assert all(op != "skip_connect" for op, _ in normal_pairs(result["genotype"]))
     assert result["skip_refinement"]["family"][-1]["skips"] == 0
     assert not (tmp_path / "run" / "stages.json").exists()

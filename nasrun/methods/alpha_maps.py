@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from nasrun.options import ArgmaxConf, SoftmaxConf
-from nasrun.supernet.projection import CELLS, column_ops, discrete_architecture
+from nasrun.supernet.projection import column_ops, discrete_architecture, kinds_of
 
 
 class AlphaMap:
@@ -31,7 +31,7 @@ class AlphaMap:
     def initialise(self, model: nn.Module) -> None:
         if self.init is not None:
             with torch.no_grad():
-                for kind in CELLS:
+                for kind in kinds_of(model):
                     getattr(model, f"alphas_{kind}").fill_(self.init)
 
     def weights(self, model: nn.Module) -> dict[str, Tensor]:
@@ -81,10 +81,11 @@ class Argmax(AlphaMap):
         return discrete_architecture(model, differentiable=True)
 
     def ranking(self, model: nn.Module) -> dict[str, Tensor]:
-        return {kind: getattr(model, f"alphas_{kind}") for kind in CELLS}
+        return {kind: getattr(model, f"alphas_{kind}") for kind in kinds_of(model)}
 
     def regulariser(self, model: nn.Module, mix: dict[str, Tensor]) -> Optional[Tensor]:
-        """``param_reg * sum_{e,k} mix_normal[e,k]^2 * p_k / sum_j p_j`` (NASP's size term; normal cell only)."""
+        """``param_reg * sum_{e,k} mix_normal[e,k]^2 * p_k / sum_j p_j`` (NASP's size term; normal cells only)."""
         if self.param_reg <= 0:
             return None
-        return self.param_reg * (mix["normal"] ** 2 * op_param_fractions(model)).sum()
+        kinds = getattr(model, "normal_kinds", ["normal"])
+        return self.param_reg * sum((mix[k] ** 2 * op_param_fractions(model, k)).sum() for k in kinds)

@@ -43,13 +43,13 @@ from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator
 from nasrun.methods.objective import ArchObjective
 from nasrun.methods.perturbations import Perturbation
 from nasrun.options import DiscreteConf, ProximalConf
-from nasrun.supernet.projection import CELLS, column_ops, discrete_architecture, none_mask, project, straight_through
+from nasrun.supernet.projection import column_ops, discrete_architecture, kinds_of, none_mask, project, straight_through
 
 
 def clip_to_box(model: nn.Module) -> None:
     """prox_C2: clip the alphas (not PC-DARTS' edge betas, which are softmaxed) to [0, 1] in place."""
     with torch.no_grad():
-        for kind in CELLS:
+        for kind in kinds_of(model):
             getattr(model, f"alphas_{kind}").clamp_(0.0, 1.0)
 
 

@@ -68,7 +68,7 @@ class Schedule:
         drop = skip_dropout_rate(p0, e, self.epochs, self.warmup) if p0 > 0 else 0.0
         return EpochPlan(epoch, stage, e, e >= self.warmup, drop)
 
-    def end_stage(self, model: nn.Module, stage: int, space: str) -> dict:
+    def end_stage(self, model: nn.Module, stage: int) -> dict:
         """Record a finished stage: its ops, the ops each edge keeps (``next_edge_ops``), its genotype.
 
         Every edge keeps its ``keep`` ops of largest mixing weight; the last stage drops ``none``
@@ -78,7 +78,7 @@ class Schedule:
         mix = model.mixing_weights()
         keep = self.stages[stage].keep
         kept = {kind: keep_strongest(mix[kind], model.edge_ops[kind], keep, model.ops, drop_none=last)
-                for kind in ("normal", "reduce")}
+                for kind in model.kinds}
 
         def names(rows: list[list[int]]) -> list[list[str]]:
             return [[model.ops[k] for k in row] for row in rows]
@@ -90,17 +90,17 @@ class Schedule:
             "skip_dropout": self.stages[stage].skip_dropout,
             "ops": {kind: names(rows) for kind, rows in model.edge_ops.items()},
             "kept": {kind: names(rows) for kind, rows in kept.items()},
-            "genotype": model.genotype(space).to_dict(),
+            "genotype": model.genotype().to_dict(),
             "next_edge_ops": kept,
         }
 
-    def final_genotype(self, model: nn.Module, space: str) -> tuple[Genotype, Optional[dict]]:
+    def final_genotype(self, model: nn.Module) -> tuple[Genotype, Optional[dict]]:
         """The searched genotype, limited to ``max_skips`` skip connections in the normal cell when set."""
         if self.max_skips is None:
-            return model.genotype(space), None
+            return model.genotype(), None
         with torch.no_grad():
             w = model.vocabulary_weights()
-        genotype, family = refine_skips(w["normal"], w["reduce"], model.ops, model.nodes, self.max_skips, space)
+        genotype, family = refine_skips(model.space, w, model.edge_ops, model.layers, self.max_skips)
         log.info("skip refinement to at most %d: %s", self.max_skips, genotype)
         return genotype, {"max_skips": self.max_skips, "family": family}
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from nasrun.errors import ConfigError
+from nasrun.genotype import Cell as GenotypeCell
 from nasrun.genotype import Genotype
 from nasrun.spaces.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
 
@@ -16,7 +15,7 @@ MIN_AUX_MAP = 8
 
 
 class Cell(nn.Module):
-    """A discrete cell: node i sums the genotype's two ops applied to their chosen input states.
+    """A discrete cell: every node sums the genotype's ops applied to their chosen input states.
 
     Drop path is applied to every op output except identity (dropping an identity would remove
     the only path a skip provides without regularising any weights), before the node sum.
@@ -24,8 +23,7 @@ class Cell(nn.Module):
 
     def __init__(
         self,
-        pairs: Sequence[tuple[str, int]],
-        concat: Sequence[int],
+        cell: GenotypeCell,
         nodes: int,
         C_pp: int,
         C_p: int,
@@ -42,22 +40,23 @@ class Cell(nn.Module):
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=True)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=True)
         self.ops = nn.ModuleList()
-        self.inputs: list[int] = []
-        for name, src in pairs:
+        self.edges: list[tuple[int, int]] = []  # (source, target) of every op
+        for name, src, dst in cell.edges:
             stride = 2 if reduction and src < 2 else 1
             self.ops.append(OPS[name](C, stride, True))
-            self.inputs.append(src)
-        self.concat = list(concat)
+            self.edges.append((src, dst))
+        self.concat = list(cell.concat)
         self.multiplier = len(self.concat)
 
     def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         use_drop = self.training and drop_prob > 0
-        for i in range(self.nodes):
+        for target in range(2, 2 + self.nodes):
             total: Tensor | None = None
-            for k in (2 * i, 2 * i + 1):
-                op = self.ops[k]
-                y = op(states[self.inputs[k]])
+            for op, (src, dst) in zip(self.ops, self.edges):
+                if dst != target:
+                    continue
+                y = op(states[src])
                 if use_drop and not isinstance(op, Identity):
                     y = drop_path(y, drop_prob)
                 total = y if total is None else total + y
@@ -116,6 +115,12 @@ class NetworkCIFAR(nn.Module):
         self.genotype = genotype
         self.layers = layers
         self.drop_path_prob: float = 0.0
+        if layers < 3:
+            raise ConfigError(f"recipe.layers={layers} is not allowed: at least 3 for a DARTS-stacked network "
+                              "(two reduction cells and a normal cell)")
+        if not genotype.shared and len(genotype.cells) != layers:
+            raise ConfigError(f"recipe.layers={layers} is not allowed: the genotype has its own cell for each of "
+                              f"{len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")
         reductions = sorted({layers // 3, 2 * layers // 3})
         factor = 2 ** len(reductions)
         if input_size % factor != 0:
@@ -148,10 +153,7 @@ class NetworkCIFAR(nn.Module):
             reduction = i in reductions
             if reduction:
                 C_cur *= 2
-                pairs, concat = genotype.reduce, genotype.reduce_concat
-            else:
-                pairs, concat = genotype.normal, genotype.normal_concat
-            cell = Cell(pairs, concat, genotype.nodes, C_pp, C_p, C_cur, reduction, reduction_prev)
+            cell = Cell(genotype.cell_at(i, reduction), genotype.nodes, C_pp, C_p, C_cur, reduction, reduction_prev)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_cur

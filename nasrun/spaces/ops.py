@@ -1,4 +1,4 @@
-"""Primitive operations of the DARTS cell space (spaces.md §1.1).
+"""Primitive operations of the DARTS-family cell spaces (spaces.md §1.1, §2.2, §2.4, §3.1).
 
 Every op maps C channels to C channels; stride 2 halves the spatial size (rounding up).
 ``OPS[name](C, stride, affine)`` builds one. ``affine=False`` is what the search supernet
@@ -8,7 +8,7 @@ networks use ``affine=True``. All convolutions are bias-free because a BN follow
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,9 +25,31 @@ DARTS_OPS: tuple[str, ...] = (
     "dil_conv_5x5",
 )
 
+#: NAS-Bench-201's 5 ops; this order is the alpha column order of that space (spaces.md §3.1).
+NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+#: NASP's released op lists, different for normal and reduction cells (spaces.md §2.4).
+NASP_NORMAL_OPS: tuple[str, ...] = (
+    "skip_connect",
+    "conv_3x1_1x3",
+    "dil_conv_3x3",
+    "conv_1x1",
+    "conv_3x3",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "sep_conv_7x7",
+)
+NASP_REDUCE_OPS: tuple[str, ...] = (
+    "skip_connect",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "max_pool_5x5",
+    "max_pool_7x7",
+)
+
 #: Ops without learnable weights (counted when judging skip/pool-heavy "collapsed" cells).
 PARAMETER_FREE_OPS: frozenset[str] = frozenset(
-    {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "noise"}
+    {"none", "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "avg_pool_3x3", "skip_connect", "noise"}
 )
 
 
@@ -158,20 +180,88 @@ class DilConv(nn.Module):
         return self.op(x)
 
 
-class Conv7x1_1x7(nn.Module):
-    """ReLU -> 1x7 conv -> 7x1 conv -> BN (NASNet/AmoebaNet op); each conv strides along its own axis."""
+class ConvKx1_1xK(nn.Module):
+    """ReLU -> 1xk conv -> kx1 conv -> BN: a k x k receptive field for 2k weights instead of k^2.
 
-    def __init__(self, C: int, stride: int, affine: bool = True) -> None:
+    Each conv strides along its own axis, so the pair together halves both sides at stride 2.
+    """
+
+    def __init__(self, C: int, kernel: int, stride: int, affine: bool = True) -> None:
         super().__init__()
+        pad = kernel // 2
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
-            nn.Conv2d(C, C, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.Conv2d(C, C, (1, kernel), stride=(1, stride), padding=(0, pad), bias=False),
+            nn.Conv2d(C, C, (kernel, 1), stride=(stride, 1), padding=(pad, 0), bias=False),
             nn.BatchNorm2d(C, affine=affine),
         )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
+
+
+class Conv7x1_1x7(ConvKx1_1xK):
+    """The k = 7 case (NASNet/AmoebaNet op), kept under its own name for existing callers."""
+
+    def __init__(self, C: int, stride: int, affine: bool = True) -> None:
+        super().__init__(C, 7, stride, affine=affine)
+
+
+class NoiseSource:
+    """The one random stream every ``noise`` op draws from, so a search can seed and checkpoint it.
+
+    Draws are made in float32 on a CPU generator and then cast and moved, so the stream does not
+    depend on the device or dtype: a run resumed elsewhere (or under AMP) sees the same noise.
+    The state dict holds only a uint8 tensor, so it survives ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self._generator = torch.Generator(device="cpu")
+        self.seed(seed)
+
+    def seed(self, seed: int) -> None:
+        self._generator.manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        # a checkpoint loaded with a GPU map_location would hold the state on that device
+        self._generator.set_state(state["generator"].cpu())
+
+    def randn(
+        self,
+        shape: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """N(0, 1) of ``shape``; on the meta device (shape-only passes) nothing is drawn."""
+        if device is not None and torch.device(device).type == "meta":
+            return torch.empty(tuple(shape), dtype=dtype, device=device)
+        out = torch.randn(tuple(shape), generator=self._generator, dtype=torch.float32)
+        return out.to(device=device, dtype=dtype)
+
+
+#: The module-level stream of the ``noise`` op; the search seeds it and saves its state.
+NOISE = NoiseSource()
+
+
+class Noise(nn.Module):
+    """R-DARTS S4's ``noise`` op: fresh N(0, 1) of the output shape, independent of the input.
+
+    The output is a new tensor outside the graph, so no gradient reaches the input; a mixed op's
+    ``w * noise`` still passes gradient to ``w``. Drawn from ``NOISE`` on every forward, in
+    training and evaluation alike (as the reference does).
+    """
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.stride
+        n, c, h, w = x.shape
+        return NOISE.randn((n, c, -(-h // s), -(-w // s)), x.dtype, x.device)
 
 
 def _skip(C: int, stride: int, affine: bool) -> nn.Module:
@@ -194,7 +284,18 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
     "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
     "conv_7x1_1x7": lambda C, stride, affine: Conv7x1_1x7(C, stride, affine=affine),
+    # NASP (spaces.md §2.4)
+    "conv_3x1_1x3": lambda C, stride, affine: ConvKx1_1xK(C, 3, stride, affine=affine),
+    "conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine=affine),
+    "conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine=affine),
+    "max_pool_5x5": lambda C, stride, affine: nn.MaxPool2d(5, stride=stride, padding=2),
+    "max_pool_7x7": lambda C, stride, affine: nn.MaxPool2d(7, stride=stride, padding=3),
+    # NAS-Bench-201 (spaces.md §3.1); its none, skip_connect and avg_pool_3x3 are the ops above
+    "nor_conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine=affine),
+    "nor_conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine=affine),
+    # R-DARTS S4 (spaces.md §2.2)
+    "noise": lambda C, stride, affine: Noise(stride),
 }
 
 #: Pooling ops; the search supernet follows them with a non-affine BN (spaces.md §1.1).
-POOLING_OPS: frozenset[str] = frozenset({"max_pool_3x3", "avg_pool_3x3"})
+POOLING_OPS: frozenset[str] = frozenset({"max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "avg_pool_3x3"})

@@ -74,3 +74,34 @@ class SearchCell(nn.Module):
             e += len(states)
             states.append(total)
         return torch.cat(states[2:], dim=1)
+
+
+class SingleInputCell(nn.Module):
+    """A search cell with one input (NB201, spaces.md §3.2): node j sums a mixed edge from every
+    earlier node (node 0 is the input); the output is the last node, at the input's size and width."""
+
+    def __init__(self, nodes: int, C: int, ops: Sequence[str], edge_ops: Sequence[Sequence[str]] | None = None,
+                 partial_channels: int = 1) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.reduction = False
+        count = sum(1 + i for i in range(nodes))
+        if edge_ops is not None and len(edge_ops) != count:
+            raise ValueError(f"edge_ops has {len(edge_ops)} entries, expected one per edge ({count})")
+        self.edges = nn.ModuleList(
+            MixedOp(C, 1, ops if edge_ops is None else edge_ops[e], partial_channels) for e in range(count)
+        )
+
+    def forward(self, x: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
+        states = [x]
+        e = 0
+        for _ in range(self.nodes):
+            total: Tensor | None = None
+            for j, h in enumerate(states):
+                y = self.edges[e + j](h, weights[e + j])
+                if edge_weights is not None:
+                    y = edge_weights[e + j] * y
+                total = y if total is None else total + y
+            e += len(states)
+            states.append(total)
+        return states[-1]

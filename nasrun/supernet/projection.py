@@ -15,8 +15,13 @@ from torch import Tensor, nn
 CELLS = ("normal", "reduce")
 
 
+def kinds_of(model: nn.Module) -> list[str]:
+    """The alpha kinds of a supernet ("normal", "reduce"; one per position for independent cells)."""
+    return list(getattr(model, "kinds", CELLS))
+
+
 def column_ops(model: nn.Module, kind: str) -> list[list[str]]:
-    """The op name of every alpha column, per edge (edges may keep only some ops, e.g. P-DARTS stages)."""
+    """The op name of every alpha column, per edge (edges may have only some ops: spaces, P-DARTS stages)."""
     alpha = getattr(model, f"alphas_{kind}")
     ops = list(model.ops)
     edge_ops = getattr(model, "edge_ops", None)
@@ -54,9 +59,9 @@ def straight_through(alpha: Tensor, exclude: Optional[Tensor] = None) -> Tensor:
 
 
 def discrete_architecture(model: nn.Module, differentiable: bool = False) -> dict[str, Tensor]:
-    """prox_C1 of both cell types' alphas: one-hot mixing weights (straight-through if ``differentiable``)."""
+    """prox_C1 of every kind's alphas: one-hot mixing weights (straight-through if ``differentiable``)."""
     out = {}
-    for kind in CELLS:
+    for kind in kinds_of(model):
         alpha = getattr(model, f"alphas_{kind}")
         mask = none_mask(model, kind)
         out[kind] = straight_through(alpha, mask) if differentiable else project(alpha, mask)

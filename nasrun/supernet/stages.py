@@ -10,12 +10,12 @@ All are plain functions of the mixing weights, so the search loop can redo them 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
-from nasrun.genotype import Genotype, derive
+from nasrun.genotype import Genotype
 
 
 def keep_strongest(
@@ -48,48 +48,40 @@ def keep_strongest(
     return out
 
 
-def _edge_index(nodes: int) -> list[int]:
-    """Index of the first edge entering each node."""
-    starts, start = [], 0
-    for i in range(nodes):
-        starts.append(start)
-        start += 2 + i
-    return starts
-
-
 def refine_skips(
-    weights_normal: Tensor,
-    weights_reduce: Tensor,
-    ops: Sequence[str],
-    nodes: int,
+    space: Any,
+    weights: dict[str, Tensor],
+    edge_ops: dict[str, list[list[int]]],
+    layers: int,
     max_skips: int,
-    space: str = "darts",
 ) -> tuple[Genotype, list[dict]]:
     """Derive the genotype, then limit the normal cell to ``max_skips`` skip connections.
 
-    ``weights_*`` are on the full op vocabulary (0 for ops an edge no longer has). While the
+    ``weights`` are per kind on the full op vocabulary (0 for ops an edge no longer has). While the
     normal cell has more than M skips, the weakest chosen skip connection is struck out, its edge
-    takes its best remaining op and the two strongest edges per node are chosen again (P-DARTS).
-    The reduction cell is left as derived. Returns the genotype for ``max_skips`` and the family of
-    genotypes met on the way, one per skip count (``[{"skips": n, "genotype": {...}}, ...]``).
+    takes its best remaining op of the vocabulary and the strongest edges per node are chosen
+    again (P-DARTS). The reduction cell is left as derived. Returns the genotype for ``max_skips``
+    and the family of genotypes met on the way, one per skip count (``[{"skips": n, "genotype": ...}]``).
     """
+    ops = space.ops
     skip = ops.index("skip_connect") if "skip_connect" in ops else None
-    W = weights_normal.detach().to("cpu", torch.float64).clone()
-    starts = _edge_index(nodes)
-    genotype = derive(W, weights_reduce, ops, nodes=nodes, space=space)
+    W = {k: w.detach().to("cpu", torch.float64).clone() for k, w in weights.items()}
+    anywhere = {k: [list(range(len(ops))) for _ in rows] for k, rows in edge_ops.items()}
+    starts = {target: e for e, (source, target) in reversed(list(enumerate(space.edges)))}
+    genotype = space.derive(W, anywhere, layers)
     family = [{"skips": genotype.count("skip_connect", "normal"), "genotype": genotype.to_dict()}]
     chosen = genotype
     if genotype.count("skip_connect", "normal") <= max_skips:
         return chosen, family
     assert skip is not None
     while True:
-        skips = [(float(W[starts[k // 2] + src, skip]), starts[k // 2] + src)
-                 for k, (op, src) in enumerate(genotype.normal) if op == "skip_connect"]
+        skips = [(float(W["normal"][starts[dst] + src, skip]), starts[dst] + src)
+                 for op, src, dst in genotype.cells["normal"].edges if op == "skip_connect"]
         if not skips:
             break
         # struck-out entries go below every other weight (dropped ops are 0), so they are never picked again
-        W[min(skips)[1], skip] = -1.0
-        genotype = derive(W, weights_reduce, ops, nodes=nodes, space=space)
+        W["normal"][min(skips)[1], skip] = -1.0
+        genotype = space.derive(W, anywhere, layers)
         count = genotype.count("skip_connect", "normal")
         if count < family[-1]["skips"]:
             family.append({"skips": count, "genotype": genotype.to_dict()})
