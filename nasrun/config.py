@@ -329,6 +329,8 @@ class NasrunConf:
               f"at least {space.min_layers} for space={space.name} ({space.layers_meaning})")
         fewest = min(len(row) for kind in space.cell_types for row in space.edge_ops(kind))
         if sched.name == "progressive":
+            check(space.sharing == "shared", "schedule", sched.name,
+                  f"single for space={space.name}: its cells are per position, and stages change the number of cells")
             check(sched.stage_keep[0] <= fewest, "schedule.stage_keep", sched.stage_keep,
                   f"at most {fewest} ops per edge in the first stage: space={space.name} has {fewest} on some edge")
         if sched.max_skips is not None:

@@ -165,11 +165,15 @@ class Genotype:
             "nb201": self.nb201,
         }
 
+    def _content(self) -> dict[str, Any]:
+        """What equality compares: the architecture and its space, not the description hash (provenance)."""
+        return {k: v for k, v in self.to_dict().items() if k != "space_hash"}
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Genotype) and self.to_dict() == other.to_dict()
+        return isinstance(other, Genotype) and self._content() == other._content()
 
     def __hash__(self) -> int:
-        return hash(json.dumps(self.to_dict(), sort_keys=True))
+        return hash(json.dumps(self._content(), sort_keys=True))
 
     def __repr__(self) -> str:
         return f"Genotype({json.dumps(self.to_dict())})"

@@ -90,7 +90,7 @@ def test_a_supernet_that_cannot_fit_is_refused_before_it_is_allocated(tmp_path):
     from nasrun.errors import ConfigError
     from nasrun.search import run_search
 
-    cfg = to_typed(compose("search", [*TINY_SEARCH, "supernet.C=4096", "supernet.layers=40", "supernet.nodes=4",
+    cfg = to_typed(compose("search", [*TINY_SEARCH, "supernet.C=4096", "supernet.layers=40", "space.nodes=4",
                                       "space.ops=[none,skip_connect,sep_conv_5x5]"]))
     with pytest.raises(ConfigError, match=r"parameters: training them needs at least [\d.]+ GiB"):
         run_search(cfg, tmp_path / "run")

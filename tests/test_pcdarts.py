@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
 from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.genotype import derive
 from nasrun.retrain import run_retrain
 from nasrun.runs import load_checkpoint
 from nasrun.search import run_search
 from nasrun.spaces import DARTS_OPS
+from nasrun.spaces.space import derive
 from nasrun.supernet import MixedOp, SuperNet, channel_shuffle
 
 

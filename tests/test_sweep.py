@@ -16,7 +16,7 @@ import torch
 
 NASRUN = [sys.executable, "-c", "from nasrun.cli import main; main()"]
 OPS = "space.ops=[none,max_pool_3x3,skip_connect,sep_conv_3x3]"
-TINY_NET = ["search.epochs=1", "supernet.C=2", "supernet.layers=3", "supernet.nodes=2", OPS, "progress=false"]
+TINY_NET = ["search.epochs=1", "supernet.C=2", "supernet.layers=3", "space.nodes=2", OPS, "progress=false"]
 DIGITS = ["dataset=digits", "search.batch_size=64", *TINY_NET]
 # a few synthetic images: two steps per search epoch (launcher tests)
 SYNTH = ["dataset=synthetic", "dataset.num_train=64", "dataset.num_test=32", "search.batch_size=16", *TINY_NET]
