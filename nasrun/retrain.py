@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from omegaconf import OmegaConf
 
-from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
+from nasrun.config import DatasetConf, NasrunConf, SpaceConf, as_plain_dict
 from nasrun.data import load_dataset, make_stream
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
@@ -50,6 +50,12 @@ def saved_search_config(run_folder: Path | None) -> dict | None:
     if not config and (run_folder / ".hydra" / "config.yaml").exists():
         config = OmegaConf.to_container(OmegaConf.load(run_folder / ".hydra" / "config.yaml"))
     return config or None
+
+
+def searched_space(run_folder: Path | None) -> SpaceConf | None:
+    """The space a search run searched in (recorded with the retraining, and read by ``nasrun show``)."""
+    node = (saved_search_config(run_folder) or {}).get("space")
+    return SpaceConf(**node) if isinstance(node, dict) else None
 
 
 def search_dataset(run_folder: Path | None) -> DatasetConf | None:
@@ -112,7 +118,7 @@ def unify_recipe(cfg: NasrunConf, run_folder: Path | None) -> tuple[NasrunConf, 
 def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None, dict | None]:
     """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys."""
     genotype, run_folder, dataset = resolve_inputs(cfg)
-    cfg, unified = unify_recipe(replace(cfg, dataset=dataset), run_folder)
+    cfg, unified = unify_recipe(replace(cfg, dataset=dataset, space=searched_space(run_folder) or cfg.space), run_folder)
     if not genotype.shared and cfg.recipe.layers != len(genotype.cells):
         raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: the genotype has its own cell for each "
                           f"of {len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")

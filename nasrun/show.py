@@ -34,22 +34,18 @@ def _plot_path(plot_to: str, genotype_spec: str) -> Path:
 
 def space_config(genotype: Any, run_folder: Optional[Path]) -> Any:
     """The space a genotype was searched in: the search run's own config, else the shipped space of that name."""
-    from nasrun.config import SpaceConf
-    from nasrun.retrain import saved_search_config
+    from nasrun.retrain import searched_space
 
-    saved = (saved_search_config(run_folder) or {}).get("space")
-    if isinstance(saved, dict):
-        return SpaceConf(**saved)
+    saved = searched_space(run_folder)
+    if saved is not None:
+        return saved
     return to_typed(compose("retrain", ["genotype=DARTS_V2", f"space={genotype.space}"])).space
 
 
-def describe_space(genotype: Any, run_folder: Optional[Path]) -> str:
+def describe_space(space: Any, genotype: Any) -> str:
     """One line: the space and how many architectures it holds (exact, and as a power of ten)."""
     import math
 
-    from nasrun.spaces.space import Space
-
-    space = Space(space_config(genotype, run_folder))
     layers = len(genotype.cells) if not genotype.shared else 3
     size = space.size(layers)
     where = f", {layers} cells" if not genotype.shared else ""
@@ -75,17 +71,19 @@ def show(args: list[str]) -> None:
 
     genotype, run_folder, dataset = resolve_inputs(typed)
     info = describe_network(build_network(genotype, typed, dataset), dataset)
-    space_line = describe_space(genotype, run_folder)
+    from nasrun.spaces.space import Space
+
+    space = Space(space_config(genotype, run_folder))
     r = typed.recipe
     print(f"genotype: {typed.genotype}" + (f"  (search run {run_folder})" if run_folder else ""))
     print(genotype)
-    print(f"network: recipe={r.name}, C={r.C}, {r.layers} cells, {dataset.name} "
+    print(f"network: recipe={r.name}, C={r.C}, recipe.layers={r.layers} ({space.layers_meaning}), {dataset.name} "
           f"({dataset.in_channels}x{dataset.image_size}x{dataset.image_size}, {dataset.num_classes} classes)")
     aux = info["params_with_auxiliary"] - info["params"]
     print(f"parameters: {info['params'] / 1e6:.2f}M ({info['params']:,}) without the auxiliary head"
           + (f"; auxiliary head {aux:,} more" if aux else ""))
     print(f"multiply-adds: {info['macs'] / 1e6:.1f}M per image (inference, auxiliary head not run)")
-    print(space_line)
+    print(describe_space(space, genotype))
     if path is not None:
         from nasrun.plot import plot_genotype
 

@@ -21,9 +21,20 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nasrun.config import DARTS_PRIMITIVES, MethodConf
-from nasrun.methods import ArchBatch, make_estimator
+from nasrun.config import DARTS_PRIMITIVES
+from nasrun.methods import ArchBatch, apply_arch_step, make_estimator
+from nasrun.options import AXES, option_keys
 from nasrun.supernet import SuperNet
+
+#: The gradient estimators this script times (ZARTS' zero-order rules: scripts/bench_methods_zero.py).
+ESTIMATORS = ["first_order", "second_order", "amended"]
+
+
+def estimator_conf(name: str, args: argparse.Namespace):
+    """The estimator's option (nasrun.options) with --eta and --hvp where it has those keys."""
+    schema = AXES["estimator"][name]
+    given = {"eta": args.eta, "hvp": args.hvp}
+    return schema(**{k: v for k, v in given.items() if k in option_keys(schema)})
 
 
 def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float], float]:
@@ -33,7 +44,7 @@ def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float
     net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels).to(device)
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    est = make_estimator(MethodConf(estimator=estimator_name, eta=args.eta, hvp=args.hvp))
+    est = make_estimator(estimator_conf(estimator_name, args))
     shape = (args.batch, args.channels, args.size, args.size)
     x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y, yv = torch.randint(0, 10, (args.batch,), device=device), torch.randint(0, 10, (args.batch,), device=device)
@@ -43,10 +54,7 @@ def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         arch = est(net, ArchBatch(x, y, xv, yv, w_opt, 0.025))
-        a_opt.zero_grad(set_to_none=True)
-        for p, g in zip(net.arch_parameters(), arch.grads):
-            p.grad = g
-        a_opt.step()
+        apply_arch_step(net, arch, a_opt, est)
         w_opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         for p in net.arch_parameters():
@@ -77,7 +85,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--estimators", nargs="+", default=["first_order", "second_order", "amended"])
+    p.add_argument("--estimators", nargs="+", default=ESTIMATORS, choices=ESTIMATORS)
     p.add_argument("--eta", type=float, default=0.1)
     p.add_argument("--hvp", default="finite_difference", choices=["finite_difference", "exact"])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

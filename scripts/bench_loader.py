@@ -23,8 +23,7 @@ import time
 
 import torch
 
-from nasrun.cli import compose_config
-from nasrun.config import to_typed
+from nasrun.config import compose, to_typed
 from nasrun.data import load_dataset, make_stream
 
 
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "synthetic":
         overrides += ["dataset.image_size=32", "dataset.in_channels=3", "dataset.num_classes=10",
                       f"dataset.num_train={args.num_train}", "dataset.num_test=10", "dataset.train_augment=[crop,flip]"]
-    dcfg = to_typed(compose_config("search", overrides)).dataset
+    dcfg = to_typed(compose("search", overrides)).dataset
     data = load_dataset(dcfg)
     c, h, w = data.train.image_shape
     print(f"machine: {machine(device)}")

@@ -38,40 +38,43 @@ def build(preset: str, args: argparse.Namespace):
     import torch
     import torch.nn.functional as F
 
-    from nasrun.cli import compose_config
-    from nasrun.config import to_typed
-    from nasrun.methods import ArchBatch, make_estimator, make_perturbation
-    from nasrun.search import stage_plan
-    from nasrun.supernet import SuperNet, keep_strongest
+    from nasrun.config import compose, to_typed
+    from nasrun.methods import (ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation,
+                                make_schedule)
+    from nasrun.search_state import build_supernet
+    from nasrun.spaces.space import Space
+    from nasrun.supernet import keep_strongest
 
     method, _, stage = preset.partition("@")
     overrides = [f"method={method}", f"supernet.C={args.C}", f"search.batch_size={args.batch}"]
     if not stage:
         overrides.append(f"supernet.layers={args.layers}")
-    cfg = to_typed(compose_config("search", overrides))
+    cfg = to_typed(compose("search", overrides))
     device = torch.device(args.device)
     torch.manual_seed(0)
     stage_index = int(stage) - 1 if stage else 0
-    plan = stage_plan(cfg)[stage_index]
-    ops = cfg.space.ops
+    schedule = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), cfg.search.epochs,
+                             cfg.search.arch_warmup_epochs)
+    plan = schedule.stages[stage_index]
+    space = Space(cfg.space)
+    ops = space.ops
     edge_ops = None
     if stage_index > 0:  # the op sets a stage starts from: keep the strongest of random weights, stage by stage
-        edges = sum(2 + i for i in range(cfg.supernet.nodes))
-        edge_ops = {k: [list(range(len(ops)))] * edges for k in ("normal", "reduce")}
+        edges = space.num_edges
+        edge_ops = {k: space.edge_ops(space.cell_type(k, plan.layers)) for k in space.kinds(plan.layers)}
         for s in range(stage_index):
-            keep = cfg.method.stage_keep[s]
+            keep = schedule.stages[s].keep
             edge_ops = {k: keep_strongest(torch.rand(edges, len(rows[0])), rows, keep, ops, drop_none=False)
                         for k, rows in edge_ops.items()}
-    net = SuperNet(cfg.supernet.C, 10, plan["layers"], ops, nodes=cfg.supernet.nodes, in_channels=args.channels,
-                   partial_channels=cfg.supernet.partial_channels, edge_norm=cfg.supernet.edge_norm,
-                   edge_ops=edge_ops).to(device)
-    if plan["skip_dropout"] > 0:
-        net.set_skip_dropout(plan["skip_dropout"])
+    net = build_supernet(cfg, 10, args.channels, plan.layers, edge_ops).to(device)
+    if plan.skip_dropout > 0:
+        net.set_skip_dropout(plan.skip_dropout)
     s = cfg.search
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
                              weight_decay=s.arch_weight_decay)
-    estimator, perturbation = make_estimator(cfg.method), make_perturbation(cfg.method)
+    objective = ArchObjective()  # one objective shared by both, as in the search loop
+    estimator, perturbation = make_estimator(cfg.estimator, objective), make_perturbation(cfg.perturbation, objective)
     shape = (args.batch, args.channels, args.size, args.size)
     x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y, yv = (torch.randint(0, 10, (args.batch,), device=device) for _ in range(2))
@@ -82,12 +85,7 @@ def build(preset: str, args: argparse.Namespace):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         arch = estimator(net, ArchBatch(x, y, xv, yv, w_opt, s.lr, 10, 50))
-        a_opt.zero_grad(set_to_none=True)
-        for p, g in zip(net.arch_parameters(), arch.grads):
-            p.grad = g.detach()
-        if s.arch_grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(net.arch_parameters(), s.arch_grad_clip)
-        a_opt.step()
+        apply_arch_step(net, arch, a_opt, estimator, s.arch_grad_clip)
         mix = perturbation(net, x, y, 10, 50)
         w_opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x) if mix is None else net(x, mix), y).backward()
@@ -99,7 +97,7 @@ def build(preset: str, args: argparse.Namespace):
             torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    info = {"preset": preset, "cells": plan["layers"], "ops_per_edge": net.alpha_shape("normal")[1],
+    info = {"preset": preset, "cells": plan.layers, "ops_per_edge": net.alpha_shape("normal")[1],
             "K": cfg.supernet.partial_channels}
     return step, info
 

@@ -49,7 +49,7 @@ def test_search_writes_the_run_folder(searched: Path):
     assert result["config"]["seed"] == 3 and result["config"]["dataset"]["name"] == "digits"
     assert result["split"]["train"] + result["split"]["val"] == result["data"]["num_train"]
     genotype = json.loads((searched / "genotype.json").read_text())
-    assert genotype["format"] == "nasrun.genotype/1" and genotype["nodes"] == 2
+    assert genotype["format"] == "nasrun.genotype/2" and genotype["nodes"] == 2
     assert genotype == json.loads((searched / "genotypes.jsonl").read_text().splitlines()[-1])["genotype"]
     assert "epoch 2/2" in (searched / "search.log").read_text()
 
@@ -133,6 +133,13 @@ def test_broken_genotype_file_is_reported(tmp_path: Path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert str(bad) in proc.stderr and "reduce_concat" in proc.stderr  # names the file and what is missing
+    assert len(proc.stderr.strip().splitlines()) == 1
+    # the same in the current format
+    bad.write_text(json.dumps({"format": "nasrun.genotype/2", "cells": {"normal": {"edges": [["sep_conv_9x9", 0, 2]]}}}))
+    proc = nasrun("retrain", f"genotype={bad}", "recipe=quick", "dataset=digits", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert str(bad) in proc.stderr and "'inputs'" in proc.stderr  # names the file and what is missing
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
