@@ -3,14 +3,14 @@
     python scripts/bench_methods_zero.py --threads 1              # CPU-sized default: C=4, 5 cells, batch 16 of 3x8x8
     python scripts/bench_methods_zero.py --C 16 --layers 8 --batch 64 --size 32 --inner-batch 48 --device cuda
 
-Each measurement runs ``nasrun.search._train_epoch`` (the one loop every method composes) for
-``--every`` steps on random data, so a ZARTS figure includes exactly one architecture update and its
-amortised cost is spread over the steps between updates, as in a search. The methods take turns
-window by window, so a change in the machine's load affects them alike. Printed per method: the
-median over ``--repeats`` windows (after one untimed window) of the time per step, and images/s
-counted as the training plus validation images of a step (2 x batch; the fine-tuning images ZARTS
-draws in addition are work, not counted images). The alphas' warm-up is off, so every window has
-architecture steps.
+Each measurement runs ``nasrun.search.train_epoch`` (the one loop every method composes, on a
+``nasrun.search_state.SearchState`` built from the method's preset) for ``--every`` steps on random
+data, so a ZARTS figure includes exactly one architecture update and its amortised cost is spread
+over the steps between updates, as in a search. The methods take turns window by window, so a
+change in the machine's load affects them alike. Printed per method: the median over ``--repeats``
+windows (after one untimed window) of the time per step, and images/s counted as the training plus
+validation images of a step (2 x batch; the fine-tuning images ZARTS draws in addition are work, not
+counted images). The alphas' warm-up is off, so every window has architecture steps.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from nasrun.config import DARTS_PRIMITIVES, MethodConf
-from nasrun.methods import make_estimator, make_perturbation
-from nasrun.search import _init_alphas, _train_epoch
-from nasrun.supernet import SuperNet
+from nasrun.config import compose, to_typed
+from nasrun.methods import ArchObjective, make_estimator, make_perturbation, make_schedule
+from nasrun.search import train_epoch
+from nasrun.search_state import SearchState
 
 
 class RandomStream:
@@ -41,26 +41,32 @@ class RandomStream:
         self.i += 1
         return self.batches[self.i % len(self.batches)]
 
+    def state_dict(self) -> dict:
+        return {"i": self.i}
 
+
+#: Per method, the overrides that pick its axis options (the ZARTS rules: estimator=mgs, rs, gld).
 METHODS = {
-    "darts": dict(estimator="first_order"),
-    "nasp": dict(estimator="proximal", perturbation="discrete", alpha_map="argmax", alpha_init=0.5),
-    "zarts_mgs": dict(estimator="mgs"),
-    "zarts_rs": dict(estimator="rs"),
-    "zarts_gld": dict(estimator="gld"),
+    "darts": ["method=darts"],
+    "nasp": ["method=nasp"],  # proximal estimator, discrete perturbation, argmax alpha map (alphas start at 0.5)
+    "zarts_mgs": ["method=zarts", "estimator=mgs"],
+    "zarts_rs": ["method=zarts", "estimator=rs"],
+    "zarts_gld": ["method=zarts", "estimator=gld"],
 }
+ZERO_ORDER = ("zarts_mgs", "zarts_rs", "zarts_gld")
 
 
 def setup(name: str, args: argparse.Namespace):
-    """A supernet, its optimisers, the method's estimator and perturbation, and two random streams."""
+    """The method's search state (supernet, optimisers, estimator, perturbation, two random streams) and epoch plan."""
     device = torch.device(args.device)
     torch.manual_seed(0)
-    method = MethodConf(name=name, update_every=args.every, inner_steps=args.inner_steps, samples=args.samples,
-                        inner_batch_size=args.inner_batch, **METHODS[name])
-    net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels).to(device)
-    _init_alphas(net, method.alpha_init, method.alpha_map)
-    w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    overrides = [*METHODS[name], "space=darts", f"space.nodes={args.nodes}", f"supernet.C={args.C}",
+                 f"supernet.layers={args.layers}", f"search.batch_size={args.batch}", "search.epochs=50",
+                 "search.arch_warmup_epochs=0", "progress=false"]
+    if name in ZERO_ORDER:
+        overrides += [f"estimator.update_every={args.every}", f"estimator.inner_steps={args.inner_steps}",
+                      f"estimator.samples={args.samples}", f"estimator.inner_batch_size={args.inner_batch}"]
+    cfg = to_typed(compose("search", overrides))
 
     def batches(n: int) -> list:
         shape = (args.batch, args.channels, args.size, args.size)
@@ -68,17 +74,22 @@ def setup(name: str, args: argparse.Namespace):
                 for _ in range(n)]
 
     train, val = RandomStream(batches(4), args.every), RandomStream(batches(4), args.every)
-    return net, make_estimator(method), make_perturbation(method), train, val, w_opt, a_opt
+    schedule = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), cfg.search.epochs,
+                             cfg.search.arch_warmup_epochs)
+    objective = ArchObjective()
+    state = SearchState(cfg, 10, args.channels, device, schedule, make_estimator(cfg.estimator, objective),
+                        make_perturbation(cfg.perturbation, objective), train, val)
+    return state, schedule.plan(0)
 
 
 def window(run, args: argparse.Namespace) -> float:
     """Seconds per step over one window of ``args.every`` loop steps."""
-    net, estimator, perturbation, train, val, w_opt, a_opt = run
+    state, plan = run
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    _train_epoch(net, estimator, perturbation, train, val, w_opt, a_opt, 0.025, True, 5.0, False, 0, 50)
+    train_epoch(state, plan, 0.025)
     if cuda:
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / args.every

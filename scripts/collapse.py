@@ -26,8 +26,8 @@ from pathlib import Path
 METHODS = {
     "darts": ["method=darts"],
     "darts_2nd": ["method=darts_2nd"],
-    "amended_eta0.1": ["method=amended", "method.eta=0.1"],
-    "amended_eta1": ["method=amended", "method.eta=1.0"],
+    "amended_eta0.1": ["method=amended", "estimator.eta=0.1"],
+    "amended_eta1": ["method=amended", "estimator.eta=1.0"],
 }
 
 
@@ -36,12 +36,11 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, list[i
     import torch
 
     torch.set_num_threads(threads)
-    from nasrun.cli import compose_config
-    from nasrun.config import to_typed
+    from nasrun.config import compose, to_typed
     from nasrun.search import run_search
 
     folder = Path(out) / "runs" / f"{name}_s{seed}"
-    cfg = to_typed(compose_config("search", [*overrides, *METHODS[name], f"seed={seed}", "progress=false"]))
+    cfg = to_typed(compose("search", [*overrides, *METHODS[name], f"seed={seed}", "progress=false"]))
     run_search(cfg, folder)
     return collect_one(name, seed, out)
 
