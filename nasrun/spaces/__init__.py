@@ -1,9 +1,7 @@
-"""What can be searched: the primitive ops of the DARTS-family cell spaces."""
+"""What can be searched: the primitive ops, and the space description every part reads (``Space``)."""
 
 from nasrun.spaces.ops import (
     DARTS_OPS,
-    NASP_NORMAL_OPS,
-    NASP_REDUCE_OPS,
     NB201_OPS,
     NOISE,
     OPS,
@@ -21,11 +19,11 @@ from nasrun.spaces.ops import (
     Zero,
     drop_path,
 )
+from nasrun.spaces.space import Space
 
 __all__ = [
+    "Space",
     "DARTS_OPS",
-    "NASP_NORMAL_OPS",
-    "NASP_REDUCE_OPS",
     "NB201_OPS",
     "NOISE",
     "OPS",

@@ -28,25 +28,6 @@ DARTS_OPS: tuple[str, ...] = (
 #: NAS-Bench-201's 5 ops; this order is the alpha column order of that space (spaces.md §3.1).
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
-#: NASP's released op lists, different for normal and reduction cells (spaces.md §2.4).
-NASP_NORMAL_OPS: tuple[str, ...] = (
-    "skip_connect",
-    "conv_3x1_1x3",
-    "dil_conv_3x3",
-    "conv_1x1",
-    "conv_3x3",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "sep_conv_7x7",
-)
-NASP_REDUCE_OPS: tuple[str, ...] = (
-    "skip_connect",
-    "avg_pool_3x3",
-    "max_pool_3x3",
-    "max_pool_5x5",
-    "max_pool_7x7",
-)
-
 #: Ops without learnable weights (counted when judging skip/pool-heavy "collapsed" cells).
 PARAMETER_FREE_OPS: frozenset[str] = frozenset(
     {"none", "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "avg_pool_3x3", "skip_connect", "noise"}

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, is_dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from nasrun.checks import check, int_range, one_of
@@ -112,10 +113,11 @@ class Space:
 
     @classmethod
     def simple(cls, ops: Sequence[str], nodes: int = 4, name: str = "darts") -> "Space":
-        """A DARTS-stacked space with one op list on every edge (what the landed tests build directly)."""
-        from nasrun.config import SpaceConf
-
-        return cls(SpaceConf(name=name, ops=list(ops), nodes=nodes))
+        """A DARTS-stacked space with one op list on every edge (the fields of ``SpaceConf``'s defaults)."""
+        conf = SimpleNamespace(name=name, ops=list(ops), cell_ops=None, edge_ops=None, nodes=nodes, inputs=2,
+                               derivation="top_k", edges_per_node=2, cells="shared", skeleton="darts", description="")
+        check_space(conf)
+        return cls(conf)
 
     # ------------------------------------------------------------------ cells and alphas
     @property
@@ -195,7 +197,7 @@ class Space:
     # ------------------------------------------------------------------ identity and size
     def describe(self) -> dict:
         """The description as plain data (what the hash covers)."""
-        conf = asdict(self.conf) if is_dataclass(self.conf) else dict(self.conf)
+        conf = asdict(self.conf) if is_dataclass(self.conf) else dict(vars(self.conf))
         conf.pop("description", None)
         return conf
 
