@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from nasrun.checks import shorten
 from nasrun.errors import ConfigError
-from nasrun.options import AXES, option_keys, owners_of
+from nasrun.options import AXES, STORED_GROUPS, option_keys, owners_of
 
 CONFIG_MODULE = "nasrun.conf"
 #: ``compose(command, overrides)`` without the checks of this module (passed in by nasrun.config).
@@ -36,14 +36,14 @@ _TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or
 
 def group_options(group: str) -> list[str]:
     """The options of a config group, as a user types them."""
-    if group in AXES:
-        return sorted(AXES[group])
+    if group in STORED_GROUPS:
+        return sorted(STORED_GROUPS[group])
     folder = resources.files(CONFIG_MODULE) / group
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def groups() -> list[str]:
-    return [*FILE_GROUPS, *AXES]
+    return [*FILE_GROUPS, *STORED_GROUPS]
 
 
 def _parse(overrides: list[str]) -> list:
@@ -135,14 +135,14 @@ def unknown_key(command: str, overrides: list[str], key: str, composer: Composer
         owners = owners_of(parts[1])
         axis = owners[0].split("=")[0]
         return f"{key} is now {axis}.{parts[1]} (a key of {', '.join(owners)})"
-    if len(parts) == 2 and parts[0] in AXES:
+    if len(parts) == 2 and parts[0] in STORED_GROUPS:
         return _axis_key(command, overrides, parts[0], parts[1], composer)
     return f"unknown key {key!r}; " + _suggestion(command, overrides, key, composer)
 
 
 def _axis_key(command: str, overrides: list[str], axis: str, name: str, composer: Composer) -> str:
     chosen = composer(command, _group_overrides(overrides))[axis]
-    keys = [k for k in option_keys(AXES[axis][chosen.name]) if k != "name"]
+    keys = [k for k in option_keys(STORED_GROUPS[axis][chosen.name]) if k != "name"]
     owners = [o for o in owners_of(name) if o.startswith(axis + "=")]
     if owners:
         return (f"{axis}.{name} does not belong to {axis}={chosen.name} "

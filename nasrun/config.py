@@ -27,7 +27,16 @@ from nasrun.checks import (
 )
 from nasrun.compose_errors import CONFIG_MODULE, check_appends, explain, one_line
 from nasrun.errors import ConfigError, NasrunError
-from nasrun.options import AXES, FirstOrderConf, NoPerturbationConf, SingleConf, SoftmaxConf, owners_of
+from nasrun.options import (
+    AXES,
+    STORED_GROUPS,
+    FirstOrderConf,
+    NoBenchmarkConf,
+    NoPerturbationConf,
+    SingleConf,
+    SoftmaxConf,
+    owners_of,
+)
 
 DARTS_PRIMITIVES = [
     "none",
@@ -205,6 +214,11 @@ class SearchConf:
     # global-norm clip of the alpha gradient before the Adam step (null = none; 5 in P-DARTS)
     arch_grad_clip: Optional[float] = None
     eval_batch_size: int = 256
+    # R-DARTS' signal: the dominant eigenvalue of the validation-loss Hessian w.r.t. the alphas after every
+    # epoch, by power iteration (eigen_iters) over the first eigen_batches search-val batches
+    track_eigenvalue: bool = False
+    eigen_batches: int = 4
+    eigen_iters: int = 20
 
     def __post_init__(self) -> None:
         positive_int("search.epochs", self.epochs, hi=100_000)
@@ -218,6 +232,8 @@ class SearchConf:
         int_range("search.arch_warmup_epochs", self.arch_warmup_epochs, 0, 100_000)
         if self.arch_grad_clip is not None:
             positive("search.arch_grad_clip", self.arch_grad_clip)
+        positive_int("search.eigen_batches", self.eigen_batches, hi=10_000)
+        positive_int("search.eigen_iters", self.eigen_iters, hi=10_000)
 
 
 @dataclass
@@ -302,6 +318,7 @@ class NasrunConf:
     perturbation: Any = field(default_factory=NoPerturbationConf)
     alpha_map: Any = field(default_factory=SoftmaxConf)
     schedule: Any = field(default_factory=SingleConf)
+    benchmark: Any = field(default_factory=NoBenchmarkConf)
     search: SearchConf = field(default_factory=SearchConf)
     supernet: SupernetConf = field(default_factory=SupernetConf)
     recipe: RecipeConf = field(default_factory=RecipeConf)
@@ -312,9 +329,12 @@ class NasrunConf:
             self.device.startswith("cuda:") and self.device[5:].isdigit() and len(self.device) < 12
         )
         check(ok, "device", self.device, "one of auto, cpu, cuda, cuda:N")
-        for axis, options in AXES.items():
-            value = getattr(self, axis)
-            check(type(value) in options.values(), axis, value, "one of " + ", ".join(options))
+        for group, options in STORED_GROUPS.items():
+            value = getattr(self, group)
+            check(type(value) in options.values(), group, value, "one of " + ", ".join(options))
+        if self.benchmark.name == "nb201":
+            check(self.space.skeleton == "nb201" and self.space.nodes == 3, "benchmark", self.benchmark.name,
+                  f"none for space={self.space.name}: the NAS-Bench-201 table scores only space=nb201 cells")
         net, sched = self.supernet, self.schedule
         check(len(net.skip_dropout) in (1, sched.stages), "supernet.skip_dropout", net.skip_dropout,
               f"one rate, or one per stage ({sched.stages} with schedule={sched.name})")
@@ -353,12 +373,12 @@ def register() -> None:
 
     cs = ConfigStore.instance()
     schema = OmegaConf.structured(NasrunConf)
-    for axis in AXES:  # left open in the schema: the method preset (or axis=NAME) fills each with its option
-        schema[axis] = MISSING
+    for group in STORED_GROUPS:  # left open in the schema: a preset or group=NAME fills each with its option
+        schema[group] = MISSING
     cs.store(name="nasrun_schema", node=schema)
-    for axis, options in AXES.items():
-        for name, schema in options.items():
-            cs.store(group=axis, name=name, node=schema)
+    for group, options in STORED_GROUPS.items():
+        for name, option in options.items():
+            cs.store(group=group, name=name, node=option)
     for name, fn, cache in (("nasrun_label", genotype_label, False), ("nasrun_job", job_label, False),
                             ("nasrun_uid", unique_id, True)):
         if not OmegaConf.has_resolver(name):

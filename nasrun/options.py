@@ -314,6 +314,39 @@ AXES: dict[str, dict[str, type]] = {
 }
 
 
+# ------------------------------------------------------------------------------- benchmarks
+@dataclass
+class NoBenchmarkConf:
+    """No benchmark table: the derived cell is not looked up."""
+
+    name: str = "none"
+
+    def __post_init__(self) -> None:
+        _own_name("benchmark", self)
+
+
+@dataclass
+class NB201BenchmarkConf:
+    """A NAS-Bench-201 table the user supplies (``path``): a CSV with an ``arch`` column and metric columns,
+    or the official topology file read through its API package (``kind``: auto, csv, nb201_api)."""
+
+    name: str = "nb201"
+    path: str = ""
+    kind: str = "auto"
+
+    def __post_init__(self) -> None:
+        _own_name("benchmark", self)
+        check(bool(self.path.strip()), "benchmark.path", self.path,
+              "the table file: benchmark.path=FILE (a CSV with an arch column, or the official NAS-Bench-201 file)")
+        one_of("benchmark.kind", self.kind, ("auto", "csv", "nb201_api"))
+
+
+#: Benchmark tables that score the derived cell after every epoch.
+BENCHMARKS: dict[str, type] = {"none": NoBenchmarkConf, "nb201": NB201BenchmarkConf}
+#: Every config group whose options are dataclasses stored in Hydra's ConfigStore (not YAML files).
+STORED_GROUPS: dict[str, dict[str, type]] = {**AXES, "benchmark": BENCHMARKS}
+
+
 def option_keys(schema: type) -> list[str]:
     """The keys a user may set on an option (every field)."""
     return [f.name for f in fields(schema)]

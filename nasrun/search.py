@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
 from nasrun.data import index_hash, load_dataset, make_stream, search_split
+from nasrun.evidence import Evidence
 from nasrun.lifecycle import recorded
 from nasrun.methods import ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule
 from nasrun.methods.schedules import EpochPlan, public
@@ -80,6 +81,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
     state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device)
+    evidence = Evidence(cfg, data, val_idx, device)
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
     if ckpt is not None:
         state.load_state_dict(ckpt)
@@ -95,7 +97,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         plan = schedule.plan(epoch)
         if plan.stage != state.stage:  # the previous stage is over: keep its strongest ops, start the next
             _next_stage(state, run, plan.stage)
-        row = _search_epoch(state, plan, data, val_idx, run, config, started)
+        row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
@@ -133,7 +135,7 @@ def _end_stage(state: SearchState, run: RunFolder) -> None:
 
 
 def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,
-                  started: float) -> dict:
+                  started: float, evidence: Evidence) -> dict:
     """Train one epoch, evaluate, write its rows and the checkpoint; return the metrics row."""
     cfg, model, schedule = state.cfg, state.model, state.schedule
     t0 = time.time()
@@ -147,7 +149,8 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
     seconds = time.time() - t0
     genotype = model.genotype()
     state.record_alphas()
-    row = _metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds)
+    row = {**_metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds),
+           **evidence.measure(model, genotype)}
     run.append(METRICS, row)
     run.append(GENOTYPES, {"epoch": plan.epoch, **({"stage": plan.stage} if schedule.staged else {}),
                            "genotype": genotype.to_dict()})
@@ -271,7 +274,8 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
         dataset=dataset_cfg.name,
         seed=cfg.seed,
         epochs=state.schedule.total_epochs,
-        final={k: last_row.get(k) for k in ("train_acc", "val_acc", "val_loss", "skip_normal", "skip_reduce")},
+        final={**{k: last_row.get(k) for k in ("train_acc", "val_acc", "val_loss", "skip_normal", "skip_reduce")},
+               **{k: v for k, v in last_row.items() if k == "eigenvalue" or k.startswith("bench_")}},
         genotype=genotype.to_dict(),
         **({"stages": [public(r) for r in state.stages]} if state.schedule.staged else {}),
         **({"skip_refinement": refinement} if refinement is not None else {}),

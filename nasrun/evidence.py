@@ -1,0 +1,56 @@
+"""What the search measures about its own trajectory besides losses: the seeds' evidence of (in)stability.
+
+After every epoch the loop asks :class:`Evidence` for extra metrics columns:
+
+- ``eigenvalue`` (``search.track_eigenvalue``): the dominant eigenvalue of the validation-loss Hessian
+  with respect to the alphas on a fixed set of search-val batches (R-DARTS' early-stop signal);
+- ``bench_<metric>`` (``benchmark=nb201 benchmark.path=FILE``): the looked-up accuracies of the
+  derived cell in a benchmark table.
+
+Both leave the search trajectory unchanged (no RNG draws, no BN updates, no gradients left behind).
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from nasrun.config import NasrunConf
+from nasrun.data import eval_batches
+from nasrun.options import NoBenchmarkConf
+
+
+class Evidence:
+    """Per-epoch extra columns; empty when nothing is tracked."""
+
+    def __init__(self, cfg: NasrunConf, data: Any, val_idx: torch.Tensor, device: torch.device) -> None:
+        s = cfg.search
+        self.seed = cfg.seed
+        self.iters = s.eigen_iters
+        self.batches: Optional[list] = None
+        if s.track_eigenvalue:  # a fixed set: the first batches of the search-val half, in order
+            self.batches = list(islice(eval_batches(data.train, val_idx, s.batch_size, data.mean, data.std, device),
+                                       s.eigen_batches))
+        self.table = open_benchmark(cfg.benchmark)
+
+    def measure(self, model: nn.Module, genotype: Any) -> dict[str, float]:
+        row: dict[str, float] = {}
+        if self.batches is not None:
+            from nasrun.eigen import dominant_eigenvalue
+
+            row["eigenvalue"] = dominant_eigenvalue(model, self.batches, iters=self.iters, seed=self.seed)["eigenvalue"]
+        if self.table is not None:
+            row.update(self.table.lookup(genotype))
+        return row
+
+
+def open_benchmark(conf: Any) -> Any:
+    """The benchmark table the config names (loaded once), or None."""
+    if isinstance(conf, NoBenchmarkConf):
+        return None
+    from nasrun.benchmarks import load_table
+
+    return load_table(conf.path, conf.kind)
