@@ -380,9 +380,14 @@ def register() -> None:
         for name, option in options.items():
             cs.store(group=group, name=name, node=option)
     for name, fn, cache in (("nasrun_label", genotype_label, False), ("nasrun_job", job_label, False),
-                            ("nasrun_uid", unique_id, True)):
+                            ("nasrun_uid", unique_id, True), ("nasrun_if", choose, False)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn, use_cache=cache)
+
+
+def choose(value: Any, match: Any, then: Any, otherwise: Any) -> Any:
+    """``${nasrun_if:${dataset.name},cifar10,36,16}``: a preset value that depends on another choice."""
+    return then if str(value) == str(match) else otherwise
 
 
 def compose(command: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
