@@ -50,13 +50,16 @@ class FirstOrderConf:
 
 @dataclass
 class SecondOrderConf:
-    """DARTS second order: one unrolled SGD step; B v' by a central difference of radius ``fd_radius``."""
+    """DARTS second order: one unrolled SGD step; B v' at the current weights, by a central difference of
+    radius ``fd_radius`` (``hvp=finite_difference``, as the reference code) or by double backward (``exact``)."""
 
     name: str = "second_order"
+    hvp: str = "finite_difference"
     fd_radius: float = 0.01
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
+        one_of("estimator.hvp", self.hvp, HVP_MODES)
         positive("estimator.fd_radius", self.fd_radius)
 
 

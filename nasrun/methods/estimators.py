@@ -137,16 +137,20 @@ class SecondOrder(Estimator):
     """DARTS second order (unrolled), as the reference code computes it.
 
     The virtual step reproduces the real SGD step (momentum buffer and weight decay, step size = the
-    current weight learning rate xi). The mixed product B v' is a central finite difference around the
-    *current* weights w with epsilon = r / ||v'||. Weights are restored from a saved copy, not by
-    adding and subtracting, so no rounding drift accumulates; BN running statistics are left untouched.
+    current weight learning rate xi). The mixed product B v' is taken around the *current* weights w:
+    by a central finite difference with epsilon = r / ||v'|| (``hvp="finite_difference"``, the
+    reference computation), or exactly by double backward, d/d alpha [grad_w L_tr(w, alpha) . v']
+    (``hvp="exact"``: one forward, a graph-building backward and one double backward; no radius).
+    Weights are restored from a saved copy, not by adding and subtracting, so no rounding drift
+    accumulates; BN running statistics are left untouched.
     """
 
     passes = 4
 
     def __init__(self, conf: SecondOrderConf | None = None, objective: Optional[ArchObjective] = None) -> None:
         super().__init__(objective)
-        self.radius = (conf or SecondOrderConf()).fd_radius
+        conf = conf or SecondOrderConf()
+        self.hvp, self.radius = conf.hvp, conf.fd_radius
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
         weights = model.weight_parameters()
@@ -169,8 +173,12 @@ class SecondOrder(Estimator):
             grads = torch.autograd.grad(value.total, alphas + weights, allow_unused=True)
             direct = list(grads[: len(alphas)])
             v = [gi if gi is not None else torch.zeros_like(w) for gi, w in zip(grads[len(alphas) :], weights)]
-            mixed = finite_difference_mixed(model, weights, saved, v, batch.x_train, batch.y_train, self.radius,
-                                            self.loss)
+            if self.hvp == "exact":
+                _restore(weights, saved)  # B v' at w, the point the finite difference is centred on
+                mixed = exact_mixed(model, weights, v, batch.x_train, batch.y_train, self.loss)
+            else:
+                mixed = finite_difference_mixed(model, weights, saved, v, batch.x_train, batch.y_train,
+                                                self.radius, self.loss)
             _restore(weights, saved)
         second = [-xi * m for m in mixed]
         out = [d + t for d, t in zip(direct, second)]
@@ -289,6 +297,24 @@ def finite_difference_hvp(model, weights, center, direction, x, y, radius, loss_
 def finite_difference_mixed(model, weights, center, direction, x, y, radius, loss_fn=None) -> list[Tensor]:
     """B u of the training loss (differences of architecture gradients)."""
     return central_difference(model, weights, center, direction, x, y, radius, model.arch_parameters(), loss_fn)
+
+
+def exact_mixed(model: nn.Module, weights: list[Tensor], direction: list[Tensor], x: Tensor, y: Tensor,
+                loss_fn: Optional[LossFn] = None) -> list[Tensor]:
+    """B u of the training loss at the current weights, exactly: d/d alpha [grad_w L(w, alpha) . u].
+
+    Builds the graph of the weight gradient (create_graph), then back-propagates its product with
+    the (detached) direction to the alphas (double backward). Weights whose gradient is absent or
+    constant contribute nothing; alphas the loss does not reach get zeros.
+    """
+    loss_fn = _total(loss_fn or ArchObjective())
+    alphas = model.arch_parameters()
+    loss = loss_fn(model, x, y)
+    g = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+    pairs = [(gi, d.detach()) for gi, d in zip(g, direction) if gi is not None and gi.requires_grad]
+    out = torch.autograd.grad([gi for gi, _ in pairs], alphas, grad_outputs=[d for _, d in pairs],
+                              allow_unused=True)
+    return [o if o is not None else torch.zeros_like(a) for o, a in zip(out, alphas)]
 
 
 def _restore(weights: list[Tensor], saved: list[Tensor]) -> None:
