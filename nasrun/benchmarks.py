@@ -178,11 +178,15 @@ def load_table(path: Union[str, Path], kind: str = "auto") -> BenchmarkTable:
         raise BenchmarkError(f"benchmark kind {_short(kind)}: expected one of {', '.join(KINDS)}")
     path = Path(path).expanduser()
     if not _exists(path):
-        raise BenchmarkError(f"benchmark table {_cut(str(path))}: no such file or folder; accepted: {_FORMATS}; "
-                             f"{_WHERE}")
+        raise BenchmarkError(missing_file_message(path))
     if kind == "csv" or (kind == "auto" and path.suffix.lower() == ".csv" and not path.is_dir()):
         return _read_csv(path)
     return _read_api(path, guessed=kind == "auto")
+
+
+def missing_file_message(path: Path) -> str:
+    """One line for a table that is not there: the path, the formats accepted, where the official files come from."""
+    return f"benchmark.path={_cut(str(path))}: no such file or folder; accepted: {_FORMATS}; {_WHERE}"
 
 
 def _exists(path: Path) -> bool:

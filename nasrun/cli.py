@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from nasrun.compose_errors import group_options, groups
 from nasrun.config import compose, register, to_typed
-from nasrun.errors import NasrunError
+from nasrun.errors import ConfigError, NasrunError
 from nasrun.overrides import check_output_dirs, jobs, override_tokens, quote_genotype, swept_free_keys
 
 COMMANDS = {
@@ -141,6 +141,7 @@ def check_overrides(command: str, args: list[str]) -> None:
         check_output_dirs(tokens)
         for job in jobs(tokens, multirun):
             typed = to_typed(compose(command, job))
+            check_benchmark_file(typed.benchmark)
             if command == "retrain":
                 from nasrun.retrain import prepare_retrain
 
@@ -154,6 +155,15 @@ def check_overrides(command: str, args: list[str]) -> None:
         if "hydra/launcher" in message:
             message += " (the joblib and submitit launchers come with: pip install 'nasrun[sweep]')"
         fail(command, message)
+
+
+def check_benchmark_file(conf) -> None:
+    """A benchmark table named by the config must exist before any work starts (it is loaded when the run starts)."""
+    path = getattr(conf, "path", None)
+    if path and not Path(path).expanduser().exists():
+        from nasrun.benchmarks import missing_file_message
+
+        raise ConfigError(missing_file_message(Path(path)))
 
 
 def _name_jobs_by_swept_keys(args: list[str]) -> list[str]:

@@ -28,7 +28,6 @@ from nasrun.checks import (
 from nasrun.compose_errors import CONFIG_MODULE, check_appends, explain, one_line
 from nasrun.errors import ConfigError, NasrunError
 from nasrun.options import (
-    AXES,
     STORED_GROUPS,
     FirstOrderConf,
     NoBenchmarkConf,

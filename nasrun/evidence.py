@@ -12,6 +12,7 @@ Both leave the search trajectory unchanged (no RNG draws, no BN updates, no grad
 
 from __future__ import annotations
 
+import logging
 from itertools import islice
 from typing import Any, Optional
 
@@ -21,6 +22,8 @@ from torch import nn
 from nasrun.config import NasrunConf
 from nasrun.data import eval_batches
 from nasrun.options import NoBenchmarkConf
+
+log = logging.getLogger(__name__)
 
 
 class Evidence:
@@ -35,6 +38,7 @@ class Evidence:
             self.batches = list(islice(eval_batches(data.train, val_idx, s.batch_size, data.mean, data.std, device),
                                        s.eigen_batches))
         self.table = open_benchmark(cfg.benchmark)
+        self.warned = False
 
     def measure(self, model: nn.Module, genotype: Any) -> dict[str, float]:
         row: dict[str, float] = {}
@@ -43,8 +47,20 @@ class Evidence:
 
             row["eigenvalue"] = dominant_eigenvalue(model, self.batches, iters=self.iters, seed=self.seed)["eigenvalue"]
         if self.table is not None:
-            row.update(self.table.lookup(genotype))
+            row.update(self._lookup(genotype))
         return row
+
+    def _lookup(self, genotype: Any) -> dict[str, Optional[float]]:
+        """The table's values for the derived cell; a cell a partial table lacks gets empty columns (warned once)."""
+        from nasrun.benchmarks import BenchmarkError
+
+        try:
+            return self.table.lookup(genotype)
+        except BenchmarkError as exc:
+            if not self.warned:
+                log.warning("benchmark: %s; its bench_* columns stay empty", exc)
+                self.warned = True
+            return {f"bench_{m}": None for m in self.table.metrics}
 
 
 def open_benchmark(conf: Any) -> Any:

@@ -39,3 +39,38 @@ def test_the_rdarts_preset_sizes_the_retraining_by_dataset(dataset, C, layers):
                                         "method=sdarts_adv", "seed=1"]))
     assert (cfg.recipe.C, cfg.recipe.layers, cfg.recipe.batch_size, cfg.recipe.auxiliary) == (C, layers, 96, True)
     assert (cfg.search.epochs, cfg.space.name, cfg.method.name) == (50, "rdarts_s3", "sdarts_adv")
+
+
+def _accuracy(arch: str, metric: int) -> float:
+    """A made-up accuracy every test can recompute from the arch string."""
+    import zlib
+
+    return round(10 + (zlib.crc32(f"{arch}/{metric}".encode()) % 8000) / 100, 2)
+
+
+@pytest.fixture(scope="module")
+def nb201_table(tmp_path_factory):
+    """Every NB201 cell with two made-up metrics, as the CSV users export once from the official file."""
+    from itertools import product
+
+    ops = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+    path = tmp_path_factory.mktemp("bench") / "nb201.csv"
+    lines = ["arch,cifar10_test,cifar100_test"]
+    for e in product(ops, repeat=6):
+        arch = f"|{e[0]}~0|+|{e[1]}~0|{e[2]}~1|+|{e[3]}~0|{e[4]}~1|{e[5]}~2|"
+        lines.append(f"{arch},{_accuracy(arch, 0)},{_accuracy(arch, 1)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_benchmark_lookups_go_into_every_metrics_row_and_the_result(tmp_path, nb201_table):
+    cfg = to_typed(compose("search", ["space=nb201", "dataset=digits", "dataset.subset=16", "search.epochs=2",
+                                      "search.batch_size=32", "supernet.C=4", "supernet.layers=1", "progress=false",
+                                      "benchmark=nb201", f"benchmark.path={nb201_table}"]))
+    result = run_search(cfg, tmp_path / "run")
+    genotypes = [json.loads(line)["genotype"]["nb201"]
+                 for line in (tmp_path / "run" / "genotypes.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path / "run")
+    for row, arch in zip(rows, genotypes):
+        assert (row["bench_cifar10_test"], row["bench_cifar100_test"]) == (_accuracy(arch, 0), _accuracy(arch, 1))
+    assert result["final"]["bench_cifar10_test"] == _accuracy(result["genotype"]["nb201"], 0)
