@@ -1,15 +1,17 @@
-"""Skip-connection collapse: DARTS (second order) against Amended-DARTS on a two-op space.
+"""Skip-connection collapse, offline: DARTS, second-order DARTS, Amended-DARTS and SDARTS-RS side by side.
 
-On the space {skip_connect, sep_conv_3x3} (every edge chooses between a parameter-free skip and a
-convolution) DARTS is known to drift towards skip connections as the search goes on. This script
-runs every method over several seeds with the same settings, then writes
+On R-DARTS' S3 (every edge chooses among none, skip_connect and sep_conv_3x3) DARTS is known to drift
+towards parameter-free skip connections as the search goes on, while the dominant eigenvalue of the
+validation-loss Hessian w.r.t. the alphas grows (R-DARTS' signal). This script runs every method over
+several seeds with the same settings and the eigenvalue tracked, then writes
 
-    <out>/skips.md     the skip count of the derived normal cell per epoch (mean over seeds and per seed)
-    <out>/skips.csv    the same, one row per (method, seed, epoch)
-    <out>/skips.png    one line per method (mean over seeds), shaded min..max
+    <out>/collapse.md    per epoch: skip count and parametric-op count of the derived normal cell, and the
+                         eigenvalue (mean over seeds, per-seed values in brackets)
+    <out>/collapse.csv   the same, one row per (method, seed, epoch)
+    <out>/collapse.png   one panel per measure, one line per method (mean over seeds), shaded min..max
 
-    python scripts/collapse.py --epochs 30 --seeds 0 1 2 --jobs 6
-    python scripts/collapse.py --dataset fashion_mnist --subset 100 --epochs 20
+    python scripts/collapse.py                                  # fashion_mnist, rdarts_s3, 3 seeds
+    python scripts/collapse.py --dataset digits --space rdarts_s2 --epochs 20 --jobs 2
 
 Each run is an ordinary search run folder under <out>/runs/, so `nasrun report` can read them too.
 """
@@ -28,10 +30,12 @@ METHODS = {
     "darts_2nd": ["method=darts_2nd"],
     "amended_eta0.1": ["method=amended", "estimator.eta=0.1"],
     "amended_eta1": ["method=amended", "estimator.eta=1.0"],
+    "sdarts_rs": ["method=sdarts_rs"],
 }
+MEASURES = {"skip_normal": "skip connections", "parametric_normal": "parametric ops", "eigenvalue": "eigenvalue"}
 
 
-def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, list[int]]:
+def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, dict[str, list[float]]]:
     name, seed, overrides, out, threads = job
     import torch
 
@@ -45,18 +49,27 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, list[i
     return collect_one(name, seed, out)
 
 
-def collect_one(name: str, seed: int, out: str) -> tuple[str, int, list[int]]:
-    path = Path(out) / "runs" / f"{name}_s{seed}" / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return name, seed, [r["skip_normal"] for r in rows]
+def collect_one(name: str, seed: int, out: str) -> tuple[str, int, dict[str, list[float]]]:
+    """Per measure, its value after every epoch of one run (parametric ops = kept edges that are not parameter-free)."""
+    folder = Path(out) / "runs" / f"{name}_s{seed}"
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()] \
+        if (folder / "metrics.jsonl").exists() else []
+    genotypes = [json.loads(line)["genotype"] for line in (folder / "genotypes.jsonl").read_text().splitlines()] \
+        if (folder / "genotypes.jsonl").exists() else []
+    kept = [sum(len(c["edges"]) for c in g["cells"].values() if not c["reduction"]) for g in genotypes]
+    series = {"skip_normal": [r["skip_normal"] for r in rows],
+              "parametric_normal": [k - r["param_free_normal"] for k, r in zip(kept, rows)],
+              "eigenvalue": [r.get("eigenvalue", float("nan")) for r in rows]}
+    return name, seed, series
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/collapse")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--subset", default=None, help="dataset.subset (e.g. 100 images per class for fashion_mnist)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--space", default="rdarts_s3")
+    p.add_argument("--subset", default="50", help="dataset.subset: images per class (or a fraction); 0 = all")
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--C", type=int, default=8)
@@ -71,22 +84,24 @@ def main() -> None:
 
     overrides = [
         f"dataset={args.dataset}",
-        "space.name=s2",
-        "space.ops=[skip_connect,sep_conv_3x3]",
+        f"space={args.space}",
+        "search.track_eigenvalue=true",
+        "search.eigen_batches=2",
+        "search.eigen_iters=10",
         f"search.epochs={args.epochs}",
         f"search.batch_size={args.batch}",
         f"supernet.C={args.C}",
         f"supernet.layers={args.layers}",
         "device=cpu",
     ]
-    if args.subset:
+    if args.subset and args.subset != "0":
         overrides.append(f"dataset.subset={args.subset}")
     jobs = [(m, s, overrides, args.out, args.threads) for m in args.methods for s in args.seeds]
     if args.collect:
         results = [collect_one(m, s, args.out) for m, s, *_ in jobs]
-        results = [r for r in results if r[2]]
-        shortest = min(len(r[2]) for r in results)
-        results = [(m, s, skips[:shortest]) for m, s, skips in results]
+        results = [r for r in results if r[2]["skip_normal"]]
+        shortest = min(len(r[2]["skip_normal"]) for r in results)
+        results = [(m, s, {k: v[:shortest] for k, v in series.items()}) for m, s, series in results]
     elif args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(run_one, jobs, chunksize=1)
@@ -95,42 +110,43 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    by_method: dict[str, dict[int, list[int]]] = {}
-    for name, seed, skips in results:
-        by_method.setdefault(name, {})[seed] = skips
-    with open(out / "skips.csv", "w", newline="") as fh:
+    by_method: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for name, seed, series in results:
+        by_method.setdefault(name, {})[seed] = series
+    with open(out / "collapse.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "seed", "epoch", "skip_normal"])
+        w.writerow(["method", "seed", "epoch", *MEASURES])
         for name, seeds in by_method.items():
-            for seed, skips in sorted(seeds.items()):
-                for epoch, k in enumerate(skips):
-                    w.writerow([name, seed, epoch + 1, k])
+            for seed, series in sorted(seeds.items()):
+                for epoch, values in enumerate(zip(*(series[m] for m in MEASURES))):
+                    w.writerow([name, seed, epoch + 1, *values])
     table = _markdown(by_method, args)
-    (out / "skips.md").write_text(table)
+    (out / "collapse.md").write_text(table)
     print(table)
-    _plot(by_method, out / "skips.png", args)
+    _plot(by_method, out / "collapse.png", args)
+
+
+def _cell(values: list[float], measure: str) -> str:
+    shown = ", ".join(f"{v:.3g}" if measure == "eigenvalue" else f"{v:g}" for v in values)
+    return f"{statistics.mean(values):.3g} ({shown})"
 
 
 def _markdown(by_method: dict, args) -> str:
     names = list(by_method)
-    epochs = len(next(iter(next(iter(by_method.values())).values())))
-    lines = [
-        f"Skip connections in the derived normal cell (of 8 edges), space {{skip_connect, sep_conv_3x3}}, "
-        f"{args.dataset}, supernet C={args.C}, {args.layers} cells, batch {args.batch}, seeds {args.seeds}.",
-        "Cells: mean over seeds (per-seed values in brackets).",
-        "",
-        "| epoch | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for e in range(epochs):
-        if e not in (0, epochs - 1) and (e + 1) % max(1, epochs // 10):
-            continue
-        cells = []
-        for n in names:
-            vals = [s[e] for _, s in sorted(by_method[n].items())]
-            cells.append(f"{statistics.mean(vals):.2f} ({', '.join(map(str, vals))})")
-        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    epochs = len(next(iter(next(iter(by_method.values())).values()))["skip_normal"])
+    lines = [f"space={args.space}, {args.dataset} (subset {args.subset}), supernet C={args.C}, {args.layers} cells, "
+             f"batch {args.batch}, seeds {args.seeds}. Normal cell: skip connections and parametric ops (of its kept "
+             "edges); eigenvalue: dominant eigenvalue of the validation-loss Hessian w.r.t. the alphas. Cells: mean "
+             "over seeds (per-seed values in brackets).", ""]
+    for measure, title in MEASURES.items():
+        lines += [f"**{title}**", "", "| epoch | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for e in range(epochs):
+            if e not in (0, epochs - 1) and (e + 1) % max(1, epochs // 8):
+                continue
+            cells = [_cell([s[measure][e] for _, s in sorted(by_method[n].items())], measure) for n in names]
+            lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _plot(by_method: dict, path: Path, args) -> None:
@@ -142,18 +158,17 @@ def _plot(by_method: dict, path: Path, args) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)")
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, seeds in by_method.items():
-        runs = [s for _, s in sorted(seeds.items())]
-        epochs = range(1, len(runs[0]) + 1)
-        mean = [statistics.mean(v) for v in zip(*runs)]
-        ax.plot(epochs, mean, label=name)
-        ax.fill_between(epochs, [min(v) for v in zip(*runs)], [max(v) for v in zip(*runs)], alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("skip connections in the normal cell")
-    ax.set_title(f"{args.dataset}, space {{skip, sep_conv_3x3}}, {len(args.seeds)} seeds")
-    ax.set_ylim(-0.2, 8.2)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(5 * len(MEASURES), 4))
+    for ax, (measure, title) in zip(axes, MEASURES.items()):
+        for name, seeds in by_method.items():
+            runs = [s[measure] for _, s in sorted(seeds.items())]
+            epochs = range(1, len(runs[0]) + 1)
+            ax.plot(epochs, [statistics.mean(v) for v in zip(*runs)], label=name)
+            ax.fill_between(epochs, [min(v) for v in zip(*runs)], [max(v) for v in zip(*runs)], alpha=0.15)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title + (" (normal cell)" if measure != "eigenvalue" else ""))
+    axes[0].legend()
+    fig.suptitle(f"{args.dataset}, space={args.space}, {len(args.seeds)} seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"plot: {path}")
