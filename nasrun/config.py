@@ -250,6 +250,8 @@ class SupernetConf:
     partial_channels: int = 1
     edge_norm: bool = False
     skip_dropout: list[float] = field(default_factory=lambda: [0.0])
+    # compute each mixed edge with shared work (one ReLU, grouped convolutions, one BN); same parameters and results
+    fused: bool = False
 
     def __post_init__(self) -> None:
         positive_int("supernet.C", self.C, hi=MAX_CHANNELS)

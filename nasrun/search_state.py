@@ -35,7 +35,7 @@ def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: 
     net = cfg.supernet
     return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
                     partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
-                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space))
+                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused)
 
 
 class SearchState:

@@ -11,6 +11,15 @@ from nasrun.spaces.ops import FactorizedReduce, ReLUConvBN
 from nasrun.supernet.mixed_op import MixedOp
 
 
+def mixed_op(C: int, stride: int, ops: Sequence[str], partial_channels: int, fused: bool) -> nn.Module:
+    """A mixed edge: the plain one, or the fused one (same parameters and results, shared work)."""
+    if fused:
+        from nasrun.supernet.fused import FusedMixedOp
+
+        return FusedMixedOp(C, stride, ops, partial_channels)
+    return MixedOp(C, stride, ops, partial_channels)
+
+
 def num_edges(nodes: int) -> int:
     """Mixed edges in a cell: node i has 2 + i incoming edges (2+3+4+5 = 14 for 4 nodes)."""
     return sum(2 + i for i in range(nodes))
@@ -37,6 +46,7 @@ class SearchCell(nn.Module):
         ops: Sequence[str],
         edge_ops: Sequence[Sequence[str]] | None = None,
         partial_channels: int = 1,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         self.nodes = nodes
@@ -56,7 +66,7 @@ class SearchCell(nn.Module):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
                 candidates = ops if edge_ops is None else edge_ops[e]
-                self.edges.append(MixedOp(C, stride, candidates, partial_channels))
+                self.edges.append(mixed_op(C, stride, candidates, partial_channels, fused))
                 e += 1
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
@@ -81,7 +91,7 @@ class SingleInputCell(nn.Module):
     earlier node (node 0 is the input); the output is the last node, at the input's size and width."""
 
     def __init__(self, nodes: int, C: int, ops: Sequence[str], edge_ops: Sequence[Sequence[str]] | None = None,
-                 partial_channels: int = 1) -> None:
+                 partial_channels: int = 1, fused: bool = False) -> None:
         super().__init__()
         self.nodes = nodes
         self.reduction = False
@@ -89,7 +99,7 @@ class SingleInputCell(nn.Module):
         if edge_ops is not None and len(edge_ops) != count:
             raise ValueError(f"edge_ops has {len(edge_ops)} entries, expected one per edge ({count})")
         self.edges = nn.ModuleList(
-            MixedOp(C, 1, ops if edge_ops is None else edge_ops[e], partial_channels) for e in range(count)
+            mixed_op(C, 1, ops if edge_ops is None else edge_ops[e], partial_channels, fused) for e in range(count)
         )
 
     def forward(self, x: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:

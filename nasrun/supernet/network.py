@@ -45,6 +45,8 @@ class SuperNet(nn.Module):
     - :meth:`set_skip_dropout`: dropout on the stride-1 skip connections (P-DARTS).
     - ``alpha_map``: how the alphas become mixing weights (``nasrun.methods.alpha_maps``); None is
       softmax.
+    - ``fused``: every mixed edge shares the work of its ops (``nasrun.supernet.fused``); the
+      parameters, their names and the results are the same as without.
 
     ``space`` describes the cells; without it, ``ops`` and ``nodes`` give a DARTS-stacked space
     with one op list on every edge.
@@ -64,6 +66,7 @@ class SuperNet(nn.Module):
         edge_ops: Optional[EdgeOps] = None,
         alpha_map: Optional[Any] = None,
         space: Optional[Space] = None,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
@@ -75,6 +78,7 @@ class SuperNet(nn.Module):
         self.num_edges = self.space.num_edges
         self.partial_channels = partial_channels
         self.edge_norm = edge_norm
+        self.fused = fused
         self.positions = self.space.positions(layers)
         self.kinds: list[str] = self.space.kinds(layers)
         self.edge_ops: dict[str, list[list[int]]] = self._check_edge_ops(edge_ops)
@@ -105,7 +109,7 @@ class SuperNet(nn.Module):
             if reduction:
                 C_cur *= 2
             cell = SearchCell(self.nodes, C_pp, C_p, C_cur, reduction, reduction_prev, self.ops,
-                              edge_ops=self._names(kind), partial_channels=self.partial_channels)
+                              edge_ops=self._names(kind), partial_channels=self.partial_channels, fused=self.fused)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_cur
@@ -125,7 +129,7 @@ class SuperNet(nn.Module):
                 C *= 2
             for _ in range(self.layers):
                 self.cells.append(SingleInputCell(self.nodes, C, self.ops, self._names("normal"),
-                                                  self.partial_channels))
+                                                  self.partial_channels, self.fused))
         self.head = nn.Sequential(nn.BatchNorm2d(C), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C, self.num_classes)
