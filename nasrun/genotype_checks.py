@@ -434,7 +434,7 @@ def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int
             raise _error(source, at, f"expected [op, source, target] with integer states, got {_short(edge)}")
         op, src, dst = edge
         if op not in ops:
-            raise _error(source, at, f"op {_short(op)} is not in ops")
+            raise _error(source, at, f"op {_short(op)} is not in ops {_short(sorted(ops))}")
         if op == "none" and inputs != 1:
             raise _error(source, at, "op 'none' is not an edge of a DARTS cell (leave the edge out instead)")
         if not _in_range(dst, inputs, inputs + nodes - 1):

@@ -37,7 +37,7 @@ from nasrun.runs import (
     set_rng_state,
 )
 from nasrun.spaces.ops import NOISE
-from nasrun.training import evaluate, sgd_step
+from nasrun.training import evaluate_topk, sgd_step
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,28 @@ def search_dataset(run_folder: Path | None) -> DatasetConf | None:
 
 
 def resolve_inputs(cfg: NasrunConf) -> tuple[Genotype, Path | None, DatasetConf]:
-    """Genotype, the search run folder it came from (if any), and the dataset to retrain on."""
+    """Genotype, the search run folder it came from (if any), and the dataset to retrain on.
+
+    Without ``dataset=``: the search's dataset, else CIFAR-10; with ``recipe.network=imagenet`` the
+    search's dataset only if it was ImageNet, else ``dataset=imagenet`` (a CIFAR-searched cell retrained
+    on ImageNet is the transfer the recipe is for). Reads no images.
+    """
     if not cfg.genotype:
         raise ConfigError("genotype is required: a published name (e.g. DARTS_V2), a genotype.json or a search run folder")
     genotype, run_folder = resolve_genotype(cfg.genotype)
-    dataset = cfg.dataset or search_dataset(run_folder) or DatasetConf()
+    searched = search_dataset(run_folder)
+    if cfg.dataset is None and cfg.recipe.network == "imagenet":
+        return genotype, run_folder, searched if searched and searched.name == "imagenet" else imagenet_dataset()
+    dataset = cfg.dataset or searched or DatasetConf()
     return genotype, run_folder, dataset
+
+
+def imagenet_dataset() -> DatasetConf:
+    """The shipped ``dataset=imagenet`` config (224x224, 1000 classes), as ``dataset=imagenet`` would give it."""
+    import nasrun.conf
+
+    node = OmegaConf.load(Path(nasrun.conf.__file__).parent / "dataset" / "imagenet.yaml")
+    return DatasetConf(**OmegaConf.to_container(node, resolve=True))
 
 
 # recipe key <- search key: the training settings a unified retraining takes from its search run.
@@ -102,6 +118,10 @@ def unify_recipe(cfg: NasrunConf, run_folder: Path | None) -> tuple[NasrunConf, 
     search = saved["search"]
     unified = {f"recipe.{key}": search[src] for key, src in UNIFIED_KEYS.items()}
     unified["recipe.cutout"] = 0
+    # the search's cosine schedule without warm-up, and its loss without label smoothing
+    for key, value in (("schedule", "cosine"), ("warmup_epochs", 0), ("label_smoothing", 0.0)):
+        if getattr(cfg.recipe, key) != value:
+            unified[f"recipe.{key}"] = value
     recipe = replace(cfg.recipe, **{k.split(".", 1)[1]: v for k, v in unified.items()})
     dataset = cfg.dataset
     search_data = saved.get("dataset") or {}
@@ -119,6 +139,9 @@ def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None,
     """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys."""
     genotype, run_folder, dataset = resolve_inputs(cfg)
     cfg, unified = unify_recipe(replace(cfg, dataset=dataset, space=searched_space(run_folder) or cfg.space), run_folder)
+    if genotype.inputs == 2 and cfg.recipe.layers < 3:
+        raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: at least 3 for a DARTS-stacked network "
+                          "(two reduction cells and a normal cell)")
     if not genotype.shared and cfg.recipe.layers != len(genotype.cells):
         raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: the genotype has its own cell for each "
                           f"of {len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")
@@ -128,7 +151,41 @@ def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None,
 def build_network(genotype: Genotype, cfg: NasrunConf, dataset: DatasetConf) -> nn.Module:
     r = cfg.recipe
     return network_for(genotype, r.C, dataset.num_classes, r.layers, r.auxiliary, in_channels=dataset.in_channels,
-                       input_size=dataset.image_size)
+                       input_size=dataset.image_size, network=r.network)
+
+
+def lr_schedule(opt: torch.optim.Optimizer, r) -> torch.optim.lr_scheduler.LRScheduler:
+    """The lr schedule of ``recipe.schedule``, stepped once after every epoch (epoch e trains at its e-th value).
+
+    ``cosine``: CosineAnnealingLR from lr to lr_min over the epochs. ``step``: StepLR, lr · lr_decay^e (DARTS'
+    ImageNet recipe: 0.97). ``linear_warmup``: P-DARTS/PC-DARTS' ``adjust_lr`` (E epochs, T = 5):
+    lr·(E−T−e)/(E−T) for e < E−T, then lr·(E−e)/((E−T)·T), times (e+1)/W during the first W =
+    warmup_epochs epochs (their warm-up, for batches over 256).
+    """
+    if r.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs, eta_min=r.lr_min)
+    if r.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=r.lr_decay)
+    if r.schedule == "linear_warmup":
+        return torch.optim.lr_scheduler.LambdaLR(opt, LinearWarmup(r.epochs, r.warmup_epochs, r.LINEAR_DECAY_TAIL))
+    raise ConfigError(f"recipe.schedule={r.schedule!r} is not allowed: one of {', '.join(r.SCHEDULES)}")
+
+
+class LinearWarmup:
+    """The lr factor of epoch e in P-DARTS/PC-DARTS' linear schedule (a class, so LambdaLR can save it)."""
+
+    def __init__(self, epochs: int, warmup: int, tail: int) -> None:
+        self.epochs, self.warmup, self.tail = epochs, warmup, tail
+
+    def __call__(self, epoch: int) -> float:
+        E, T = self.epochs, self.tail
+        if epoch < E - T:
+            factor = (E - T - epoch) / (E - T)
+        else:
+            factor = (E - epoch) / ((E - T) * T)
+        if epoch < self.warmup:
+            factor *= (epoch + 1) / self.warmup
+        return factor
 
 
 def describe_network(model: nn.Module, dataset: DatasetConf) -> dict:
@@ -185,7 +242,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         log.warning("auxiliary head disabled: %s", model.auxiliary_note)
     opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
                           nesterov=r.nesterov)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=r.epochs, eta_min=r.lr_min)
+    sched = lr_schedule(opt, r)
     start_epoch, elapsed_before = 0, 0.0
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
     if ckpt is not None:
@@ -199,9 +256,9 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         progress["epoch"] = ckpt["epoch"]
         log.info("resuming %s after epoch %d", run.path, start_epoch)
     run.truncate(METRICS, start_epoch)
-    log.info("retrain %s on %s: %d epochs, C=%d, %d cells, %.2fM params, %.1fM MACs, device %s -> %s",
-             cfg.genotype, dataset_cfg.name, r.epochs, r.C, r.layers, network["params"] / 1e6, network["macs"] / 1e6,
-             device, run.path)
+    log.info("retrain %s on %s: %d epochs, %s network, C=%d, %d cells, %.2fM params, %.1fM MACs, %s lr schedule, "
+             "device %s -> %s", cfg.genotype, dataset_cfg.name, r.epochs, r.network, r.C, r.layers,
+             network["params"] / 1e6, network["macs"] / 1e6, r.schedule, device, run.path)
 
     for epoch in range(start_epoch, r.epochs):
         t0 = time.time()
@@ -209,11 +266,12 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         model.drop_path_prob = r.drop_path_prob * epoch / r.epochs
         train_loss, train_acc, n = _train_epoch(model, stream, opt, r, lr)
         sched.step()
-        test_loss, test_acc = evaluate(model, data.test, None, r.eval_batch_size, data.mean, data.std, device)
+        test_loss, test_acc, test_acc_top5 = evaluate_topk(model, data.test, None, r.eval_batch_size, data.mean,
+                                                           data.std, device, k=5)
         seconds = time.time() - t0
         row = {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": train_loss,
-               "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
-               "images_per_s": n / seconds}
+               "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "test_acc_top5": test_acc_top5,
+               "seconds": seconds, "images_per_s": n / seconds}
         run.append(METRICS, row)
         run.save_checkpoint(
             {"config": config, "epoch": epoch, "elapsed": elapsed_before + (time.time() - started),
@@ -221,8 +279,8 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
              "stream": stream.state_dict(), "rng": rng_state(device), "noise": NOISE.state_dict()}
         )
         progress["epoch"] = epoch
-        log.info("epoch %d/%d  train_acc %.4f  test_acc %.4f  %.1fs", epoch + 1, r.epochs, row["train_acc"],
-                 test_acc, seconds)
+        log.info("epoch %d/%d  lr %.3g  train_acc %.4f  test_acc %.4f  top-5 %.4f  %.1fs", epoch + 1, r.epochs, lr,
+                 row["train_acc"], test_acc, test_acc_top5, seconds)
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     return _finish(model, genotype, run_folder, unified, network, data, device, cfg, config, run,
@@ -230,15 +288,16 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
 
 
 def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:
-    """One pass of the training stream (cross-entropy, + the auxiliary head's weighted loss)."""
+    """One pass of the training stream (cross-entropy, + the auxiliary head's weighted loss; both with
+    recipe.label_smoothing, as DARTS' ImageNet training smooths both)."""
     model.train()
     loss_sum, correct, n = 0.0, 0, 0
     for _ in range(stream.batches_per_pass):
         x, y = next(stream)
         logits, aux = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
         if aux is not None:
-            loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y)
+            loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=r.label_smoothing)
         value = sgd_step(loss, opt, list(model.parameters()), r.grad_clip, lr)
         loss_sum += value * len(y)
         correct += int((logits.argmax(1) == y).sum())
@@ -263,6 +322,7 @@ def _finish(model, genotype, run_folder, unified, network, data, device, cfg, co
         epochs=cfg.recipe.epochs,
         test_acc=last_row.get("test_acc"),
         test_error=None if last_row.get("test_acc") is None else 1.0 - last_row["test_acc"],
+        test_acc_top5=last_row.get("test_acc_top5"),
         train_acc=last_row.get("train_acc"),
         **network,
         genotype=genotype.to_dict(),

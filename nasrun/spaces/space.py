@@ -71,7 +71,8 @@ def check_space(c: Any) -> None:
                   + ", ".join(types))
     for kind in types:
         for e, ops in enumerate(_edge_names(c, kind, n_edges)):
-            where = f"space.edge_ops.{kind}[{e}]" if c.edge_ops and kind in c.edge_ops else f"space ops ({kind})"
+            where = (f"space.edge_ops.{kind}[{e}]" if c.edge_ops and kind in c.edge_ops
+                     else f"space.cell_ops.{kind}" if c.cell_ops and kind in c.cell_ops else "space.ops")
             check(bool(ops) and len(set(ops)) == len(ops) and all(op in c.ops for op in ops), where, ops,
                   "a non-empty list of distinct ops from space.ops")
             check(c.derivation == "argmax" or any(op != "none" for op in ops), where, ops,
