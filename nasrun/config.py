@@ -266,9 +266,23 @@ class SupernetConf:
 
 @dataclass
 class RecipeConf:
-    """How a genotype is retrained from scratch (DARTS 600-epoch CIFAR recipe by default)."""
+    """How a genotype is retrained from scratch (DARTS 600-epoch CIFAR recipe by default).
+
+    ``network``: ``cifar`` (DARTS' CIFAR stack, or NB201's skeleton for one-input cells) or ``imagenet``
+    (two stems, AvgPool 7x7 head, 224x224 input). ``schedule`` of the lr per epoch e (of E = ``epochs``):
+    ``cosine`` (to ``lr_min``), ``step`` (lr · ``lr_decay``^e, DARTS' ImageNet recipe) or ``linear_warmup``
+    (P-DARTS/PC-DARTS: lr·(E−5−e)/(E−5) for e < E−5, then lr·(E−e)/((E−5)·5), and during the first
+    ``warmup_epochs`` epochs that times (e+1)/``warmup_epochs``). ``label_smoothing`` applies to the
+    training loss and the auxiliary head's loss, not to the test loss.
+    """
+
+    # not fields (no annotation): the allowed values, and P-DARTS/PC-DARTS' linear decay's gentler last epochs
+    NETWORKS = ("cifar", "imagenet")  # nasrun.nets.NETWORKS
+    SCHEDULES = ("cosine", "step", "linear_warmup")  # nasrun.retrain.lr_schedule
+    LINEAR_DECAY_TAIL = 5
 
     name: str = "cifar"
+    network: str = "cifar"
     epochs: int = 600
     C: int = 36
     layers: int = 20
@@ -284,6 +298,10 @@ class RecipeConf:
     drop_path_prob: float = 0.2
     cutout: int = 16
     eval_batch_size: int = 256
+    schedule: str = "cosine"
+    lr_decay: float = 0.97  # step: the lr is multiplied by this after every epoch
+    warmup_epochs: int = 0  # linear_warmup only
+    label_smoothing: float = 0.0
     # take the search run's training settings (Amended-DARTS' unified hyperparameters)
     unify: bool = False
 
@@ -298,6 +316,21 @@ class RecipeConf:
         non_negative("recipe.auxiliary_weight", self.auxiliary_weight)
         check(0 <= self.drop_path_prob < 1, "recipe.drop_path_prob", self.drop_path_prob, "must be in [0, 1)")
         int_range("recipe.cutout", self.cutout, 0, 4096)  # 0 turns cutout off
+        one_of("recipe.network", self.network, self.NETWORKS)
+        one_of("recipe.schedule", self.schedule, self.SCHEDULES)
+        check(isinstance(self.lr_decay, (int, float)) and 0 < self.lr_decay <= 1, "recipe.lr_decay", self.lr_decay,
+              "must be in (0, 1] (the factor the lr is multiplied by after every epoch with recipe.schedule=step)")
+        int_range("recipe.warmup_epochs", self.warmup_epochs, 0, 100_000)
+        check(self.warmup_epochs == 0 or self.schedule == "linear_warmup", "recipe.warmup_epochs",
+              self.warmup_epochs, f"0 with recipe.schedule={self.schedule} (warm-up belongs to linear_warmup)")
+        if self.schedule == "linear_warmup":
+            check(self.epochs > self.LINEAR_DECAY_TAIL, "recipe.epochs", self.epochs,
+                  f"more than {self.LINEAR_DECAY_TAIL} with recipe.schedule=linear_warmup (its linear decay gives the "
+                  f"last {self.LINEAR_DECAY_TAIL} epochs their own slope)")
+        check(self.warmup_epochs < self.epochs, "recipe.warmup_epochs", self.warmup_epochs,
+              f"must be less than recipe.epochs ({self.epochs})")
+        check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
+              "recipe.label_smoothing", self.label_smoothing, "must be in [0, 1) (0 turns it off)")
 
 
 @dataclass

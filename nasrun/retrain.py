@@ -74,11 +74,12 @@ def resolve_inputs(cfg: NasrunConf) -> tuple[Genotype, Path | None, DatasetConf]
     if not cfg.genotype:
         raise ConfigError("genotype is required: a published name (e.g. DARTS_V2), a genotype.json or a search run folder")
     genotype, run_folder = resolve_genotype(cfg.genotype)
+    if cfg.dataset is not None:
+        return genotype, run_folder, cfg.dataset
     searched = search_dataset(run_folder)
-    if cfg.dataset is None and cfg.recipe.network == "imagenet":
+    if cfg.recipe.network == "imagenet":
         return genotype, run_folder, searched if searched and searched.name == "imagenet" else imagenet_dataset()
-    dataset = cfg.dataset or searched or DatasetConf()
-    return genotype, run_folder, dataset
+    return genotype, run_folder, searched or DatasetConf()
 
 
 def imagenet_dataset() -> DatasetConf:

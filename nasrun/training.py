@@ -39,21 +39,42 @@ def sgd_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Te
     return value
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size: int, mean: Sequence[float],
              std: Sequence[float], device: torch.device) -> tuple[float, float]:
     """Loss and accuracy in eval mode over a fixed set of images (no augmentation)."""
+    loss, acc, _ = evaluate_topk(model, data, indices, batch_size, mean, std, device, k=None)
+    return loss, acc
+
+
+@torch.no_grad()
+def evaluate_topk(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size: int, mean: Sequence[float],
+                  std: Sequence[float], device: torch.device, k: Optional[int] = 5
+                  ) -> tuple[float, float, Optional[float]]:
+    """Loss, top-1 and top-k accuracy in eval mode over a fixed set of images (no augmentation).
+
+    Top-1 is the argmax's accuracy (as :func:`evaluate`); top-k counts an image right when its label is
+    among the k largest logits, with k capped at the number of classes (so top-5 of 4 classes is 1).
+    ``k=None`` skips top-k (returned as None).
+    """
     was_training = model.training
     model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, correct, correct_k, n = 0.0, 0, 0, 0
     for x, y in eval_batches(data, indices, batch_size, mean, std, device):
         out = model(x)
         logits = out[0] if isinstance(out, tuple) else out
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
+        if k is not None:
+            correct_k += topk_correct(logits, y, k)
         n += len(y)
     model.train(was_training)
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    return loss_sum / max(n, 1), correct / max(n, 1), None if k is None else correct_k / max(n, 1)
+
+
+def topk_correct(logits: Tensor, y: Tensor, k: int) -> int:
+    """How many rows of ``logits`` have their label ``y`` among their k largest values (k capped at the classes)."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return int((top == y.unsqueeze(1)).any(dim=1).sum())
 
 
 class Progress:

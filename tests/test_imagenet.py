@@ -50,7 +50,8 @@ def test_shapes_at_224_stems_reduce_by_8_then_two_reductions_to_7x7():
     net.train()
     logits, aux = net(torch.randn(2, 3, 224, 224))
     assert logits.shape == (2, 5) and aux.shape == (2, 5)
-    assert sizes["stem0_out"] == (4 // 2 * 2, 56, 56) and sizes["stem1_out"] == (4, 28, 28)  # 224 / 8 = 28
+    assert sizes["stem0"] == (3, 224, 224) and sizes["stem0_out"] == (4, 56, 56)  # two stride-2 convs
+    assert sizes["stem1_out"] == (4, 28, 28)  # and a third: 224 / 8 = 28
     assert [sizes[f"cell{k}"] for k in range(3)] == [(28, 28), (14, 14), (7, 7)]  # reductions at cells 1 and 2
     assert sizes["auxiliary_head"][1:] == (7, 7)  # after cell 2*layers//3, the second reduction
     assert sizes["global_pooling"][1:] == (7, 7) and sizes["global_pooling_out"][1:] == (1, 1)
@@ -71,7 +72,7 @@ def test_interface_matches_network_cifar():
     logits, aux = net.train()(torch.randn(2, 3, 224, 224))
     assert aux is None and torch.isfinite(logits).all()
     assert tiny().auxiliary_enabled and tiny().auxiliary_note is None
-    # the stems and the cells are what NetworkCIFAR would build from the same cells, with 14 cells too
+    # the paper's 14 cells: reductions at cells 4 and 9, the auxiliary head after cell 9
     net14 = NetworkImageNet(DARTS_V2, C=8, num_classes=10, layers=14, auxiliary=True)
     assert [c.reduction for c in net14.cells].count(True) == 2 and net14.cells[4].reduction and net14.cells[9].reduction
     assert net14.aux_index == 9
@@ -248,7 +249,8 @@ def test_linear_warmup_schedule_follows_pdarts_adjust_lr():
     assert values[5] == pytest.approx(0.5 * 240 / 245) and values[-1] == pytest.approx(0.5 / 1225)
     # without warm-up (P-DARTS' code default, batch 256): the plain linear decay from lr
     nowarm = lrs(recipe("recipe=imagenet", "recipe.schedule=linear_warmup", "recipe.warmup_epochs=0"))
-    assert nowarm[0] == pytest.approx(0.5) and nowarm[1:5] == pytest.approx(values[1:5] / np.arange(2, 6) * 5)
+    assert nowarm[0] == pytest.approx(0.5)
+    assert nowarm[:5] == pytest.approx([values[e] * 5 / (e + 1) for e in range(5)]) and nowarm[5:] == values[5:]
 
 
 def test_linear_warmup_schedule_survives_a_checkpoint(tmp_path):
@@ -288,3 +290,166 @@ def test_cifar_recipe_keeps_its_cosine_schedule_and_plain_loss():
     values = lrs(r)
     assert values == expected
     assert values == pytest.approx([0.025 * (1 + math.cos(math.pi * e / 600)) / 2 for e in range(600)], rel=1e-9)
+
+
+# --------------------------------------------------------------------------- losses and accuracy
+
+
+class FixedNet(nn.Module):
+    """Returns fixed logits and auxiliary logits (times a weight, so there is a gradient)."""
+
+    def __init__(self, logits: torch.Tensor, aux: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.logits, self.aux = logits, aux
+
+    def forward(self, x):
+        return self.w * self.logits, self.w * self.aux
+
+
+class OneBatch:
+    batches_per_pass = 1
+
+    def __init__(self, x, y) -> None:
+        self.batch = (x, y)
+
+    def __next__(self):
+        return self.batch
+
+
+def darts_label_smooth(logits, y, eps):
+    """DARTS' CrossEntropyLabelSmooth (cnn/train_imagenet.py), written out."""
+    log_probs = F.log_softmax(logits, dim=1)
+    targets = torch.zeros_like(log_probs).scatter_(1, y.unsqueeze(1), 1)
+    targets = (1 - eps) * targets + eps / logits.shape[1]
+    return (-targets * log_probs).mean(0).sum()
+
+
+def test_label_smoothing_applies_to_the_training_and_auxiliary_losses():
+    g = torch.Generator().manual_seed(0)
+    logits, aux, y = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g), torch.arange(6)
+    net = FixedNet(logits, aux)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    r = recipe("recipe=imagenet")
+    loss, acc, n = retrain._train_epoch(net, OneBatch(torch.zeros(6, 1), y), opt, r, r.lr)
+    expected = darts_label_smooth(logits, y, 0.1) + 0.4 * darts_label_smooth(aux, y, 0.1)
+    assert n == 6 and loss == pytest.approx(float(expected), rel=1e-6)
+    plain = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
+    assert abs(loss - float(plain)) > 1e-3  # smoothing changed it
+    r0 = recipe("recipe=imagenet", "recipe.label_smoothing=0")
+    loss0, _, _ = retrain._train_epoch(net, OneBatch(torch.zeros(6, 1), y), opt, r0, r0.lr)
+    assert loss0 == pytest.approx(float(plain), rel=1e-6)
+
+
+def test_top5_on_hand_made_logits():
+    logits = torch.tensor([
+        [9.0, 8, 7, 6, 5, 4, 3],  # label 0: top-1
+        [9.0, 8, 7, 6, 5, 4, 3],  # label 4: 5th largest, top-5 only
+        [9.0, 8, 7, 6, 5, 4, 3],  # label 5: 6th, neither
+        [0.0, 0, 0, 0, 0, 0, 10],  # label 6: top-1
+    ])
+    y = torch.tensor([0, 4, 5, 6])
+    assert topk_correct(logits, y, 1) == 2 and topk_correct(logits, y, 5) == 3 and topk_correct(logits, y, 7) == 4
+    # fewer classes than k: top-k with k = classes, so every image counts
+    assert topk_correct(logits[:, :3], torch.tensor([2, 1, 0, 2]), 5) == 4
+
+
+def test_evaluate_topk_and_evaluate_agree(monkeypatch):
+    from nasrun.data.datasets import ImageSet
+
+    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4, 3]] * 3 + [[0.0, 0, 0, 0, 0, 0, 10]])
+    data = ImageSet(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 4, 5, 6]))
+
+    class Lookup(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.i = 0
+
+        def forward(self, x):
+            out = logits[self.i:self.i + len(x)]
+            self.i = (self.i + len(x)) % 4
+            return out, None
+
+    model = Lookup()
+    loss, top1, top5 = evaluate_topk(model, data, None, 3, [0.0], [1.0], "cpu")
+    assert (top1, top5) == (0.5, 0.75)
+    assert loss == pytest.approx(float(F.cross_entropy(logits, data.labels)))
+    assert evaluate(model, data, None, 3, [0.0], [1.0], "cpu") == (loss, top1)  # the search's call, unchanged
+    assert evaluate_topk(model, data, None, 3, [0.0], [1.0], "cpu", k=None)[2] is None
+
+
+# --------------------------------------------------------------------------- retraining
+
+
+def test_recipe_imagenet_defaults_to_the_imagenet_dataset_without_reading_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("NASRUN_DATA", str(tmp_path / "nowhere"))
+    _, _, dataset = resolve_inputs(to_typed(compose("retrain", ["genotype=DARTS_V2", "recipe=imagenet"])))
+    assert (dataset.name, dataset.image_size, dataset.num_classes) == ("imagenet", 224, 1000)
+    assert dataset.root == str(tmp_path / "nowhere" / "imagenet")
+    _, _, cifar = resolve_inputs(to_typed(compose("retrain", ["genotype=DARTS_V2"])))
+    assert cifar.name == "cifar10"
+    cfg = to_typed(compose("retrain", ["genotype=DARTS_V2", "recipe=imagenet", "dataset=imagenet",
+                                       "dataset.subset_classes=100"]))
+    _, _, sub = resolve_inputs(cfg)
+    assert sub.num_classes == 100
+    net = retrain.build_network(PUBLISHED["DARTS_V2"], cfg, sub)
+    assert isinstance(net, NetworkImageNet) and net.classifier.out_features == 100
+
+
+def _cifar_run(tmp_path: Path, name: str) -> tuple[list[dict], dict]:
+    cfg = to_typed(compose("retrain", [
+        "genotype=DARTS_V2", "dataset=synthetic", "dataset.image_size=32", "dataset.num_train=48",
+        "dataset.num_test=16", "recipe=cifar", "recipe.epochs=2", "recipe.C=4", "recipe.layers=3",
+        "recipe.batch_size=16", "progress=false", "device=cpu", "seed=3"]))
+    run_retrain(cfg, tmp_path / name)
+    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    rows = [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in rows]
+    return rows, torch.load(tmp_path / name / "model.pt", weights_only=True)["model"]
+
+
+def test_a_cifar_retraining_is_what_it_was_before_the_imagenet_options(tmp_path, monkeypatch):
+    """The cifar recipe (aux head and drop path on) trains exactly as with the code before recipe.schedule
+    and recipe.label_smoothing existed: a CosineAnnealingLR and F.cross_entropy without smoothing."""
+    rows, state = _cifar_run(tmp_path, "now")
+    import types
+
+    plain_ce = F.cross_entropy
+    monkeypatch.setattr(retrain, "lr_schedule", lambda opt, r: torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=r.epochs, eta_min=r.lr_min))
+    monkeypatch.setattr(retrain, "F", types.SimpleNamespace(cross_entropy=lambda logits, y, **kw: plain_ce(logits, y)))
+    old_rows, old_state = _cifar_run(tmp_path, "before")
+    assert rows == old_rows
+    assert state.keys() == old_state.keys() and all(torch.equal(state[k], old_state[k]) for k in state)
+    assert [row["lr"] for row in rows] == [0.025, 0.025 * (1 + math.cos(math.pi / 2)) / 2]
+    assert all(row["test_acc_top5"] == 1.0 for row in rows)  # 4 classes: top-5 is top-4
+
+
+def make_image_tree(root: Path, classes: int, n_train: int = 3, n_val: int = 2) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in range(classes):
+            folder = root / split / f"n{c:03d}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (30, 36, 3), dtype=np.uint8)).save(folder / f"{c}_{i}.JPEG")
+
+
+def test_a_class_subset_imagenet_retraining_records_top1_and_top5(tmp_path):
+    make_image_tree(tmp_path / "imagenet", classes=7)
+    cfg = to_typed(compose("retrain", [
+        "genotype=DARTS_V2", "recipe=imagenet", "dataset=imagenet", f"dataset.root={tmp_path / 'imagenet'}",
+        "dataset.num_classes=7", "dataset.subset_classes=6", "dataset.workers=0", "dataset.pin_memory=false",
+        "recipe.C=4", "recipe.layers=3", "recipe.epochs=2", "recipe.batch_size=6", "recipe.eval_batch_size=6",
+        "progress=false", "device=cpu", "seed=1"]))
+    result = run_retrain(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["lr"] for row in rows] == pytest.approx([0.1, 0.097])
+    assert all(0 <= row["test_acc"] <= row["test_acc_top5"] <= 1 for row in rows)
+    assert result["test_acc"] == rows[-1]["test_acc"] and result["test_acc_top5"] == rows[-1]["test_acc_top5"]
+    assert result["dataset"] == "imagenet" and result["auxiliary"] is True
+    assert result["config"]["recipe"]["network"] == "imagenet" and result["config"]["recipe"]["label_smoothing"] == 0.1
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["model"]
+    assert state["classifier.weight"].shape[0] == 6  # one output per kept class
+    assert "stem0.0.weight" in state and "auxiliary_head.features.5.weight" in state

@@ -64,6 +64,42 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+def stack_reductions(genotype: Genotype, layers: int) -> list[int]:
+    """The reduction positions of a DARTS stack of ``layers`` cells (layers//3 and 2*layers//3), after
+    checking that the genotype's cells can fill that many positions (ConfigError, one line, otherwise)."""
+    if layers < 3:
+        raise ConfigError(f"recipe.layers={layers} is not allowed: at least 3 for a DARTS-stacked network "
+                          "(two reduction cells and a normal cell)")
+    if not genotype.shared and len(genotype.cells) != layers:
+        raise ConfigError(f"recipe.layers={layers} is not allowed: the genotype has its own cell for each of "
+                          f"{len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")
+    return sorted({layers // 3, 2 * layers // 3})
+
+
+def stack_cells(genotype: Genotype, layers: int, C_pp: int, C_p: int, C: int, reduction_prev: bool,
+                aux_index: int) -> tuple[nn.ModuleList, int, int]:
+    """The ``layers`` cells of a DARTS stack whose first cell gets inputs of C_pp and C_p channels.
+
+    Reduction cells (layers//3 and 2*layers//3) double the channels per node, starting from ``C``;
+    ``reduction_prev``: the first cell's state 0 is twice the size of its state 1 (FactorizedReduce
+    on it). Returns the cells, the channels of the last cell's output and of cell ``aux_index``'s.
+    """
+    reductions = stack_reductions(genotype, layers)
+    C_cur, C_aux = C, C_p
+    cells = nn.ModuleList()
+    for i in range(layers):
+        reduction = i in reductions
+        if reduction:
+            C_cur *= 2
+        cell = Cell(genotype.cell_at(i, reduction), genotype.nodes, C_pp, C_p, C_cur, reduction, reduction_prev)
+        cells.append(cell)
+        reduction_prev = reduction
+        C_pp, C_p = C_p, cell.multiplier * C_cur
+        if i == aux_index:
+            C_aux = C_p
+    return cells, C_p, C_aux
+
+
 class AuxiliaryHeadCIFAR(nn.Module):
     """Classifier on the maps two thirds of the way up; its loss helps gradients reach early cells.
 
@@ -115,13 +151,7 @@ class NetworkCIFAR(nn.Module):
         self.genotype = genotype
         self.layers = layers
         self.drop_path_prob: float = 0.0
-        if layers < 3:
-            raise ConfigError(f"recipe.layers={layers} is not allowed: at least 3 for a DARTS-stacked network "
-                              "(two reduction cells and a normal cell)")
-        if not genotype.shared and len(genotype.cells) != layers:
-            raise ConfigError(f"recipe.layers={layers} is not allowed: the genotype has its own cell for each of "
-                              f"{len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")
-        reductions = sorted({layers // 3, 2 * layers // 3})
+        reductions = stack_reductions(genotype, layers)
         factor = 2 ** len(reductions)
         if input_size % factor != 0:
             raise ConfigError(
@@ -145,20 +175,8 @@ class NetworkCIFAR(nn.Module):
             nn.Conv2d(in_channels, C_cur, 3, padding=1, bias=False),
             nn.BatchNorm2d(C_cur),
         )
-        C_pp, C_p, C_cur = C_cur, C_cur, C
-        reduction_prev = False
-        C_aux = C_p
-        self.cells = nn.ModuleList()
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                C_cur *= 2
-            cell = Cell(genotype.cell_at(i, reduction), genotype.nodes, C_pp, C_p, C_cur, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * C_cur
-            if i == self.aux_index:
-                C_aux = C_p
+        self.cells, C_p, C_aux = stack_cells(genotype, layers, C_cur, C_cur, C, reduction_prev=False,
+                                             aux_index=self.aux_index)
         self.auxiliary_head = AuxiliaryHeadCIFAR(C_aux, num_classes) if self.auxiliary_enabled else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
