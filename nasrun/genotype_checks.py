@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nasrun.errors import GenotypeError
-from nasrun.spaces.ops import OPS
+from nasrun.spaces.names import OP_NAMES as OPS
 
 FORMAT_V1 = "nasrun.genotype/1"
 FORMAT = "nasrun.genotype/2"

@@ -284,7 +284,11 @@ def _first_reason(exc: Exception) -> str:
 
 
 def check_same_config(folder: Path, saved: dict, current: dict) -> None:
-    """Refuse to resume a run folder with a different config (it would mix two experiments)."""
+    """Refuse to resume a run folder with a different config (it would mix two experiments).
+
+    A key the saved config does not have was added by a later nasrun: it is not a difference, so a
+    run started before a new option existed still resumes.
+    """
     diffs = sorted(_diff(saved, current))
     if diffs:
         shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
@@ -298,7 +302,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for key in set(a) | set(b):
-            if key == "progress":
+            if key == "progress" or key not in a:
                 continue
             out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
         return out

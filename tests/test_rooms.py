@@ -155,3 +155,21 @@ def test_no_function_of_the_search_loop_is_over_sixty_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 60, f"{module}.{node.name} has {length} lines"
+
+
+def test_the_op_names_known_without_torch_are_the_ops_nasrun_builds():
+    from nasrun.spaces.names import OP_NAMES
+    from nasrun.spaces.ops import OPS
+
+    assert list(OP_NAMES) == list(OPS)
+
+
+def test_checking_a_command_line_does_not_import_torch():
+    import subprocess
+
+    code = ("import sys\nfrom nasrun.config import compose, to_typed\n"
+            "to_typed(compose('search', ['method=amended', 'space=nb201', 'estimator.eta=0.5']))\n"
+            "try:\n    compose('search', ['serach.epochs=2'])\nexcept Exception:\n    pass\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr

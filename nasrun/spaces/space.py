@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from nasrun.checks import check, int_range, one_of
-from nasrun.spaces.ops import OPS
+from nasrun.spaces.names import OP_NAMES as OPS
 
 if TYPE_CHECKING:
     from nasrun.genotype import Genotype
