@@ -6,7 +6,9 @@ leaving out the seed and keys that do not change the experiment (device, progres
 A retrain whose genotype is a search run folder is grouped by that search's overrides and shows
 that search's figures. Each group gets the number of runs (completed / failed / unfinished) and,
 over its completed stages, the mean ± sample standard deviation (n - 1) of: search-val accuracy,
-test accuracy and error, parameters, skip connections in the normal cell, search and retrain hours.
+test accuracy and error (in percent), parameters, skip connections in the normal cell, search and retrain
+times (in s, min or h, one unit per column). A search that a retraining in the same report retrained is
+listed once, in the retraining's row.
 
 Writes ``summary.csv`` and ``summary.md``; ``--plot`` adds PNGs under ``plots/``.
 """
@@ -31,16 +33,19 @@ RESULT = "result.json"
 # override keys that never separate groups
 IGNORED_KEYS = ("seed", "progress", "device", "dataset.root", "dataset.download")
 
-# (column key, table heading, unit scale, format)
+# (column key, table heading, unit scale, format); "duration": hours shown in s, min or h, one unit per column
 METRICS = [
     ("search_val_acc", "search-val acc (%)", 100.0, ".2f"),
     ("test_acc", "test acc (%)", 100.0, ".2f"),
     ("test_error", "test error (%)", 100.0, ".2f"),
     ("params_m", "params (M)", 1.0, ".3g"),
     ("skip_normal", "skip (normal)", 1.0, ".3g"),
-    ("search_hours", "search h", 1.0, ".3g"),
-    ("retrain_hours", "retrain h", 1.0, ".3g"),
+    ("search_hours", "search time", 1.0, "duration"),
+    ("retrain_hours", "retrain time", 1.0, "duration"),
 ]
+# figures of the search stage: counted once per search run folder in a group (several retrainings of one
+# search share them)
+SEARCH_KEYS = ("search_val_acc", "search_hours")
 
 
 @dataclass
@@ -108,7 +113,16 @@ class Group:
         return len(self.runs) - self.count("completed") - self.count("failed")
 
     def stats(self, key: str) -> tuple[int, Optional[float], Optional[float]]:
-        values = [v for v in (r.metrics()[key] for r in self.runs) if v is not None and math.isfinite(v)]
+        values, seen = [], set()
+        for r in self.runs:
+            if key in SEARCH_KEYS and r.search_folder is not None:
+                where = _resolved(r.search_folder)
+                if where in seen:
+                    continue
+                seen.add(where)
+            v = r.metrics()[key]
+            if v is not None and math.isfinite(v):
+                values.append(v)
         return summarize(values)
 
 
@@ -162,6 +176,42 @@ def _job_name(folder: Path) -> Optional[str]:
     return ((data.get("hydra") or {}).get("job") or {}).get("name")
 
 
+def _resolved(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def _hydra_cwd(folder: Path) -> Optional[Path]:
+    """The folder a Hydra job was started from (``hydra.runtime.cwd``), where its relative paths point."""
+    hydra_dir = _hydra_dir(folder)
+    if hydra_dir is None or not (hydra_dir / "hydra.yaml").is_file():
+        return None
+    data = _read_yaml(hydra_dir / "hydra.yaml")
+    cwd = (((data or {}).get("hydra") or {}).get("runtime") or {}).get("cwd") if isinstance(data, dict) else None
+    return Path(cwd) if isinstance(cwd, str) and cwd else None
+
+
+def _linked_search(folder: Path, linked: Any) -> Optional[Path]:
+    """The search run folder a retraining records (``search_run``): as written when it is absolute, else
+    relative to where the retraining was started, to the current folder, or to a folder above the
+    retraining (``genotype=outputs/quickstart/search`` of a run in ``outputs/quickstart/retrain``)."""
+    if not isinstance(linked, str) or not linked:
+        return None
+    path = Path(linked)
+    if path.is_absolute():
+        candidates = [path]
+    else:
+        started = _hydra_cwd(folder)
+        candidates = ([started / path] if started is not None else []) + [Path.cwd() / path]
+        candidates += [parent / path for parent in _resolved(folder).parents]
+    for candidate in candidates:
+        if candidate.is_dir() and (candidate / RESULT).is_file():
+            return candidate
+    return None
+
+
 def _key_of(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -191,7 +241,20 @@ def _status(result: Optional[dict]) -> str:
 
 
 def _is_run_folder(folder: Path) -> bool:
-    return (folder / RESULT).is_file() or (folder / ".hydra").is_dir()
+    return (folder / RESULT).is_file() or (folder / ".hydra").is_dir() or _is_pipeline_job(folder)
+
+
+def _is_pipeline_job(folder: Path) -> bool:
+    """A pipeline job folder (search/ and retrain/ stages in one job), even before it wrote result.json or
+    when it ran without Hydra; not a folder that holds separate runs named search/ and retrain/ (the
+    quickstart's), whose stages have their own .hydra/."""
+    if (folder / "pipeline.log").is_file() or _job_name(folder) == "pipeline":
+        return True
+    if (_read_json(folder / RESULT) or {}).get("command") == "pipeline":
+        return True
+    stages = [folder / name for name in ("search", "retrain")]
+    return (any((stage / RESULT).is_file() for stage in stages)
+            and not any((stage / ".hydra").is_dir() for stage in stages))
 
 
 def find_run_folders(paths: Sequence[str | Path]) -> list[Path]:
@@ -207,7 +270,7 @@ def find_run_folders(paths: Sequence[str | Path]) -> list[Path]:
         while stack:
             folder = stack.pop()
             if _is_run_folder(folder):
-                if folder.name in ("search", "retrain") and (folder.parent / ".hydra").is_dir():
+                if folder.name in ("search", "retrain") and _is_pipeline_job(folder.parent):
                     folder = folder.parent  # a pipeline stage named directly
                 found.append(folder)
                 continue
@@ -222,8 +285,7 @@ def load_run(folder: Path) -> Run:
     result = _read_json(folder / RESULT)
     overrides = _overrides(folder)
     job = _job_name(folder)
-    is_pipeline = ((result or {}).get("command") == "pipeline" or job == "pipeline"
-                   or (folder / "search" / RESULT).is_file())
+    is_pipeline = (result or {}).get("command") == "pipeline" or job == "pipeline" or _is_pipeline_job(folder)
     if is_pipeline:
         s_folder, r_folder = folder / "search", folder / "retrain"
         search, retrain = _read_json(s_folder / RESULT), _read_json(r_folder / RESULT)
@@ -243,9 +305,9 @@ def load_run(folder: Path) -> Run:
             run.search, run.search_folder = result, folder
         else:
             run.retrain, run.retrain_folder = result, folder
-            linked = (result or {}).get("search_run")
-            if linked and Path(linked).is_dir() and (Path(linked) / RESULT).is_file():
-                run.search_folder = Path(linked)
+            linked = _linked_search(folder, (result or {}).get("search_run"))
+            if linked is not None:
+                run.search_folder = linked
                 run.search = _read_json(run.search_folder / RESULT)
     run.overrides = _group_overrides(run, overrides)
     return run
@@ -270,8 +332,13 @@ def _group_overrides(run: Run, overrides: Optional[list[str]]) -> list[str]:
 def collect(paths: Sequence[str | Path]) -> list[Group]:
     """Runs under ``paths`` grouped by kind and overrides other than the seed, in a stable order."""
     groups: dict[tuple, Group] = {}
-    for folder in find_run_folders(paths):
-        run = load_run(folder)
+    runs = [load_run(folder) for folder in find_run_folders(paths)]
+    # a search that a retraining in this report retrained (the quickstart's search/ and retrain/, a
+    # retraining of a sweep's search) is listed once: in the retraining's row, which shows its figures
+    retrained = {_resolved(r.search_folder) for r in runs if r.kind == "retrain" and r.search_folder is not None}
+    for run in runs:
+        if run.kind == "search" and _resolved(run.folder) in retrained:
+            continue
         key = (run.kind, tuple(run.overrides))
         groups.setdefault(key, Group(key, run.kind, run.overrides)).runs.append(run)
     ordered = list(groups.values())
@@ -303,19 +370,49 @@ def _fmt(n: int, mean: Optional[float], std: Optional[float], scale: float, spec
     return text + (f" ± {format(std * scale, spec)}" if std is not None else "")
 
 
+def duration_unit(hours: Sequence[float]) -> tuple[str, float, int]:
+    """One unit for a column of durations (in hours): ``(name, per hour, decimals)``.
+
+    Seconds below a minute, minutes below an hour, else hours, by the column's largest value; three
+    significant digits of that value (``14.1 min``, ``2.35 h``, ``45.0 s``)."""
+    largest = max((abs(h) for h in hours if h is not None and math.isfinite(h)), default=0.0)
+    if largest >= 1.0:
+        name, factor = "h", 1.0
+    elif largest >= 1 / 60:
+        name, factor = "min", 60.0
+    else:
+        name, factor = "s", 3600.0
+    value = largest * factor
+    decimals = max(0, 2 - math.floor(math.log10(value))) if value > 0 else 1
+    return name, factor, min(decimals, 3)
+
+
+def format_duration(mean: Optional[float], std: Optional[float], unit: tuple[str, float, int]) -> str:
+    """``mean ± std unit`` of durations in hours, in the column's unit (see :func:`duration_unit`)."""
+    if mean is None:
+        return "–"
+    name, factor, decimals = unit
+    text = f"{mean * factor:.{decimals}f}"
+    return text + (f" ± {std * factor:.{decimals}f}" if std is not None else "") + f" {name}"
+
+
 def table_rows(groups: Sequence[Group]) -> list[list[str]]:
+    units = {key: duration_unit([g.stats(key)[1] for g in groups if g.stats(key)[1] is not None])
+             for key, _, _, spec in METRICS if spec == "duration"}
     rows = []
     for g in groups:
         row = [g.label, str(len(g.runs)), str(g.count("completed")), str(g.count("failed") + g.unfinished)]
         for key, _, scale, spec in METRICS:
-            row.append(_fmt(*g.stats(key), scale, spec))
+            n, mean, std = g.stats(key)
+            row.append(format_duration(mean, std, units[key]) if spec == "duration" else _fmt(n, mean, std, scale, spec))
         rows.append(row)
     return rows
 
 
 HEADINGS = ["group", "runs", "completed", "failed / unfinished"] + [h for _, h, _, _ in METRICS]
 NOTE = ("mean ± sample standard deviation (n - 1) over the completed runs of each group (normally its seeds); "
-        "a value without ± comes from one run; – means no run has it")
+        "a value without ± comes from one run; – means no run has it; accuracies and errors in percent; "
+        "times are wall-clock")
 
 
 def write_csv(groups: Sequence[Group], path: Path) -> Path:
@@ -394,31 +491,40 @@ def write_plots(groups: Sequence[Group], out_dir: Path, root: Path) -> list[Path
     written: list[Path] = []
     curves = []
     for g in groups:
-        lines = []
+        lines, seen = [], set()
         for r in g.runs:
-            if r.search_folder is not None and (r.search_folder / "metrics.jsonl").is_file():
-                lines.append((f"seed {r.seed}", read_jsonl(r.search_folder / "metrics.jsonl")))
+            if r.search_folder is None or not (r.search_folder / "metrics.jsonl").is_file():
+                continue
+            if _resolved(r.search_folder) in seen:  # several retrainings of one search: one line
+                continue
+            seen.add(_resolved(r.search_folder))
+            seed = (r.search or {}).get("seed", r.seed) if r.kind == "retrain" else r.seed
+            lines.append((f"seed {seed}", read_jsonl(r.search_folder / "metrics.jsonl")))
         curves.append((g.label, lines))
     if any(lines for _, lines in curves):
         written.append(plot_curves(curves, out_dir / "curves.png"))
+    drawn: set[Path] = set()
     for g in groups:
         for r in g.runs:
             try:
                 name = _slug(str(r.folder.relative_to(root)))
             except ValueError:
                 name = _slug(r.folder.name)
-            title = f"{g.label}  seed {r.seed}"
-            alphas = r.search_folder / "alphas.npz" if r.search_folder is not None else None
-            if alphas is not None and alphas.is_file():
-                with np.load(alphas) as data:
-                    written.append(plot_alphas({k: data[k] for k in data.files}, out_dir / "alphas" / f"{name}.png",
-                                               title=title))
+            searched = (r.search or {}).get("seed") if r.kind == "retrain" else None
+            title = f"{g.label}  seed {r.seed}" if searched is None or searched == r.seed else \
+                f"{g.label}  search seed {searched}, retrain seed {r.seed}"
             genotype = None
             if r.search_folder is not None and (r.search_folder / "genotype.json").is_file():
                 genotype = Genotype.load(r.search_folder / "genotype.json")
             else:
                 saved = (r.search or {}).get("genotype") or (r.retrain or {}).get("genotype")
                 genotype = Genotype.from_dict(saved) if saved else None
+            alphas = r.search_folder / "alphas.npz" if r.search_folder is not None else None
+            if alphas is not None and alphas.is_file() and _resolved(alphas) not in drawn:
+                drawn.add(_resolved(alphas))
+                with np.load(alphas) as data:
+                    written.append(plot_alphas({k: data[k] for k in data.files}, out_dir / "alphas" / f"{name}.png",
+                                               title=title, genotype=genotype))
             if genotype is not None:
                 written.append(plot_genotype(genotype, out_dir / "cells" / f"{name}.png", title=title))
     return written
