@@ -343,6 +343,8 @@ class NasrunConf:
 
     seed: int = 2
     device: str = "auto"
+    # torch's CPU threads (null: torch's default, one per core); recorded in result.json's environment
+    threads: Optional[int] = None
     genotype: Optional[str] = None
     progress: bool = True
     space: SpaceConf = field(default_factory=SpaceConf)
@@ -359,6 +361,8 @@ class NasrunConf:
 
     def __post_init__(self) -> None:
         int_range("seed", self.seed, 0, MAX_SEED)
+        if self.threads is not None:
+            int_range("threads", self.threads, 1, 1024)
         ok = self.device in ("auto", "cpu", "cuda") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit() and len(self.device) < 12
         )

@@ -37,7 +37,7 @@ from nasrun.runs import (
     set_rng_state,
 )
 from nasrun.spaces.ops import NOISE
-from nasrun.training import evaluate_topk, sgd_step
+from nasrun.training import apply_threads, evaluate_topk, sgd_step
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
     check_fits(lambda: build_network(genotype, cfg, dataset_cfg), device,
                f"the network (recipe.C={r.C}, recipe.layers={r.layers})")
     seed_everything(cfg.seed)
+    apply_threads(cfg.threads)
     NOISE.seed(cfg.seed)
     data = load_dataset(dataset_cfg)
     if r.cutout >= dataset_cfg.image_size:
@@ -255,7 +256,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())
         start_epoch, elapsed_before = ckpt["epoch"] + 1, float(ckpt["elapsed"])
         progress["epoch"] = ckpt["epoch"]
-        log.info("resuming %s after epoch %d", run.path, start_epoch)
+        log.info("resuming %s after epoch %d (of %d)", run.path, start_epoch, r.epochs)
     run.truncate(METRICS, start_epoch)
     log.info("retrain %s on %s: %d epochs, %s network, C=%d, %d cells, %.2fM params, %.1fM MACs, %s lr schedule, "
              "device %s -> %s", cfg.genotype, dataset_cfg.name, r.epochs, r.network, r.C, r.layers,

@@ -38,7 +38,7 @@ from nasrun.runs import (
 from nasrun.memory import check_fits
 from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
-from nasrun.training import Progress, evaluate, sgd_step
+from nasrun.training import Progress, apply_threads, evaluate, sgd_step
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     check_fits(lambda: build_supernet(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, deepest), device,
                f"the supernet (supernet.C={cfg.supernet.C}, {deepest} cells)")
     seed_everything(cfg.seed)
+    apply_threads(cfg.threads)
     NOISE.seed(cfg.seed)  # R-DARTS S4's noise op: its own stream, kept in the checkpoint
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
@@ -85,7 +86,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
     if ckpt is not None:
         state.load_state_dict(ckpt)
-        log.info("resuming %s after epoch %d", run.path, state.epoch)
+        log.info("resuming %s after epoch %d (of %d)", run.path, state.epoch, state.schedule.total_epochs)
     for name in (METRICS, GENOTYPES):
         run.truncate(name, state.epoch)
     schedule = state.schedule
@@ -157,8 +158,10 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
     _save_alphas(run.path / ALPHAS, state)
     state.epoch = plan.epoch + 1
     run.save_checkpoint({"config": config, **state.state_dict(), "elapsed": state.elapsed + (time.time() - started)})
-    log.info("epoch %d/%d  train_acc %.4f  val_acc %.4f  skip %d  %.1fs  %s", plan.epoch + 1, schedule.total_epochs,
-             stats["train_acc"], val_acc, row["skip_normal"], seconds, genotype)
+    log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  skip %d  %.1fs",
+             plan.epoch + 1, schedule.total_epochs, stats["train_loss"], stats["train_acc"], val_loss, val_acc,
+             row["skip_normal"], seconds)
+    log.debug("epoch %d genotype: %s", plan.epoch + 1, genotype)
     return row
 
 
@@ -285,8 +288,8 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
         environment=environment(device),
         config=config,
     )
-    log.info("search finished: val_acc %.4f, genotype %s -> %s", last_row.get("val_acc", float("nan")), genotype,
-             run.path / "genotype.json")
+    log.info("search finished: val_acc %.4f -> %s\n%s", last_row.get("val_acc", float("nan")),
+             run.path / "genotype.json", genotype)
     return result
 
 

@@ -12,6 +12,16 @@ from torch import Tensor, nn
 from nasrun.data import eval_batches
 
 
+def apply_threads(threads: Optional[int]) -> None:
+    """``threads``: torch's CPU threads for this run (None keeps torch's default, one per core).
+
+    On a shared or small machine one thread is often much faster: the tiny convolutions of a CPU-sized
+    supernet pay more for handing work between threads than they gain.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
