@@ -104,7 +104,7 @@ def test_exact_matches_the_explicit_autograd_hypergradient(tiny_net, tiny_batche
 
 
 def test_exact_is_the_total_derivative_of_the_unrolled_validation_loss(tiny_net, tiny_batches):
-    """The implicit term is the chain rule through w'(alpha): d/d alpha L_val(w - xi (mu m + g(alpha) + wd w), alpha)."""
+    """The chain rule through w'(alpha): d/d alpha L_val(w - xi (mu m + g(alpha) + wd w), alpha)."""
     batch = _batch(tiny_net, tiny_batches)
     got = make_estimator(SecondOrderConf(hvp="exact"))(tiny_net, batch).grads
     f = _Functional(tiny_net)
