@@ -75,6 +75,8 @@ def main() -> None:
     p.add_argument("--C", type=int, default=8)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--eigen-batches", type=int, default=2, help="search-val batches of the Hessian eigenvalue")
+    p.add_argument("--eigen-iters", type=int, default=10, help="power iterations of the Hessian eigenvalue")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--collect", action="store_true",
@@ -86,8 +88,8 @@ def main() -> None:
         f"dataset={args.dataset}",
         f"space={args.space}",
         "search.track_eigenvalue=true",
-        "search.eigen_batches=2",
-        "search.eigen_iters=10",
+        f"search.eigen_batches={args.eigen_batches}",
+        f"search.eigen_iters={args.eigen_iters}",
         f"search.epochs={args.epochs}",
         f"search.batch_size={args.batch}",
         f"supernet.C={args.C}",
