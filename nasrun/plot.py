@@ -726,7 +726,8 @@ PERCENT_KEYS = ("acc", "error")
 
 
 def _percent(key: str) -> bool:
-    return any(part in key for part in PERCENT_KEYS)
+    """Accuracies and errors are fractions in metrics.jsonl; benchmark lookups are percent already."""
+    return not key.startswith("bench_") and any(part in key for part in PERCENT_KEYS)
 
 
 def curves_figure(groups: Sequence[tuple[str, Sequence[tuple[str, Sequence[Mapping[str, Any]]]]]],

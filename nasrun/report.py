@@ -43,6 +43,20 @@ METRICS = [
     ("search_hours", "search time", 1.0, "duration"),
     ("retrain_hours", "retrain time", 1.0, "duration"),
 ]
+#: Columns a search adds when it tracked them: the Hessian eigenvalue and benchmark lookups (already in percent).
+EVIDENCE_PREFIX = "bench_"
+
+
+def columns(groups: Sequence["Group"]) -> list[tuple[str, str, float, str]]:
+    """The table's columns: the fixed ones, then the evidence any run of the groups recorded."""
+    extra = sorted({k for g in groups for r in g.runs for k in r.evidence()})
+    out = list(METRICS)
+    if "eigenvalue" in extra:
+        out.append(("eigenvalue", "eigenvalue", 1.0, ".3g"))
+    out += [(k, f"{k[len(EVIDENCE_PREFIX):]} (bench)", 1.0, ".2f") for k in extra if k.startswith(EVIDENCE_PREFIX)]
+    return out
+
+
 # figures of the search stage: counted once per search run folder in a group (several retrainings of one
 # search share them)
 SEARCH_KEYS = ("search_val_acc", "search_hours")
@@ -62,6 +76,11 @@ class Run:
     search_folder: Optional[Path] = None
     retrain: Optional[dict] = None
     retrain_folder: Optional[Path] = None
+
+    def evidence(self) -> dict[str, Optional[float]]:
+        """The eigenvalue and benchmark lookups of the search's last epoch, when it tracked them."""
+        final = (self.search or {}).get("final") or {} if (self.search or {}).get("status") == "completed" else {}
+        return {k: v for k, v in final.items() if k == "eigenvalue" or k.startswith(EVIDENCE_PREFIX)}
 
     def metrics(self) -> dict[str, Optional[float]]:
         s = self.search if (self.search or {}).get("status") == "completed" else None
@@ -84,6 +103,7 @@ class Run:
                 out["retrain_hours"] = r["wall_seconds"] / 3600
             if out["skip_normal"] is None and r.get("genotype"):
                 out["skip_normal"] = _skips(r["genotype"])
+        out.update(self.evidence())
         return out
 
 
@@ -402,7 +422,7 @@ def table_rows(groups: Sequence[Group]) -> list[list[str]]:
     rows = []
     for g in groups:
         row = [g.label, str(len(g.runs)), str(g.count("completed")), str(g.count("failed") + g.unfinished)]
-        for key, _, scale, spec in METRICS:
+        for key, _, scale, spec in columns(groups):
             n, mean, std = g.stats(key)
             row.append(format_duration(mean, std, units[key]) if spec == "duration" else _fmt(n, mean, std, scale, spec))
         rows.append(row)
@@ -410,6 +430,10 @@ def table_rows(groups: Sequence[Group]) -> list[list[str]]:
 
 
 HEADINGS = ["group", "runs", "completed", "failed / unfinished"] + [h for _, h, _, _ in METRICS]
+
+
+def headings(groups: Sequence[Group]) -> list[str]:
+    return HEADINGS[:4] + [h for _, h, _, _ in columns(groups)]
 NOTE = ("mean ± sample standard deviation (n - 1) over the completed runs of each group (normally its seeds); "
         "a value without ± comes from one run; – means no run has it; accuracies and errors in percent; "
         "times are wall-clock")
@@ -419,14 +443,14 @@ def write_csv(groups: Sequence[Group], path: Path) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf)
     header = ["group", "kind", "overrides", "runs", "completed", "failed", "unfinished"]
-    for key, _, scale, _ in METRICS:
+    for key, _, scale, _ in columns(groups):
         unit = "_pct" if scale == 100.0 else ""
         header += [f"{key}{unit}_mean", f"{key}{unit}_std", f"{key}_n"]
     writer.writerow(header)
     for g in groups:
         row: list[Any] = [g.label, g.kind, " ".join(g.overrides), len(g.runs), g.count("completed"),
                           g.count("failed"), g.unfinished]
-        for key, _, scale, _ in METRICS:
+        for key, _, scale, _ in columns(groups):
             n, mean, std = g.stats(key)
             row += ["" if mean is None else repr(mean * scale), "" if std is None else repr(std * scale), n]
         writer.writerow(row)
@@ -439,7 +463,8 @@ def write_markdown(groups: Sequence[Group], path: Path, sources: Sequence[Path])
     shared = shared_overrides(groups)
     if shared:
         lines += ["Overrides shared by every group: " + " ".join(f"`{o}`" for o in shared), ""]
-    lines += ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(HEADINGS)]
+    heads = headings(groups)
+    lines += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in table_rows(groups):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     lines += ["", NOTE + ".", ""]
@@ -460,7 +485,7 @@ def print_table(groups: Sequence[Group], out: Optional[Any] = None) -> None:
     if not console.is_terminal:
         console = Console(file=out, width=max(console.width, 200))
     table = Table(title="nasrun report", caption=NOTE, caption_justify="left")
-    for i, heading in enumerate(HEADINGS):
+    for i, heading in enumerate(headings(groups)):
         table.add_column(heading, justify="left" if i == 0 else "right", overflow="fold")
     for row in table_rows(groups):
         table.add_row(*row)
@@ -502,7 +527,7 @@ def write_plots(groups: Sequence[Group], out_dir: Path, root: Path) -> list[Path
             lines.append((f"seed {seed}", read_jsonl(r.search_folder / "metrics.jsonl")))
         curves.append((g.label, lines))
     if any(lines for _, lines in curves):
-        written.append(plot_curves(curves, out_dir / "curves.png"))
+        written.append(plot_curves(curves, out_dir / "curves.png", keys=curve_keys(curves)))
     drawn: set[Path] = set()
     for g in groups:
         for r in g.runs:
@@ -528,6 +553,19 @@ def write_plots(groups: Sequence[Group], out_dir: Path, root: Path) -> list[Path
             if genotype is not None:
                 written.append(plot_genotype(genotype, out_dir / "cells" / f"{name}.png", title=title))
     return written
+
+
+def curve_keys(curves: Sequence[tuple[str, Sequence[tuple[str, Sequence[dict]]]]]) -> list[tuple[str, str]]:
+    """The curves to draw: skip count and search-val accuracy, then the evidence the runs recorded."""
+    seen = {k for _, lines in curves for _, rows in lines for row in rows[-1:] for k in row}
+    keys = [("skip_normal", "skip connections (normal cell)"), ("val_acc", "search-val accuracy (%)")]
+    if "eigenvalue" in seen:
+        keys.append(("eigenvalue", "Hessian eigenvalue (alphas)"))
+    bench = sorted(k for k in seen if k.startswith(EVIDENCE_PREFIX))
+    test = [k for k in bench if k.endswith("test")] or bench
+    if test:
+        keys.append((test[0], f"benchmark {test[0][len(EVIDENCE_PREFIX):]} (%)"))
+    return keys
 
 
 def default_out(paths: Sequence[Path]) -> Path:

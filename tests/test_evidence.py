@@ -74,3 +74,27 @@ def test_benchmark_lookups_go_into_every_metrics_row_and_the_result(tmp_path, nb
     for row, arch in zip(rows, genotypes):
         assert (row["bench_cifar10_test"], row["bench_cifar100_test"]) == (_accuracy(arch, 0), _accuracy(arch, 1))
     assert result["final"]["bench_cifar10_test"] == _accuracy(result["genotype"]["nb201"], 0)
+
+
+def test_the_report_shows_the_evidence_columns_and_curves(tmp_path, nb201_table):
+    from nasrun.report import collect, columns, curve_keys, table_rows
+
+    for seed in (0, 1):
+        cfg = to_typed(compose("search", ["space=nb201", "dataset=digits", "dataset.subset=16", "search.epochs=1",
+                                          "search.batch_size=32", "supernet.C=4", "supernet.layers=1",
+                                          "progress=false", f"seed={seed}", "search.track_eigenvalue=true",
+                                          "search.eigen_batches=1", "search.eigen_iters=3", "benchmark=nb201",
+                                          f"benchmark.path={nb201_table}"]))
+        run_search(cfg, tmp_path / f"s{seed}")
+    groups = collect([tmp_path])
+    keys = [k for k, *_ in columns(groups)]
+    assert "eigenvalue" in keys and "bench_cifar10_test" in keys and "bench_cifar100_test" in keys
+    values = [json.loads((tmp_path / f"s{s}" / "result.json").read_text())["final"]["bench_cifar10_test"]
+              for s in (0, 1)]
+    n, mean, std = groups[0].stats("bench_cifar10_test")
+    assert n == 2 and mean == pytest.approx(np.mean(values)) and std == pytest.approx(np.std(values, ddof=1))
+    cell = table_rows(groups)[0][4 + keys.index("bench_cifar10_test")]
+    assert cell.startswith(f"{np.mean(values):.2f}")
+    lines = [("seed 0", _rows(tmp_path / "s0"))]
+    assert ("eigenvalue", "Hessian eigenvalue (alphas)") in curve_keys([("g", lines)])
+    assert [k for k, _ in curve_keys([("g", lines)]) if k.startswith("bench_")] == ["bench_cifar100_test"]
