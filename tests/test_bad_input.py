@@ -128,6 +128,7 @@ def test_a_huge_value_is_not_echoed_whole():
     assert "method.name" in message and len(message) < 400
 
 
+@pytest.mark.smoke
 def test_a_typo_suggests_the_key_not_the_plus():
     message = _error("search", ["search.epoch=3"])
     assert "did you mean search.epochs?" in message and "+search" not in message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -27,6 +29,7 @@ def _sgd_with_momentum(net, lr=0.05, momentum=0.9, wd=3e-4, steps=2, batch=None)
     return opt
 
 
+@pytest.mark.smoke
 def test_first_order_is_the_validation_gradient(tiny_net, tiny_batches):
     xt, yt, xv, yv = tiny_batches
     opt = torch.optim.SGD(tiny_net.weight_parameters(), lr=0.1)
@@ -36,6 +39,7 @@ def test_first_order_is_the_validation_gradient(tiny_net, tiny_batches):
     assert _rel(got, list(want)) < 1e-12
 
 
+@pytest.mark.smoke
 def test_second_order_matches_autograd_of_the_unrolled_loss(tiny_net, tiny_batches):
     """d/d alpha of L_val(w - xi (mu m + grad L_tr(w, alpha) + lambda w), alpha), by double backward."""
     xt, yt, xv, yv = tiny_batches

@@ -17,6 +17,7 @@ def _rows(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.smoke
 def test_tracking_the_eigenvalue_leaves_the_search_trajectory_unchanged(tmp_path):
     plain = to_typed(compose("search", [*TINY_SEARCH, "seed=1"]))
     tracked = to_typed(compose("search", [*TINY_SEARCH, "seed=1", "search.track_eigenvalue=true",

@@ -28,6 +28,7 @@ def _rows(folder: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+@pytest.mark.smoke
 def test_a_resumed_retraining_equals_an_uninterrupted_one(tmp_path):
     cfg = to_typed(compose("retrain", RETRAIN))
     whole = run_retrain(cfg, tmp_path / "whole")

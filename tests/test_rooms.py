@@ -49,6 +49,7 @@ def test_a_key_of_an_option_the_preset_did_not_pick_is_refused_naming_its_owner(
     assert refused >= 3  # every preset leaves keys of at least three axes unpicked
 
 
+@pytest.mark.smoke
 def test_the_presets_pick_one_option_per_axis():
     picks = {p: to_typed(compose("search", [f"method={p}"])) for p in PRESETS}
     assert type(picks["amended"].estimator).__name__ == "AmendedConf"
@@ -116,6 +117,7 @@ def _imports(module: str) -> set[str]:
     return {m for m in out if m in known and m != module}
 
 
+@pytest.mark.smoke
 def test_the_import_graph_has_no_cycle():
     graph = {m: _imports(m) for m in _modules()}
     state: dict[str, int] = {}

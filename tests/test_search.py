@@ -22,6 +22,7 @@ def _cfg(*extra: str):
     return to_typed(compose("search", [*TINY_SYNTH, "search.epochs=3", *extra]))
 
 
+@pytest.mark.smoke
 def test_interrupted_search_resumes_to_the_same_result(tmp_path: Path):
     cfg = _cfg("seed=5")
     straight = run_search(cfg, tmp_path / "straight")

@@ -45,6 +45,7 @@ def names(s: Space, kind: str) -> list[list[str]]:
     return [[s.ops[k] for k in row] for row in s.edge_ops(kind)]
 
 
+@pytest.mark.smoke
 def test_rdarts_s1_has_the_28_edge_lists_of_the_table():
     s = space("rdarts_s1")
     assert names(s, "normal") == [n.split() for n, _ in S1]
@@ -109,6 +110,7 @@ def test_top_k_keeps_the_two_strongest_edges_by_their_best_other_op():
     assert len(g.cells["normal"].edges) == 8 and g.cells["normal"].concat == (2, 3, 4, 5)
 
 
+@pytest.mark.smoke
 def test_argmax_keeps_every_edge_none_included():
     s = space("nb201")
     w = _weights(s, "normal", {0: ("nor_conv_3x3", 0.5), 2: ("none", 0.5), 5: ("skip_connect", 0.3)})
