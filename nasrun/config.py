@@ -347,6 +347,8 @@ class NasrunConf:
     threads: Optional[int] = None
     genotype: Optional[str] = None
     progress: bool = True
+    # per-epoch scalars and images for TensorBoard in <run folder>/tensorboard (pip install 'nasrun[tensorboard]')
+    logger: str = "none"
     space: SpaceConf = field(default_factory=SpaceConf)
     dataset: Optional[DatasetConf] = None
     method: MethodConf = field(default_factory=MethodConf)
@@ -363,6 +365,7 @@ class NasrunConf:
         int_range("seed", self.seed, 0, MAX_SEED)
         if self.threads is not None:
             int_range("threads", self.threads, 1, 1024)
+        one_of("logger", self.logger, ("none", "tensorboard"))
         ok = self.device in ("auto", "cpu", "cuda") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit() and len(self.device) < 12
         )

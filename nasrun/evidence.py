@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from itertools import islice
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -70,3 +70,24 @@ def open_benchmark(conf: Any) -> Any:
     from nasrun.benchmarks import load_table
 
     return load_table(conf.path, conf.kind)
+
+
+class EpochLog:
+    """Where a finished epoch goes besides metrics.jsonl: TensorBoard with ``logger=tensorboard``, else nowhere."""
+
+    def __init__(self, cfg: NasrunConf, run_dir: Any, command: str) -> None:
+        self.writer = None
+        if cfg.logger == "tensorboard":
+            from nasrun.tensorboard import TensorBoardWriter
+
+            self.writer = TensorBoardWriter(run_dir, command)
+
+    def epoch(self, epoch: int, row: dict, images: Optional[Callable[[], tuple[Any, Optional[dict]]]] = None) -> None:
+        """``images``: called only when something is written, returns (genotype, alphas history) to draw."""
+        if self.writer is not None:
+            genotype, alphas = images() if images is not None else (None, None)
+            self.writer.epoch(epoch, row, genotype=genotype, alphas=alphas)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -21,6 +21,7 @@ from nasrun.config import DatasetConf, NasrunConf, SpaceConf, as_plain_dict
 from nasrun.data import load_dataset, make_stream
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
+from nasrun.evidence import EpochLog
 from nasrun.lifecycle import recorded
 from nasrun.memory import check_fits
 from nasrun.nets import build_network as network_for
@@ -222,71 +223,92 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
 def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, on_epoch_end, unified) -> dict:
     started = time.time()
     device = resolve_device(cfg.device)
-    dataset_cfg = cfg.dataset
     r = cfg.recipe
-    check_fits(lambda: build_network(genotype, cfg, dataset_cfg), device,
+    check_fits(lambda: build_network(genotype, cfg, cfg.dataset), device,
                f"the network (recipe.C={r.C}, recipe.layers={r.layers})")
     seed_everything(cfg.seed)
     apply_threads(cfg.threads)
     NOISE.seed(cfg.seed)
-    data = load_dataset(dataset_cfg)
-    if r.cutout >= dataset_cfg.image_size:
-        log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
-                    dataset_cfg.image_size)
-    stream = make_stream(data.train, None, r.batch_size, seed=cfg.seed * 1000 + 3, mean=data.mean, std=data.std,
-                         augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, cutout=r.cutout,
-                         device=device, drop_last=False, loader=dataset_cfg.loader, workers=dataset_cfg.workers,
-                         pin_memory=dataset_cfg.pin_memory)
-    model = build_network(genotype, cfg, dataset_cfg)
-    network = describe_network(model, dataset_cfg)
-    model = model.to(device)
-    if not model.auxiliary_enabled and r.auxiliary:
-        log.warning("auxiliary head disabled: %s", model.auxiliary_note)
-    opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
-                          nesterov=r.nesterov)
-    sched = lr_schedule(opt, r)
-    start_epoch, elapsed_before = 0, 0.0
-    ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        stream.load_state_dict(ckpt["stream"])
-        set_rng_state(ckpt["rng"], device)  # drop path draws its masks on the device: CUDA's state too
-        NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())
-        start_epoch, elapsed_before = ckpt["epoch"] + 1, float(ckpt["elapsed"])
-        progress["epoch"] = ckpt["epoch"]
-        log.info("resuming %s after epoch %d (of %d)", run.path, start_epoch, r.epochs)
+    t = _Training(cfg, genotype, device)
+    start_epoch, elapsed_before = t.resume(run, config, progress)
     run.truncate(METRICS, start_epoch)
     log.info("retrain %s on %s: %d epochs, %s network, C=%d, %d cells, %.2fM params, %.1fM MACs, %s lr schedule, "
-             "device %s -> %s", cfg.genotype, dataset_cfg.name, r.epochs, r.network, r.C, r.layers,
-             network["params"] / 1e6, network["macs"] / 1e6, r.schedule, device, run.path)
-
+             "device %s -> %s", cfg.genotype, cfg.dataset.name, r.epochs, r.network, r.C, r.layers,
+             t.network["params"] / 1e6, t.network["macs"] / 1e6, r.schedule, device, run.path)
+    epoch_log = EpochLog(cfg, run.path, "retrain")
     for epoch in range(start_epoch, r.epochs):
-        t0 = time.time()
-        lr = sched.get_last_lr()[0]
-        model.drop_path_prob = r.drop_path_prob * epoch / r.epochs
-        train_loss, train_acc, n = _train_epoch(model, stream, opt, r, lr)
-        sched.step()
-        test_loss, test_acc, test_acc_top5 = evaluate_topk(model, data.test, None, r.eval_batch_size, data.mean,
-                                                           data.std, device, k=5)
-        seconds = time.time() - t0
-        row = {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": train_loss,
-               "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "test_acc_top5": test_acc_top5,
-               "seconds": seconds, "images_per_s": n / seconds}
+        row = t.epoch(epoch)
         run.append(METRICS, row)
-        run.save_checkpoint(
-            {"config": config, "epoch": epoch, "elapsed": elapsed_before + (time.time() - started),
-             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "stream": stream.state_dict(), "rng": rng_state(device), "noise": NOISE.state_dict()}
-        )
+        epoch_log.epoch(epoch, row, lambda: (genotype, None))
+        run.save_checkpoint({"config": config, "epoch": epoch, "elapsed": elapsed_before + (time.time() - started),
+                             **t.state_dict()})
         progress["epoch"] = epoch
-        log.info("epoch %d/%d  lr %.3g  train_acc %.4f  test_acc %.4f  top-5 %.4f  %.1fs", epoch + 1, r.epochs, lr,
-                 row["train_acc"], test_acc, test_acc_top5, seconds)
+        log.info("epoch %d/%d  lr %.3g  train_acc %.4f  test_acc %.4f  top-5 %.4f  %.1fs", epoch + 1, r.epochs,
+                 row["lr"], row["train_acc"], row["test_acc"], row["test_acc_top5"], row["seconds"])
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-    return _finish(model, genotype, run_folder, unified, network, data, device, cfg, config, run,
+    epoch_log.close()
+    return _finish(t.model, genotype, run_folder, unified, t.network, t.data, device, cfg, config, run,
                    elapsed_before + (time.time() - started))
+
+
+class _Training:
+    """What a retraining carries from epoch to epoch: data, stream, network, optimiser, lr schedule."""
+
+    def __init__(self, cfg: NasrunConf, genotype: Genotype, device: torch.device) -> None:
+        r, dataset_cfg = cfg.recipe, cfg.dataset
+        self.recipe, self.device = r, device
+        self.data = load_dataset(dataset_cfg)
+        if r.cutout >= dataset_cfg.image_size:
+            log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
+                        dataset_cfg.image_size)
+        self.stream = make_stream(
+            self.data.train, None, r.batch_size, seed=cfg.seed * 1000 + 3, mean=self.data.mean, std=self.data.std,
+            augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, cutout=r.cutout, device=device,
+            drop_last=False, loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
+        model = build_network(genotype, cfg, dataset_cfg)
+        self.network = describe_network(model, dataset_cfg)
+        self.model = model.to(device)
+        if not model.auxiliary_enabled and r.auxiliary:
+            log.warning("auxiliary head disabled: %s", model.auxiliary_note)
+        self.opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
+                                   nesterov=r.nesterov)
+        self.sched = lr_schedule(self.opt, r)
+
+    def resume(self, run: RunFolder, config: dict, progress: dict) -> tuple[int, float]:
+        """Restore the checkpoint, if any; the first epoch to run and the seconds already spent."""
+        ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
+        if ckpt is None:
+            return 0, 0.0
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.stream.load_state_dict(ckpt["stream"])
+        set_rng_state(ckpt["rng"], self.device)  # drop path draws its masks on the device: CUDA's state too
+        NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())
+        progress["epoch"] = ckpt["epoch"]
+        log.info("resuming %s after epoch %d (of %d)", run.path, ckpt["epoch"] + 1, self.recipe.epochs)
+        return ckpt["epoch"] + 1, float(ckpt["elapsed"])
+
+    def epoch(self, epoch: int) -> dict:
+        """Train one epoch and test; the metrics row."""
+        r, model, data = self.recipe, self.model, self.data
+        t0 = time.time()
+        lr = self.sched.get_last_lr()[0]
+        model.drop_path_prob = r.drop_path_prob * epoch / r.epochs
+        train_loss, train_acc, n = _train_epoch(model, self.stream, self.opt, r, lr)
+        self.sched.step()
+        test_loss, test_acc, top5 = evaluate_topk(model, data.test, None, r.eval_batch_size, data.mean, data.std,
+                                                  self.device, k=5)
+        seconds = time.time() - t0
+        return {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": train_loss,
+                "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "test_acc_top5": top5,
+                "seconds": seconds, "images_per_s": n / seconds}
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "stream": self.stream.state_dict(),
+                "rng": rng_state(self.device), "noise": NOISE.state_dict()}
 
 
 def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:

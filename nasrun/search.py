@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
 from nasrun.data import index_hash, load_dataset, make_stream, search_split
-from nasrun.evidence import Evidence
+from nasrun.evidence import EpochLog, Evidence
 from nasrun.lifecycle import recorded
 from nasrun.methods import ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule
 from nasrun.methods.schedules import EpochPlan, public
@@ -83,6 +83,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
     state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device)
     evidence = Evidence(cfg, data, val_idx, device)
+    epoch_log = EpochLog(cfg, run.path, "search")
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
     if ckpt is not None:
         state.load_state_dict(ckpt)
@@ -99,8 +100,10 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         if plan.stage != state.stage:  # the previous stage is over: keep its strongest ops, start the next
             _next_stage(state, run, plan.stage)
         row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence)
+        epoch_log.epoch(epoch, row, lambda: (state.model.genotype(), _history(state)))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+    epoch_log.close()
     return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
 
 
@@ -303,10 +306,15 @@ def _draw_cells(genotype, path: Path, title: str) -> None:
         log.warning("could not draw %s: %s", path, exc)
 
 
+def _history(state: SearchState) -> dict:
+    """The alpha history as alphas.npz holds it: per kind (epochs, edges, ops), plus the op names."""
+    return {**{k: np.stack(v) for k, v in state.history.items()}, "ops": np.array(list(state.model.ops))}
+
+
 def _save_alphas(path: Path, state: SearchState) -> None:
     """alphas.npz: mixing weights per epoch, (epochs, edges, ops) per cell type, plus the op names."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.stack(v) for k, v in state.history.items()}, ops=np.array(list(state.model.ops)))
+    np.savez(buf, **_history(state))
     atomic_write_bytes(path, buf.getvalue())
 
 
