@@ -252,43 +252,35 @@ def derive_cell(space: Space, rows: list[list[float]], edge_ops: Sequence[Sequen
     """
     ops = space.ops
 
-    def columns(e: int) -> list[int]:
-        return list(edge_ops[e])
-
-    def name(e: int, c: int) -> str:
-        return ops[c]
-
     def best(e: int, allow_none: bool) -> int:
-        cands = sorted(c for c in columns(e) if allow_none or name(e, c) != "none")
+        cands = sorted(c for c in edge_ops[e] if allow_none or ops[c] != "none")
         top = cands[0]
         for c in cands[1:]:
             if rows[e][c] > rows[e][top]:  # strict: ties keep the lower op index
                 top = c
         return top
 
+    def beats_none(e: int, strength: float) -> bool:
+        nones = [c for c in edge_ops[e] if ops[c] == "none"]
+        return not nones or strength > rows[e][nones[0]]
+
     out: list[tuple[str, int, int]] = []
     e = 0
     for i in range(space.nodes):
         sources = list(range(space.inputs + i))
-        node_edges = [e + j for j in sources]
         target = space.inputs + i
         if space.derivation == "argmax":
-            out += [(name(x, best(x, True)), j, target) for j, x in zip(sources, node_edges)]
+            out += [(ops[best(e + j, True)], j, target) for j in sources]
         else:
-            strength = [rows[x][best(x, False)] for x in node_edges]
+            strength = [rows[e + j][best(e + j, False)] for j in sources]
             if space.derivation == "top_k":
                 kept = sorted(sources, key=lambda j: -strength[j])[: space.edges_per_node]
-            else:
-                kept = [j for j in sources if _beats_none(rows, node_edges[j], strength[j], columns, name)]
+            else:  # searched: every edge whose best op outweighs none, at least the strongest one
+                kept = [j for j in sources if beats_none(e + j, strength[j])]
                 kept = kept or [max(sources, key=lambda j: (strength[j], -j))]
-            out += [(name(node_edges[j], best(node_edges[j], False)), j, target) for j in kept]
+            out += [(ops[best(e + j, False)], j, target) for j in kept]
         e += len(sources)
     return out
-
-
-def _beats_none(rows, e: int, strength: float, columns, name) -> bool:
-    nones = [c for c in columns(e) if name(e, c) == "none"]
-    return not nones or strength > rows[e][nones[0]]
 
 
 def derive(weights_normal: Any, weights_reduce: Any, ops: Sequence[str], nodes: int = 4,
