@@ -250,6 +250,11 @@ def _show(args: list[str]) -> None:
 def _dispatch(command: str, args: list[str]) -> None:
     register()
     args = quote_genotype(args)
+    if any(a in ("-h", "--help") for a in args):
+        from nasrun.help import render
+
+        print(render(command, override_tokens(args)))
+        return
     runs_jobs = not any(a.split("=")[0] in _NO_CHECK_FLAGS for a in args)
     if runs_jobs:
         check_overrides(command, args)

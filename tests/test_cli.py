@@ -94,7 +94,10 @@ def test_help_lists_commands_and_groups(tmp_path: Path):
         assert word in top.stdout
     sub = nasrun("search", "--help", cwd=tmp_path)
     assert sub.returncode == 0
-    assert "method: amended, darts, darts_2nd" in sub.stdout and "supernet" in sub.stdout
+    assert "method        amended, [darts], darts_2nd" in sub.stdout and "supernet.C = 16" in sub.stdout
+    chosen = nasrun("search", "method=amended", "--help", cwd=tmp_path)
+    assert "estimator     [amended]" in chosen.stdout and "estimator.eta = 0.1" in chosen.stdout
+    assert "perturbation.epsilon" not in chosen.stdout  # only the chosen components' keys
 
 
 @pytest.mark.parametrize(
