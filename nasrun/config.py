@@ -74,17 +74,18 @@ class SpaceConf:
     stacking (reductions at 1/3 and 2/3) or ``nb201`` (stages of cells joined by residual blocks).
     """
 
-    name: str = "darts"
+    name: str = "darts"  # the space's label (run folder names, genotype.json)
+    # the op vocabulary; its order is the alpha column order
     ops: list[str] = field(default_factory=lambda: list(DARTS_PRIMITIVES))
-    cell_ops: Optional[dict[str, list[str]]] = None
-    edge_ops: Optional[dict[str, list[list[str]]]] = None
-    nodes: int = 4
-    inputs: int = 2
-    derivation: str = "top_k"
-    edges_per_node: int = 2
-    cells: str = "shared"
-    skeleton: str = "darts"
-    description: str = ""
+    cell_ops: Optional[dict[str, list[str]]] = None  # an op list per cell type (normal, reduce), or null
+    edge_ops: Optional[dict[str, list[list[str]]]] = None  # an op list per edge of a cell type, or null
+    nodes: int = 4  # intermediate nodes per cell
+    inputs: int = 2  # cell inputs: 2 (DARTS stack), 1 (NB201)
+    derivation: str = "top_k"  # top_k | argmax | searched
+    edges_per_node: int = 2  # k of top_k
+    cells: str = "shared"  # shared | independent (a cell per position)
+    skeleton: str = "darts"  # darts | nb201
+    description: str = ""  # one line for people
 
     def __post_init__(self) -> None:
         from nasrun.spaces.space import check_space
@@ -106,27 +107,29 @@ class DatasetConf:
     only choice for imagenet, whose ``train_augment`` options are resized_crop, flip, color_jitter.
     """
 
-    name: str = "cifar10"
-    root: str = "data"
-    download: bool = False
-    in_channels: int = 3
-    image_size: int = 32
-    num_classes: int = 10
+    name: str = "cifar10"  # which loader reads the images
+    root: str = "data"  # where the image files are ($NASRUN_DATA or data)
+    download: bool = False  # download with torchvision (needs internet)
+    in_channels: int = 3  # image channels
+    image_size: int = 32  # image side in pixels
+    num_classes: int = 10  # classes (subset_classes lowers it)
+    # per-channel mean (null: computed on the training split)
     mean: Optional[list[float]] = field(default_factory=lambda: list(CIFAR10_MEAN))
+    # per-channel std (null: computed on the training split)
     std: Optional[list[float]] = field(default_factory=lambda: list(CIFAR10_STD))
-    train_augment: list[str] = field(default_factory=lambda: ["crop", "flip"])
-    crop_padding: int = 4
-    augment_val: bool = False
-    search_split: float = 0.5
-    split_seed: int = 0
-    test_fraction: float = 0.2
-    num_train: int = 512
-    num_test: int = 128
-    subset: Any = None
-    subset_classes: Optional[int] = None
-    loader: str = "device"
-    workers: int = 2
-    pin_memory: bool = True
+    train_augment: list[str] = field(default_factory=lambda: ["crop", "flip"])  # augmentations of training images
+    crop_padding: int = 4  # padding of the random crop
+    augment_val: bool = False  # augment the search-val half too
+    search_split: float = 0.5  # fraction of the training set the search trains weights on
+    split_seed: int = 0  # seeds test split (digits) and subsets
+    test_fraction: float = 0.2  # test share where there is no official test split
+    num_train: int = 512  # synthetic: training images
+    num_test: int = 128  # synthetic: test images
+    subset: Any = None  # per class: a fraction in (0, 1] or a count; null = all
+    subset_classes: Optional[int] = None  # keep the first K classes
+    loader: str = "device"  # device (batches on the run's device) | torch (DataLoader)
+    workers: int = 2  # DataLoader workers (loader=torch)
+    pin_memory: bool = True  # pinned memory on CUDA (loader=torch)
 
     def __post_init__(self) -> None:
         one_of("dataset.name", self.name, DATASETS)
@@ -199,25 +202,25 @@ class MethodConf:
 class SearchConf:
     """The bilevel loop's settings (DARTS paper defaults)."""
 
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.025
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    arch_lr: float = 3e-4
-    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    arch_weight_decay: float = 1e-3
+    epochs: int = 50  # search epochs (per stage with schedule=progressive)
+    batch_size: int = 64  # images per weight step (and per architecture step)
+    lr: float = 0.025  # weight SGD learning rate, cosine to lr_min
+    lr_min: float = 0.001  # floor of the cosine schedule
+    momentum: float = 0.9  # weight SGD momentum
+    weight_decay: float = 3e-4  # weight SGD weight decay
+    grad_clip: float = 5.0  # global-norm clip of the weight gradient
+    arch_lr: float = 3e-4  # Adam learning rate of the alphas
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam betas of the alphas
+    arch_weight_decay: float = 1e-3  # Adam weight decay of the alphas
     arch_warmup_epochs: int = 0
     # global-norm clip of the alpha gradient before the Adam step (null = none; 5 in P-DARTS)
     arch_grad_clip: Optional[float] = None
     eval_batch_size: int = 256
     # R-DARTS' signal: the dominant eigenvalue of the validation-loss Hessian w.r.t. the alphas after every
     # epoch, by power iteration (eigen_iters) over the first eigen_batches search-val batches
-    track_eigenvalue: bool = False
-    eigen_batches: int = 4
-    eigen_iters: int = 20
+    track_eigenvalue: bool = False  # dominant Hessian eigenvalue w.r.t. the alphas after every epoch
+    eigen_batches: int = 4  # search-val batches of the eigenvalue
+    eigen_iters: int = 20  # power iterations of the eigenvalue
 
     def __post_init__(self) -> None:
         positive_int("search.epochs", self.epochs, hi=100_000)
@@ -244,11 +247,11 @@ class SupernetConf:
     each stage (one value for every stage, or one per stage), decayed over the stage's epochs.
     """
 
-    C: int = 16
-    layers: int = 8
-    stem_multiplier: int = 3
-    partial_channels: int = 1
-    edge_norm: bool = False
+    C: int = 16  # channels of the first cells
+    layers: int = 8  # cells (NB201: cells per stage)
+    stem_multiplier: int = 3  # stem channels = stem_multiplier * C
+    partial_channels: int = 1  # PC-DARTS' K: mixed ops see 1/K of the channels
+    edge_norm: bool = False  # PC-DARTS' edge normalisation (betas)
     skip_dropout: list[float] = field(default_factory=lambda: [0.0])
     # compute each mixed edge with shared work (one ReLU, grouped convolutions, one BN); same parameters and results
     fused: bool = False

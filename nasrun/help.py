@@ -58,7 +58,7 @@ def _trailing_comment(line: str) -> str:
 def _keys(node: Any, prefix: str) -> list[str]:
     if not dataclasses.is_dataclass(node):
         return []
-    comments = field_comments(type(node))
+    comments = {k: v for cls in reversed(type(node).__mro__) for k, v in field_comments(cls).items()}
     doc = (inspect.getdoc(type(node)) or "").split("\n")[0]
     lines = [f"  {prefix}: {doc}" if doc else f"  {prefix}:"]
     for f in dataclasses.fields(node):

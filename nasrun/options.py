@@ -55,7 +55,7 @@ class SecondOrderConf:
 
     name: str = "second_order"
     hvp: str = "finite_difference"
-    fd_radius: float = 0.01
+    fd_radius: float = 0.01  # r in epsilon = r / ||v'|| of the finite difference
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
@@ -68,9 +68,9 @@ class AmendedConf:
     """Amended-DARTS: g1 - eta * B (H v) at the current weights on the step's training batch."""
 
     name: str = "amended"
-    eta: float = 0.1
-    hvp: str = "finite_difference"
-    fd_radius: float = 0.01
+    eta: float = 0.1  # weight of the amending term (0 = first-order DARTS)
+    hvp: str = "finite_difference"  # finite_difference (as the reference) | exact (double backward)
+    fd_radius: float = 0.01  # r in epsilon = r / ||direction|| of both products
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
@@ -94,14 +94,14 @@ class ZeroOrderConf:
     """What the ZARTS rules share: alpha moves every ``update_every`` weight steps; each of ``samples``
     candidates is scored after ``inner_steps`` SGD steps on a copy of the weights."""
 
-    update_every: int = 10
-    inner_steps: int = 10
-    samples: int = 4
-    inner_lr: float = 1e-3
-    inner_momentum: float = 0.0
-    inner_weight_decay: float = 3e-4
-    inner_batch_size: int = 48
-    inner_data: str = "val"
+    update_every: int = 10  # alpha moves once every this many weight steps
+    inner_steps: int = 10  # SGD steps on a copy of the weights per candidate (0: score at the live weights)
+    samples: int = 4  # candidate alphas per update
+    inner_lr: float = 1e-3  # SGD lr of the fine-tuning
+    inner_momentum: float = 0.0  # SGD momentum of the fine-tuning
+    inner_weight_decay: float = 3e-4  # SGD weight decay of the fine-tuning
+    inner_batch_size: int = 48  # images per fine-tuning step
+    inner_data: str = "val"  # val | train: the half the fine-tuning batches come from
 
     def _check_common(self) -> None:
         _own_name("estimator", self)
@@ -119,12 +119,12 @@ class MGSConf(ZeroOrderConf):
     """ZARTS-MGS: proposal scale (and its schedule), temperature, mixture weight, importance density."""
 
     name: str = "mgs"
-    sigma: float = 0.025
-    sigma_schedule: str = "cosine"
-    tau: float = 0.01
-    mix_lambda: float = 1e-3
-    density: str = "corrected"
-    density_eps: float = 1e-4
+    sigma: float = 0.025  # proposal scale
+    sigma_schedule: str = "cosine"  # cosine | constant
+    tau: float = 0.01  # temperature of the importance weights
+    mix_lambda: float = 1e-3  # weight of the zero-centred proposal
+    density: str = "corrected"  # corrected | released (the script's slip)
+    density_eps: float = 1e-4  # stabiliser of 1 / q
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -140,8 +140,8 @@ class RSConf(ZeroOrderConf):
     """ZARTS-RS (a reconstruction): step size and smoothing radius."""
 
     name: str = "rs"
-    rs_lr: float = 1e-4
-    rs_radius: float = 0.1
+    rs_lr: float = 1e-4  # step size
+    rs_radius: float = 0.1  # smoothing radius of the finite differences
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -154,8 +154,8 @@ class GLDConf(ZeroOrderConf):
     """ZARTS-GLD (a reconstruction): the largest radius and the number of halvings (null: from the alpha shape)."""
 
     name: str = "gld"
-    gld_radius: float = 0.13
-    gld_levels: Optional[int] = None
+    gld_radius: float = 0.13  # largest radius
+    gld_levels: Optional[int] = None  # halvings (null: from the alpha shape)
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -190,10 +190,10 @@ class RandomConf:
     """SDARTS-RS: A + U(-eps, eps) with eps ramped from ``epsilon_start`` to ``epsilon``, put back on the simplex."""
 
     name: str = "random"
-    epsilon: float = 0.3
-    epsilon_start: float = 0.03
-    epsilon_ramp: str = "code"
-    simplex: str = "renorm"
+    epsilon: float = 0.3  # radius of the L-inf ball around the mixing weights
+    epsilon_start: float = 0.03  # radius in the first epoch (linear ramp)
+    epsilon_ramp: str = "code"  # code (as released) | to_max
+    simplex: str = "renorm"  # renorm (as released) | project
 
     def __post_init__(self) -> None:
         _own_name("perturbation", self)
@@ -212,9 +212,9 @@ class AdversarialConf(RandomConf):
     """SDARTS-ADV: PGD on the mixing weights (step size null: 2 * epsilon / pgd_steps, as released)."""
 
     name: str = "adversarial"
-    pgd_steps: int = 7
-    pgd_step_size: Optional[float] = None
-    pgd_random_start: bool = True
+    pgd_steps: int = 7  # PGD steps
+    pgd_step_size: Optional[float] = None  # null: 2 * epsilon / pgd_steps
+    pgd_random_start: bool = True  # start PGD from a random point in the ball
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -234,7 +234,7 @@ class SoftmaxConf:
     """Mixing weights = softmax(alpha) per edge; ``init`` fills every alpha (null: 1e-3 * N(0, 1), as DARTS)."""
 
     name: str = "softmax"
-    init: Optional[float] = None
+    init: Optional[float] = None  # fill every alpha with this (null: 1e-3 * N(0, 1))
 
     def __post_init__(self) -> None:
         _own_name("alpha_map", self)
@@ -249,8 +249,8 @@ class ArgmaxConf:
     """
 
     name: str = "argmax"
-    init: Optional[float] = 0.5
-    param_reg: float = 0.0
+    init: Optional[float] = 0.5  # fill every alpha with this (NASP: 0.5)
+    param_reg: float = 0.0  # NASP's parameter-size regulariser (0 = off)
 
     def __post_init__(self) -> None:
         _own_name("alpha_map", self)
@@ -269,7 +269,7 @@ class SingleConf:
     """One stage of search.epochs epochs. ``max_skips`` caps the final normal cell's skip connections."""
 
     name: str = "single"
-    max_skips: Optional[int] = None
+    max_skips: Optional[int] = None  # at most this many skips in the final normal cell (null = no limit)
 
     def __post_init__(self) -> None:
         _own_name("schedule", self)
@@ -286,9 +286,10 @@ class ProgressiveConf:
     stage_keep[i] strongest ops of every edge; search.epochs and arch_warmup_epochs are per stage."""
 
     name: str = "progressive"
+    # cells added to supernet.layers in each stage
     stage_add_layers: list[int] = field(default_factory=lambda: [0, 6, 12])
-    stage_keep: list[int] = field(default_factory=lambda: [5, 3, 1])
-    max_skips: Optional[int] = None
+    stage_keep: list[int] = field(default_factory=lambda: [5, 3, 1])  # ops each edge keeps at the end of each stage
+    max_skips: Optional[int] = None  # at most this many skips in the final normal cell (null = no limit)
 
     def __post_init__(self) -> None:
         _own_name("schedule", self)
@@ -334,8 +335,8 @@ class NB201BenchmarkConf:
     or the official topology file read through its API package (``kind``: auto, csv, nb201_api)."""
 
     name: str = "nb201"
-    path: str = ""
-    kind: str = "auto"
+    path: str = ""  # the table: a CSV with an arch column, or the official file
+    kind: str = "auto"  # auto | csv | nb201_api
 
     def __post_init__(self) -> None:
         _own_name("benchmark", self)
