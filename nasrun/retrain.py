@@ -38,7 +38,7 @@ from nasrun.runs import (
     set_rng_state,
 )
 from nasrun.spaces.ops import NOISE
-from nasrun.training import apply_threads, evaluate_topk, sgd_step
+from nasrun.training import apply_threads, count, evaluate_topk, sgd_step
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,9 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
     t = _Training(cfg, genotype, device)
     start_epoch, elapsed_before = t.resume(run, config, progress)
     run.truncate(METRICS, start_epoch)
-    log.info("retrain %s on %s: %d epochs, %s network, C=%d, %d cells, %.2fM params, %.1fM MACs, %s lr schedule, "
-             "device %s -> %s", cfg.genotype, cfg.dataset.name, r.epochs, r.network, r.C, r.layers,
+    log.info("retrain %s on %s: %s, %s network, C=%d, %s, %.2fM params, %.1fM MACs, %s lr schedule, "
+             "device %s -> %s", cfg.genotype, cfg.dataset.name, count(r.epochs, "epoch"), r.network, r.C,
+             count(r.layers, "cell"),
              t.network["params"] / 1e6, t.network["macs"] / 1e6, r.schedule, device, run.path)
     epoch_log = EpochLog(cfg, run.path, "retrain")
     for epoch in range(start_epoch, r.epochs):

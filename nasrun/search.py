@@ -38,7 +38,7 @@ from nasrun.runs import (
 from nasrun.memory import check_fits
 from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
-from nasrun.training import Progress, apply_threads, evaluate, sgd_step
+from nasrun.training import Progress, apply_threads, count, evaluate, sgd_step
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,9 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         run.truncate(name, state.epoch)
     schedule = state.schedule
     stages = f" in {len(schedule.stages)} stages" if schedule.staged else ""
-    log.info("search: %s on %s, %s, %d epochs%s, %d steps/epoch, device %s -> %s", cfg.method.name,
-             dataset_cfg.name, cfg.space.name, schedule.total_epochs, stages, state.train_stream.batches_per_pass,
-             device, run.path)
+    log.info("search: %s on %s, %s, %s%s, %s per epoch, device %s -> %s", cfg.method.name, dataset_cfg.name,
+             cfg.space.name, count(schedule.total_epochs, "epoch"), stages,
+             count(state.train_stream.batches_per_pass, "step"), device, run.path)
     for epoch in range(state.epoch, schedule.total_epochs):
         plan = schedule.plan(epoch)
         if plan.stage != state.stage:  # the previous stage is over: keep its strongest ops, start the next

@@ -22,6 +22,11 @@ def apply_threads(threads: Optional[int]) -> None:
         torch.set_num_threads(threads)
 
 
+def count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``: what the console says."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
