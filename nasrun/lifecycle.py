@@ -8,6 +8,7 @@ reason. The exception then goes on to the CLI, which prints one line.
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from typing import Callable, Iterator, Optional
 
 from nasrun.errors import NasrunError
 from nasrun.runs import Interrupted, RunFolder, interrupts
+
+log = logging.getLogger(__name__)
 
 
 def reason_of(exc: BaseException) -> str:
@@ -37,10 +40,12 @@ def recorded(run: RunFolder, config: dict, last_epoch: Callable[[], Optional[int
         epoch = last_epoch()
         run.write_result("interrupted", reason=f"{name}: stopped; rerun the same command to resume",
                          signal=name, last_epoch=epoch, config=config)
+        log.warning("interrupted by %s after epoch %s; the checkpoint is kept", name, "none" if epoch is None else epoch + 1)
         raise
     except Exception as exc:
         run.write_result("failed", reason=reason_of(exc), config=config, wall_seconds=time.time() - started,
                          last_epoch=last_epoch())
+        log.error("failed: %s", reason_of(exc))  # the run's log says why too, not only result.json
         raise
 
 

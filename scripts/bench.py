@@ -3,16 +3,27 @@
     python scripts/bench.py                       # CPU, C=16, 8 cells, batch 64, 32x32x3 (paper size)
     python scripts/bench.py --C 4 --layers 5 --batch 32 --size 8 --channels 1
     python scripts/bench.py --device cuda --repeats 20
+    python scripts/bench.py --fused                  # the fused mixed edges (supernet.fused)
+    python scripts/bench.py --ops --estimators first_order   # ATen ops per step, unfused and fused
 
 Prints, per estimator, the median step time over --repeats timed steps (after --warmup steps),
 images/s counted as training plus validation images per step, and peak memory. Each estimator runs
 in a fresh process, so peak memory is its own: torch.cuda.max_memory_allocated on a GPU, the
 process's peak resident set size (which includes the Python and torch runtime) on a CPU.
+
+``--ops`` times nothing: per estimator it counts the ATen operators dispatched during one search step
+(architecture step + weight step, after one warm-up step), forward, backward and optimisers included,
+with a ``TorchDispatchMode`` (below autograd: composite ops count as what they decompose into), once
+for the plain and once for the fused supernet, one line each:
+``estimator=first_order fused=false ops_per_step=12345 (arch_step=... weight_grads=... weight_update=...)``,
+the phases being the estimator with Adam, the forward and backward of the weight step, and clipping with SGD
+(per-parameter ops, the same for both: the fused edges keep every parameter).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import multiprocessing as mp
 import resource
 import statistics
@@ -20,6 +31,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from nasrun.config import DARTS_PRIMITIVES
 from nasrun.methods import ArchBatch, apply_arch_step, make_estimator
@@ -37,30 +49,81 @@ def estimator_conf(name: str, args: argparse.Namespace):
     return schema(**{k: v for k, v in given.items() if k in option_keys(schema)})
 
 
-def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float], float]:
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched while active (``ops``: total; ``by_name``: per overload)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_name: collections.Counter = collections.Counter()
+
+    @property
+    def ops(self) -> int:
+        return sum(self.by_name.values())
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.by_name[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def make_step(estimator_name: str, args: argparse.Namespace, fused: bool):
+    """One search step of a fresh seeded supernet, as its phases: the architecture step (estimator and Adam),
+    the weight gradients (forward and backward) and the weight update (clipping and SGD)."""
     device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels).to(device)
+    net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels,
+                   fused=fused).to(device)
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
     est = make_estimator(estimator_conf(estimator_name, args))
     shape = (args.batch, args.channels, args.size, args.size)
     x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y, yv = torch.randint(0, 10, (args.batch,), device=device), torch.randint(0, 10, (args.batch,), device=device)
+
+    def arch_step() -> None:
+        arch = est(net, ArchBatch(x, y, xv, yv, w_opt, 0.025))
+        apply_arch_step(net, arch, a_opt, est)
+
+    def weight_grads() -> None:
+        w_opt.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        for p in net.arch_parameters():
+            p.grad = None
+
+    def weight_update() -> None:
+        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+        w_opt.step()
+
+    return {"arch_step": arch_step, "weight_grads": weight_grads, "weight_update": weight_update}
+
+
+def run_step(phases) -> None:
+    for phase in phases.values():
+        phase()
+
+
+def ops_per_step(estimator_name: str, args: argparse.Namespace, fused: bool) -> dict[str, int]:
+    """ATen operators of one search step per phase (and ``total``), after a warm-up step (optimiser state exists)."""
+    torch.set_num_threads(args.threads)
+    phases = make_step(estimator_name, args, fused)
+    run_step(phases)
+    counts = {}
+    for name, phase in phases.items():
+        with OpCounter() as counter:
+            phase()
+        counts[name] = counter.ops
+    return {"total": sum(counts.values()), **counts}
+
+
+def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float], float]:
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    phases = make_step(estimator_name, args, args.fused)
     times = []
     for i in range(args.warmup + args.repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        arch = est(net, ArchBatch(x, y, xv, yv, w_opt, 0.025))
-        apply_arch_step(net, arch, a_opt, est)
-        w_opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-        for p in net.arch_parameters():
-            p.grad = None
-        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
-        w_opt.step()
+        run_step(phases)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -91,10 +154,22 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--fused", action="store_true", help="time the fused mixed edges (supernet.fused)")
+    p.add_argument("--ops", action="store_true",
+                   help="count the ATen operators of one step, unfused and fused, instead of timing")
     args = p.parse_args()
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {args.threads} threads"
     print(f"supernet C={args.C}, {args.layers} cells, {args.nodes} nodes, 8 ops; batch {args.batch} of "
-          f"{args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}")
+          f"{args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}"
+          + ("" if args.ops else f"; {'fused' if args.fused else 'plain'} mixed edges"))
+    if args.ops:
+        for name in args.estimators:
+            for fused in (False, True):
+                n = ops_per_step(name, args, fused)
+                print(f"estimator={name} fused={str(fused).lower()} ops_per_step={n['total']} "
+                      f"(arch_step={n['arch_step']} weight_grads={n['weight_grads']} "
+                      f"weight_update={n['weight_update']})", flush=True)
+        return
     ctx = mp.get_context("spawn")
     for name in args.estimators:
         queue = ctx.Queue()

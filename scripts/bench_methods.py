@@ -3,6 +3,8 @@
     python scripts/bench_methods.py                                  # CPU, a small size (see --help)
     python scripts/bench_methods.py --C 16 --layers 8 --batch 64 --size 32   # the papers' CIFAR size
     python scripts/bench_methods.py --device cuda --repeats 10
+    python scripts/bench_methods.py --fused                           # the fused mixed edges (supernet.fused)
+    python scripts/bench_methods.py --ops --presets darts pcdarts     # ATen ops per step, unfused and fused
 
 One step is what the search loop does after the alpha warm-up: the preset's architecture step
 (estimator, then Adam) and its weight step (perturbation, SGD).
@@ -18,6 +20,10 @@ P-DARTS is measured at each stage (``pdarts@1..3``: 5/11/17 cells with 8/5/3 ops
 preset runs at the same C, batch and image size (the presets' own batch sizes differ: PC-DARTS 256,
 P-DARTS 96), so the columns compare like with like; cells are --layers except for P-DARTS, whose
 stages set their own depth.
+
+``--ops`` times nothing: per preset it counts the ATen operators dispatched during one search step (after
+a warm-up step), unfused and fused, one line each: ``preset=darts fused=true ops_per_step=12345``
+(``scripts/bench.py`` says how they are counted).
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 PRESETS = ["darts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts@1", "pdarts@2", "pdarts@3"]
 
 
-def build(preset: str, args: argparse.Namespace):
-    """The preset's supernet, optimisers and a function running one search step; plus a description."""
+def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
+    """The preset's supernet, optimisers and a function running one search step; plus a description.
+    ``fused``: whether the mixed edges are fused (default: ``--fused``)."""
     import torch
     import torch.nn.functional as F
 
@@ -46,7 +54,9 @@ def build(preset: str, args: argparse.Namespace):
     from nasrun.supernet import keep_strongest
 
     method, _, stage = preset.partition("@")
-    overrides = [f"method={method}", f"supernet.C={args.C}", f"search.batch_size={args.batch}"]
+    fused = args.fused if fused is None else fused
+    overrides = [f"method={method}", f"supernet.C={args.C}", f"search.batch_size={args.batch}",
+                 f"supernet.fused={str(fused).lower()}"]
     if not stage:
         overrides.append(f"supernet.layers={args.layers}")
     cfg = to_typed(compose("search", overrides))
@@ -134,6 +144,18 @@ def timing(presets: list[str], args: argparse.Namespace) -> dict:
     return {p: {"median_s": statistics.median(t), "min_s": min(t), "steps": len(t)} for p, t in times.items()}
 
 
+def ops_per_step(preset: str, args: argparse.Namespace, fused: bool) -> int:
+    """ATen operators dispatched during one search step of the preset, after a warm-up step."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench import OpCounter
+
+    step, _ = build(preset, args, fused)
+    step()
+    with OpCounter() as counter:
+        step()
+    return counter.ops
+
+
 def _child(args: argparse.Namespace, *extra: str) -> dict:
     proc = subprocess.run([sys.executable, __file__, *sys.argv[1:], *extra], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -154,6 +176,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5, help="timed steps (rounds) per preset")
     p.add_argument("--presets", nargs="+", default=PRESETS)
+    p.add_argument("--fused", action="store_true", help="fused mixed edges (supernet.fused=true) for every preset")
+    p.add_argument("--ops", action="store_true",
+                   help="count the ATen operators of one step per preset, unfused and fused, instead of timing")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)
     p.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -168,12 +193,19 @@ def main() -> None:
     if args.timing:
         print(json.dumps(timing(args.presets, args)))
         return
+    if args.ops:
+        for preset in args.presets:
+            for fused in (False, True):
+                print(f"preset={preset} fused={str(fused).lower()} ops_per_step={ops_per_step(preset, args, fused)}",
+                      flush=True)
+        return
 
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"cpu, {args.threads or torch.get_num_threads()} threads")
     print(f"one search step after warm-up; C={args.C}, {args.layers} cells (P-DARTS: its stages), batch {args.batch} "
           f"per split of {args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}; "
-          f"median of {args.repeats} interleaved steps after {args.warmup}")
+          f"median of {args.repeats} interleaved steps after {args.warmup}; "
+          f"{'fused' if args.fused else 'plain'} mixed edges")
     mem = {preset: _child(args, "--memory-of", preset) for preset in args.presets}
     times = _child(args, "--timing")
     label = "peak CUDA alloc" if args.device.startswith("cuda") else "peak RSS"

@@ -55,12 +55,20 @@ class MixedOp(nn.Module):
         """
         K = self.partial_channels
         xa = x if K == 1 else x[:, : x.shape[1] // K]
+        return self._bypass(x, self._mix(xa, weights, self._running(weights)))
+
+    def _running(self, weights: Tensor) -> list[int]:
+        """The ops to run: every op but ``none``; with weights that carry no gradient, only those weighted non-zero."""
         active = self._active
         if not weights.requires_grad:
             # a fixed architecture (NASP's one-hot weight step, evaluation): ops weighted exactly
             # zero add nothing, so they are not run (and their weights get no gradient)
             nonzero = (weights != 0).tolist()
             active = [k for k in active if nonzero[k]]
+        return active
+
+    def _mix(self, xa: Tensor, weights: Tensor, active: Sequence[int]) -> Tensor:
+        """``sum_k weights[k] * op_k(xa)`` over ``active``, op by op (zeros when none is active)."""
         out: Tensor | None = None
         for k in active:
             y = self.ops[k](xa)
@@ -70,6 +78,11 @@ class MixedOp(nn.Module):
             out = term if out is None else out + term
         if out is None:  # an edge whose only candidate is `none`
             out = Zero(self.stride)(xa)
+        return out
+
+    def _bypass(self, x: Tensor, out: Tensor) -> Tensor:
+        """Partial channels: the ops' output beside the channels that bypassed them, shuffled (K = 1: ``out``)."""
+        K = self.partial_channels
         if K == 1:
             return out
         xb = x[:, x.shape[1] // K :]
