@@ -29,7 +29,7 @@ import numpy as np
 
 from nasrun.errors import GenotypeError, NasrunError
 from nasrun.genotype import Genotype, parse_nb201
-from nasrun.genotype_checks import _short
+from nasrun.genotype_checks import short
 from nasrun.runs import atomic_write_text
 
 __all__ = ["API_METRICS", "ARCH_COLUMN", "BenchmarkError", "BenchmarkTable", "KINDS", "PREFIX", "export_csv",
@@ -111,7 +111,7 @@ class BenchmarkTable:
         arch = self._key(genotype_or_arch)
         row = self._index.get(arch)
         if row is None:
-            raise BenchmarkError(f"benchmark table {_cut(str(self.path))}: arch {_short(arch)} is not in the "
+            raise BenchmarkError(f"benchmark table {_cut(str(self.path))}: arch {short(arch)} is not in the "
                                  f"table ({len(self)} archs)")
         return {PREFIX + m: float(v) for m, v in zip(self.metrics, self._values[row])}
 
@@ -124,7 +124,7 @@ class BenchmarkTable:
         if isinstance(genotype_or_arch, Genotype):
             return _genotype_key(genotype_or_arch)
         raise BenchmarkError(f"benchmark lookup: expected a Genotype or an NB201 arch string, got "
-                             f"{_short(genotype_or_arch)}")
+                             f"{short(genotype_or_arch)}")
 
 
 def canonical_arch(text: str, source: str) -> str:
@@ -162,7 +162,7 @@ def _drop_empty_columns(metrics: list[str], values: np.ndarray, where: Callable[
         col = int(np.flatnonzero(partial)[0])
         rows = np.flatnonzero(missing[:, col])
         raise BenchmarkError(f"benchmark table {_cut(str(path))}: {where(int(rows[0]))}, column "
-                             f"{_short(metrics[col])}: no value ({len(rows)} of {len(values)} rows miss one); "
+                             f"{short(metrics[col])}: no value ({len(rows)} of {len(values)} rows miss one); "
                              "a metric column must have a value in every row (or be left empty in all)")
     if not keep.any():
         raise BenchmarkError(f"benchmark table {_cut(str(path))}: every metric column is empty "
@@ -175,7 +175,7 @@ def load_table(path: Union[str, Path], kind: str = "auto") -> BenchmarkTable:
     """Read a benchmark table: ``kind`` "csv", "nb201_api", or "auto" (a ``.csv`` name is CSV, anything
     else, a folder included, is the official file)."""
     if kind not in KINDS:
-        raise BenchmarkError(f"benchmark kind {_short(kind)}: expected one of {', '.join(KINDS)}")
+        raise BenchmarkError(f"benchmark kind {short(kind)}: expected one of {', '.join(KINDS)}")
     path = Path(path).expanduser()
     if not _exists(path):
         raise BenchmarkError(missing_file_message(path))
@@ -237,7 +237,7 @@ def _parse_csv(reader: Any, path: Path, where: str) -> BenchmarkTable:
             raise BenchmarkError(f"{where}: line {line}: {len(row)} fields, the header has {len(header)}")
         arch = _row_arch(row[arch_col], line, where)
         if arch in index:
-            raise BenchmarkError(f"{where}: line {line}: arch {_short(arch)} is already on line "
+            raise BenchmarkError(f"{where}: line {line}: arch {short(arch)} is already on line "
                                  f"{lines[index[arch]]}; each arch must appear once")
         index[arch] = len(lines)
         lines.append(line)
@@ -261,11 +261,11 @@ def _header(header: list[str], line: int, where: str) -> tuple[int, list[int]]:
         if not name:
             raise BenchmarkError(f"{where}: line {line}: column {col + 1} of the header has no name")
         if names.index(name) != col:
-            raise BenchmarkError(f"{where}: line {line}: column name {_short(name)} appears twice")
+            raise BenchmarkError(f"{where}: line {line}: column name {short(name)} appears twice")
     if ARCH_COLUMN not in names:
         hint = " (the first row must be the header)" if names[0].startswith("|") else ""
         raise BenchmarkError(f"{where}: line {line}: no `{ARCH_COLUMN}` column{hint}; found columns "
-                             f"{_short(names)}; expected an `arch` column of NB201 arch strings and metric columns")
+                             f"{short(names)}; expected an `arch` column of NB201 arch strings and metric columns")
     arch_col = names.index(ARCH_COLUMN)
     metric_cols = [c for c in range(len(names)) if c != arch_col]
     if not metric_cols:
@@ -279,7 +279,7 @@ def _row_arch(text: str, line: int, where: str) -> str:
     try:
         return parse_nb201(text, "").nb201  # type: ignore[return-value]
     except GenotypeError as exc:
-        shown = _short(text)
+        shown = short(text)
         reason = str(exc).removeprefix(": ").removeprefix(f"{shown}: ")  # the value is named once, below
         raise BenchmarkError(f"{where}: line {line}: arch {shown} is not an NB201 cell: {reason}") from None
 
@@ -294,7 +294,7 @@ def _cell(text: str, line: int, column: str, where: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise BenchmarkError(f"{where}: line {line}, column {_short(column.strip())}: {_short(text)} is not a "
+        raise BenchmarkError(f"{where}: line {line}, column {short(column.strip())}: {short(text)} is not a "
                              "finite number")
     return value
 
@@ -313,7 +313,7 @@ def _read_api(path: Path, guessed: bool) -> BenchmarkTable:
         del api
         gc.collect()
     metrics, values = _drop_empty_columns([m for m, _, _ in API_METRICS], values,
-                                          lambda r: f"arch {_short(list(index)[r])}", path)
+                                          lambda r: f"arch {short(list(index)[r])}", path)
     return BenchmarkTable(path, metrics, index, values, "nb201_api")
 
 
@@ -358,7 +358,7 @@ def _collect(api: Any, fast: bool, path: Path) -> tuple[dict[str, int], np.ndarr
     for i in range(len(values)):
         arch = canonical_arch(api.arch(i), f"benchmark table {_cut(str(path))}: arch #{i}")
         if arch in index:
-            raise BenchmarkError(f"benchmark table {_cut(str(path))}: arch {_short(arch)} is #{index[arch]} and "
+            raise BenchmarkError(f"benchmark table {_cut(str(path))}: arch {short(arch)} is #{index[arch]} and "
                                  f"#{i}")
         index[arch] = i
         for dataset in datasets:

@@ -21,18 +21,18 @@ from nasrun.errors import GenotypeError
 from nasrun.genotype_checks import (
     FORMAT,
     FORMAT_V1,
-    _SHOWN,
-    _check_keys,
-    _parse_json,
-    _read_text,
-    _short,
-    _validate,
+    SHOWN,
+    check_keys_v1,
+    parse_json,
+    read_text,
+    short,
+    validate_v1,
     check_cells_v2,
     check_inputs,
     check_keys_v2,
-    _check_nodes,
-    _check_ops,
-    _check_space,
+    check_nodes,
+    check_ops,
+    check_space_name,
     known_spaces,
 )
 from nasrun.runs import atomic_write_text
@@ -83,14 +83,14 @@ class Genotype:
                  source: str = "Genotype") -> None:
         ops = tuple(ops)
         if cells is None:
-            _validate(space, list(ops), nodes, {"normal": (normal, normal_concat), "reduce": (reduce, reduce_concat)},
+            validate_v1(space, list(ops), nodes, {"normal": (normal, normal_concat), "reduce": (reduce, reduce_concat)},
                       source)
             cells = {"normal": Cell.from_pairs(normal, normal_concat, False),
                      "reduce": Cell.from_pairs(reduce, reduce_concat, True)}
         else:
-            _check_space(space, source, known_only=False)
-            _check_ops(list(ops), source)
-            _check_nodes(nodes, source)
+            check_space_name(space, source, known_only=False)
+            check_ops(list(ops), source)
+            check_nodes(nodes, source)
             check_inputs(inputs, source)
             check_cells_v2({k: c.to_dict() for k, c in cells.items()}, ops, nodes, inputs, source)
         self.cells: dict[str, Cell] = dict(cells)
@@ -189,10 +189,10 @@ class Genotype:
             return cls._from_v2(d, source)
         if isinstance(d, Mapping) and d.get("format") not in (FORMAT_V1, None):
             raise GenotypeError(f"{source}: format: expected {FORMAT!r} (or {FORMAT_V1!r}), got "
-                                f"{_short(d.get('format'))}")
-        _check_keys(d, source)
+                                f"{short(d.get('format'))}")
+        check_keys_v1(d, source)
         space, ops, nodes = d.get("space", "darts"), d.get("ops", list(DARTS_OPS)), d.get("nodes", 4)
-        _validate(space, ops, nodes, {c: (d[c], d[f"{c}_concat"]) for c in ("normal", "reduce")}, source,
+        validate_v1(space, ops, nodes, {c: (d[c], d[f"{c}_concat"]) for c in ("normal", "reduce")}, source,
                   known_space=True)
         return cls(d["normal"], d["normal_concat"], d["reduce"], d["reduce_concat"], space=space, ops=ops,
                    nodes=nodes, source=source)
@@ -200,9 +200,9 @@ class Genotype:
     @classmethod
     def _from_v2(cls, d: Mapping, source: str) -> "Genotype":
         check_keys_v2(d, source)
-        _check_space(d["space"], source, known_only=True)
-        _check_ops(d["ops"], source)
-        _check_nodes(d["nodes"], source)
+        check_space_name(d["space"], source, known_only=True)
+        check_ops(d["ops"], source)
+        check_nodes(d["nodes"], source)
         check_inputs(d["inputs"], source)
         check_cells_v2(d["cells"], d["ops"], d["nodes"], d["inputs"], source)
         cells = {name: Cell(tuple(tuple(e) for e in c["edges"]), tuple(c["concat"]),
@@ -210,8 +210,8 @@ class Genotype:
         genotype = cls(space=d["space"], ops=d["ops"], nodes=d["nodes"], cells=cells, inputs=d["inputs"],
                        space_hash=d.get("space_hash"), source=source)
         if d.get("nb201") is not None and d["nb201"] != genotype.nb201:
-            raise GenotypeError(f"{source}: nb201: {_short(d['nb201'])} does not match the cells "
-                                f"({_short(genotype.nb201)})")
+            raise GenotypeError(f"{source}: nb201: {short(d['nb201'])} does not match the cells "
+                                f"({short(genotype.nb201)})")
         return genotype
 
     def to_json(self) -> str:
@@ -237,7 +237,7 @@ class Genotype:
     def load(cls, path: str | os.PathLike[str]) -> "Genotype":
         """Read and validate a ``genotype.json``; every problem is a GenotypeError naming the file."""
         path = Path(path)
-        return cls.from_dict(_parse_json(_read_text(path), path), source=str(path))
+        return cls.from_dict(parse_json(read_text(path), path), source=str(path))
 
     # ------------------------------------------------------------ printing
     def __str__(self) -> str:
@@ -258,17 +258,17 @@ def parse_nb201(text: str, source: str = "genotype") -> Genotype:
     """An NB201 arch string (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) as a genotype of the nb201 space."""
     groups = text.strip().split("+")
     if len(groups) != 3:
-        raise GenotypeError(f"{source}: {_short(text)}: an NB201 arch string has 3 groups separated by '+' "
+        raise GenotypeError(f"{source}: {short(text)}: an NB201 arch string has 3 groups separated by '+' "
                             "(|op~0|+|op~0|op~1|+|op~0|op~1|op~2|)")
     edges = []
     for target, group in enumerate(groups, start=1):
         items = group.strip("|").split("|") if group.startswith("|") and group.endswith("|") else []
         if len(items) != target:
-            raise GenotypeError(f"{source}: {_short(group)}: node {target} needs {target} entries |op~source|")
+            raise GenotypeError(f"{source}: {short(group)}: node {target} needs {target} entries |op~source|")
         for src, item in enumerate(items):
             op, _, given = item.partition("~")
             if given != str(src) or op not in NB201_OPS:
-                raise GenotypeError(f"{source}: {_short(item)}: expected op~{src} with op one of "
+                raise GenotypeError(f"{source}: {short(item)}: expected op~{src} with op one of "
                                     f"{', '.join(NB201_OPS)}")
             edges.append((op, src, target))
     cell = Cell(tuple(edges), (3,), False)
@@ -332,9 +332,9 @@ def _allowed() -> str:
 _UNREADABLE = object()
 
 
-def _text(value: Any, limit: int = _SHOWN) -> str:
+def _text(value: Any, limit: int = SHOWN) -> str:
     """A string as is (cut to ``limit``), anything else as its short repr: for values from result.json."""
-    return value[:limit] if isinstance(value, str) else _short(value, limit)
+    return value[:limit] if isinstance(value, str) else short(value, limit)
 
 
 def _read_result(folder: Path) -> Any:
@@ -377,7 +377,7 @@ def _unfinished_reason(result: Any, folder: Path) -> str:
 
 def _folder_error(spec: str, folder: Path) -> GenotypeError:
     """Say what a folder without genotype.json is: a retraining, a pipeline job, an unfinished search."""
-    head = f"genotype={_short(spec)}"
+    head = f"genotype={short(spec)}"
     result = _read_result(folder)
     evidence = _retrain_evidence(folder, result)
     if evidence:
@@ -419,7 +419,7 @@ def resolve_genotype(spec: str) -> tuple[Genotype, Path | None]:
     if spec in PUBLISHED:
         return PUBLISHED[spec], None
     if spec.lstrip().startswith("|"):
-        return parse_nb201(spec, f"genotype={_short(spec)}"), None
+        return parse_nb201(spec, f"genotype={short(spec)}"), None
     try:
         path = Path(spec).expanduser()
     except RuntimeError:  # "~user" of an unknown user: take it literally
@@ -439,4 +439,4 @@ def resolve_genotype(spec: str) -> tuple[Genotype, Path | None]:
         return PUBLISHED[matches[0]], None
     looks_like_path = os.sep in spec or "/" in spec or spec.endswith(".json")
     what = "no such file or folder" if looks_like_path else "not a published genotype name"
-    raise GenotypeError(f"genotype={_short(spec)}: {what}; expected {_allowed()}")
+    raise GenotypeError(f"genotype={short(spec)}: {what}; expected {_allowed()}")

@@ -39,7 +39,7 @@ MAX_FILE_BYTES = 1 << 20
 #: Longest integer literal read as a number; longer ones are kept as text (never converted).
 _MAX_DIGITS = 100
 #: Longest echo of a value in an error message.
-_SHOWN = 200
+SHOWN = 200
 
 
 class _LongInteger:
@@ -80,7 +80,7 @@ class _Repr(reprlib.Repr):
 _REPR = _Repr()
 
 
-def _short(value: Any, limit: int = _SHOWN) -> str:
+def short(value: Any, limit: int = SHOWN) -> str:
     """The repr of a value to echo in a message, cut to ``limit`` characters with "...".
 
     Values come from files: they may be megabytes long, nested a thousand levels or have more
@@ -139,45 +139,45 @@ def _error(source: str, where: str, msg: str) -> GenotypeError:
     return GenotypeError(f"{source}: {where}: {msg}")
 
 
-def _check_space(space: Any, source: str, known_only: bool) -> None:
+def check_space_name(space: Any, source: str, known_only: bool) -> None:
     """Space names are labels; a file must use one of the known spaces (``known_only``)."""
     known = ", ".join(known_spaces())
     if not isinstance(space, str) or not space.strip() or len(space) > MAX_NAME:
         raise _error(
             source, "space",
-            f"expected a non-empty string (a space name of at most {MAX_NAME} characters), got {_short(space)}; "
+            f"expected a non-empty string (a space name of at most {MAX_NAME} characters), got {short(space)}; "
             f"known spaces: {known}",
         )
     if known_only and space not in known_spaces():
         raise _error(
             source, "space",
-            f"unknown space {_short(space)}; known spaces: {known} (the files in nasrun/conf/space/)",
+            f"unknown space {short(space)}; known spaces: {known} (the files in nasrun/conf/space/)",
         )
 
 
-def _check_ops(ops: Any, source: str) -> None:
+def check_ops(ops: Any, source: str) -> None:
     """The op vocabulary: 1..MAX_OPS distinct names nasrun can build (checked in linear time)."""
     known = ", ".join(OPS)
     if not isinstance(ops, (list, tuple)) or not ops:
-        raise _error(source, "ops", f"expected a non-empty list of op names, got {_short(ops)}; known ops: {known}")
+        raise _error(source, "ops", f"expected a non-empty list of op names, got {short(ops)}; known ops: {known}")
     if len(ops) > MAX_OPS:
         raise _error(source, "ops", f"{len(ops)} entries, at most {MAX_OPS} are allowed (known ops: {known})")
     for k, op in enumerate(ops):
         if not isinstance(op, str):
-            raise _error(source, f"ops[{k}]", f"expected an op name (string), got {_short(op)}; known ops: {known}")
+            raise _error(source, f"ops[{k}]", f"expected an op name (string), got {short(op)}; known ops: {known}")
         if op not in OPS:
-            raise _error(source, f"ops[{k}]", f"unknown op {_short(op)}; known ops: {known}")
+            raise _error(source, f"ops[{k}]", f"unknown op {short(op)}; known ops: {known}")
     repeated = [op for op, n in Counter(ops).items() if n > 1]
     if repeated:
         raise _error(source, "ops", f"op names must be distinct, repeated: {', '.join(sorted(repeated))}")
 
 
-def _check_nodes(nodes: Any, source: str) -> None:
+def check_nodes(nodes: Any, source: str) -> None:
     allowed = f"allowed: 1..{MAX_NODES} nodes per cell (DARTS cells have 4)"
     if not _is_integer(nodes) or (_is_int(nodes) and nodes < 1):
-        raise _error(source, "nodes", f"expected an integer >= 1, got {_short(nodes)}; {allowed}")
+        raise _error(source, "nodes", f"expected an integer >= 1, got {short(nodes)}; {allowed}")
     if not _in_range(nodes, 1, MAX_NODES):
-        raise _error(source, "nodes", f"{_short(nodes)} nodes is out of range; {allowed}")
+        raise _error(source, "nodes", f"{short(nodes)} nodes is out of range; {allowed}")
 
 
 def _check_pair(pair: Any, node: int, ops: frozenset[str], shown_ops: str, where: str, source: str) -> None:
@@ -188,16 +188,16 @@ def _check_pair(pair: Any, node: int, ops: frozenset[str], shown_ops: str, where
         or not isinstance(pair[0], str)
         or not _is_integer(pair[1])
     ):
-        raise _error(source, where, f"expected [op, input] with op a string and input an integer, got {_short(pair)}")
+        raise _error(source, where, f"expected [op, input] with op a string and input an integer, got {short(pair)}")
     op, src = pair
     if op not in ops:
-        raise _error(source, where, f"op {_short(op)} is not in ops {shown_ops}")
+        raise _error(source, where, f"op {short(op)} is not in ops {shown_ops}")
     if op == "none":
         raise _error(source, where, "op 'none' cannot be used in a cell (it means 'no edge'; drop the entry instead)")
     if not _in_range(src, 0, node + 1):
         raise _error(
             source, where,
-            f"input {_short(src)} is out of range for node {node} (state {node + 2}): "
+            f"input {short(src)} is out of range for node {node} (state {node + 2}): "
             f"allowed 0..{node + 1} (0, 1 = cell inputs, 2.. = earlier nodes)",
         )
 
@@ -205,10 +205,10 @@ def _check_pair(pair: Any, node: int, ops: frozenset[str], shown_ops: str, where
 def _check_pairs(cell: str, pairs: Any, nodes: int, ops: Sequence[str], source: str) -> None:
     """Exactly two entries per node; the length is checked before any entry is looked at."""
     if not isinstance(pairs, (list, tuple)):
-        raise _error(source, cell, f"expected a list of [op, input] pairs, got {_short(pairs)}")
+        raise _error(source, cell, f"expected a list of [op, input] pairs, got {short(pairs)}")
     if len(pairs) != 2 * nodes:
         raise _error(source, cell, f"expected {2 * nodes} entries (2 per node for {nodes} nodes), got {len(pairs)}")
-    allowed, shown = frozenset(ops), _short(list(ops))
+    allowed, shown = frozenset(ops), short(list(ops))
     for k, pair in enumerate(pairs):
         _check_pair(pair, k // 2, allowed, shown, f"{cell}[{k}]", source)
 
@@ -222,13 +222,13 @@ def _check_concat(cell: str, concat: Any, nodes: int, source: str) -> None:
     """
     where = f"{cell}_concat"
     if not isinstance(concat, (list, tuple)) or not concat:
-        raise _error(source, where, f"expected a non-empty list of state indices, got {_short(concat)}")
+        raise _error(source, where, f"expected a non-empty list of state indices, got {short(concat)}")
     if len(concat) > nodes + 2:
         raise _error(source, where, f"{len(concat)} entries, but a cell of {nodes} nodes has only {nodes + 2} states")
     low = 2 if cell == "reduce" else 0
     for k, idx in enumerate(concat):
         if not _in_range(idx, 0, nodes + 1):
-            raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{nodes + 1}, got {_short(idx)}")
+            raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{nodes + 1}, got {short(idx)}")
         if idx < low:
             raise _error(
                 source, f"{where}[{k}]",
@@ -236,10 +236,10 @@ def _check_concat(cell: str, concat: Any, nodes: int, source: str) -> None:
                 f"(states 2..{nodes + 1}), since the inputs are not halved and cannot be joined with them",
             )
     if len(set(concat)) != len(concat):
-        raise _error(source, where, f"state indices must be distinct, got {_short(list(concat))}")
+        raise _error(source, where, f"state indices must be distinct, got {short(list(concat))}")
 
 
-def _validate(
+def validate_v1(
     space: Any,
     ops: Any,
     nodes: Any,
@@ -251,16 +251,16 @@ def _validate(
 
     Every check is linear in the (bounded) size of the field, so no file can hang it.
     """
-    _check_space(space, source, known_space)
-    _check_ops(ops, source)
-    _check_nodes(nodes, source)
+    check_space_name(space, source, known_space)
+    check_ops(ops, source)
+    check_nodes(nodes, source)
     for cell, (pairs, concat) in cells.items():
         _check_pairs(cell, pairs, nodes, ops, source)
         _check_concat(cell, concat, nodes, source)
 
 
 # ------------------------------------------------------------------ reading
-def _check_keys(d: Any, source: str) -> None:
+def check_keys_v1(d: Any, source: str) -> None:
     """The payload is an object with the required keys, no unknown ones, this format and no ``cells``."""
     if not isinstance(d, Mapping):
         raise GenotypeError(
@@ -269,7 +269,7 @@ def _check_keys(d: Any, source: str) -> None:
     unknown = [k for k in d if k not in _ALL_KEYS]
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        shown = ", ".join(_short(k, 60) for k in unknown[:5]) + more
+        shown = ", ".join(short(k, 60) for k in unknown[:5]) + more
         raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(_ALL_KEYS)}")
     missing = [k for k in _REQUIRED_KEYS if k not in d]
     if missing:
@@ -277,11 +277,11 @@ def _check_keys(d: Any, source: str) -> None:
     if d.get("cells") is not None:
         raise GenotypeError(
             f"{source}: cells: per-cell genotypes are not supported by {FORMAT_V1}; "
-            f"expected null, got {_short(d['cells'])} (write format {FORMAT} for per-cell genotypes)"
+            f"expected null, got {short(d['cells'])} (write format {FORMAT} for per-cell genotypes)"
         )
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The file's text, refusing what no genotype is: folders, pipes, huge files, non-UTF-8, empty."""
     try:
         if not path.exists():
@@ -308,7 +308,7 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _parse_json(text: str, path: Path) -> Any:
+def parse_json(text: str, path: Path) -> Any:
     """JSON only (never eval or pickle); long integers stay unconverted, deep nesting is reported."""
     try:
         return json.loads(text, parse_int=_parse_int)
@@ -321,7 +321,7 @@ def _parse_json(text: str, path: Path) -> Any:
             "(the object, a list of pairs, an [op, input] pair)"
         ) from None
     except ValueError as e:  # any other number the parser refuses
-        raise GenotypeError(f"{path}: not valid JSON: {_short(str(e))}") from None
+        raise GenotypeError(f"{path}: not valid JSON: {short(str(e))}") from None
 
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
@@ -365,36 +365,36 @@ _CELL_NAME = re.compile(r"normal|reduce|cell(0|[1-9][0-9]{0,3})")
 def check_keys_v2(d: Mapping, source: str) -> None:
     unknown = [k for k in d if k not in KEYS_V2]
     if unknown:
-        shown = ", ".join(_short(k, 60) for k in unknown[:5])
+        shown = ", ".join(short(k, 60) for k in unknown[:5])
         raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(KEYS_V2)}")
     missing = [k for k in REQUIRED_V2 if k not in d]
     if missing:
         raise GenotypeError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
     hash_ = d.get("space_hash")
     if hash_ is not None and not (isinstance(hash_, str) and re.fullmatch(r"[0-9a-f]{1,64}", hash_)):
-        raise _error(source, "space_hash", f"expected null or a hexadecimal string, got {_short(hash_)}")
+        raise _error(source, "space_hash", f"expected null or a hexadecimal string, got {short(hash_)}")
 
 
 def check_inputs(inputs: Any, source: str) -> None:
     if not _in_range(inputs, 1, 2):
-        raise _error(source, "inputs", f"expected 1 (NB201 cells) or 2 (DARTS cells), got {_short(inputs)}")
+        raise _error(source, "inputs", f"expected 1 (NB201 cells) or 2 (DARTS cells), got {short(inputs)}")
 
 
 def check_cells_v2(cells: Any, ops: Sequence[str], nodes: int, inputs: int, source: str) -> None:
     """Named cells, each a valid set of edges and outputs; shared cells or one per position, not both."""
     if not isinstance(cells, Mapping) or not cells:
-        raise _error(source, "cells", f"expected an object of named cells, got {_short(cells)}")
+        raise _error(source, "cells", f"expected an object of named cells, got {short(cells)}")
     if len(cells) > MAX_CELLS:
         raise _error(source, "cells", f"{len(cells)} cells, at most {MAX_CELLS} are allowed")
     names = list(cells)
     for name in names:
         if not isinstance(name, str) or not _CELL_NAME.fullmatch(name):
-            raise _error(source, "cells", f"cell name {_short(name)} is not allowed: normal, reduce or cell<i>")
+            raise _error(source, "cells", f"cell name {short(name)} is not allowed: normal, reduce or cell<i>")
     shared = [n for n in names if not n.startswith("cell")]
     if shared and len(shared) != len(names):
         raise _error(source, "cells", "either shared cells (normal, reduce) or one per position (cell<i>), not both")
     if not shared and sorted(names, key=lambda n: int(n[4:])) != [f"cell{i}" for i in range(len(names))]:
-        raise _error(source, "cells", f"per-position cells must be cell0..cell{len(names) - 1}, got {_short(names)}")
+        raise _error(source, "cells", f"per-position cells must be cell0..cell{len(names) - 1}, got {short(names)}")
     allowed = frozenset(ops)
     for name in names:
         check_cell_v2(cells[name], name, allowed, nodes, inputs, source)
@@ -403,16 +403,16 @@ def check_cells_v2(cells: Any, ops: Sequence[str], nodes: int, inputs: int, sour
 def check_cell_v2(cell: Any, name: str, ops: frozenset, nodes: int, inputs: int, source: str) -> None:
     where = f"cells.{name}"
     if not isinstance(cell, Mapping):
-        raise _error(source, where, f"expected an object with keys {', '.join(CELL_KEYS)}, got {_short(cell)}")
+        raise _error(source, where, f"expected an object with keys {', '.join(CELL_KEYS)}, got {short(cell)}")
     unknown = [k for k in cell if k not in CELL_KEYS]
     if unknown or "edges" not in cell or "concat" not in cell:
         raise _error(source, where, f"expected the keys {', '.join(CELL_KEYS)} (reduction optional), got "
-                     f"{_short(list(cell))}")
+                     f"{short(list(cell))}")
     reduction = cell.get("reduction", name == "reduce")
     if not isinstance(reduction, bool) or (name in ("normal", "reduce") and reduction != (name == "reduce")):
         raise _error(source, f"{where}.reduction", f"expected {str(name == 'reduce').lower()} for the {name} cell, "
-                     f"got {_short(reduction)}" if name in ("normal", "reduce") else f"expected true or false, got "
-                     f"{_short(reduction)}")
+                     f"got {short(reduction)}" if name in ("normal", "reduce") else f"expected true or false, got "
+                     f"{short(reduction)}")
     _check_edges(cell["edges"], f"{where}.edges", ops, nodes, inputs, source)
     _check_concat_v2(cell["concat"], f"{where}.concat", nodes, inputs, reduction, source)
 
@@ -422,7 +422,7 @@ def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int
     edge per pair, a DARTS cell may apply two ops to the same input (format /1 allows it)."""
     most = sum(inputs + i for i in range(nodes))
     if not isinstance(edges, (list, tuple)) or not edges:
-        raise _error(source, where, f"expected a non-empty list of [op, source, target] edges, got {_short(edges)}")
+        raise _error(source, where, f"expected a non-empty list of [op, source, target] edges, got {short(edges)}")
     if len(edges) > 2 * most:
         raise _error(source, where, f"{len(edges)} edges, but {nodes} nodes with {inputs} inputs have {most} "
                      f"possible ones (at most two ops each)")
@@ -431,10 +431,10 @@ def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int
         at = f"{where}[{k}]"
         if (not isinstance(edge, (list, tuple)) or len(edge) != 3 or not isinstance(edge[0], str)
                 or not _is_int(edge[1]) or not _is_int(edge[2])):
-            raise _error(source, at, f"expected [op, source, target] with integer states, got {_short(edge)}")
+            raise _error(source, at, f"expected [op, source, target] with integer states, got {short(edge)}")
         op, src, dst = edge
         if op not in ops:
-            raise _error(source, at, f"op {_short(op)} is not in ops {_short(sorted(ops))}")
+            raise _error(source, at, f"op {short(op)} is not in ops {short(sorted(ops))}")
         if op == "none" and inputs != 1:
             raise _error(source, at, "op 'none' is not an edge of a DARTS cell (leave the edge out instead)")
         if not _in_range(dst, inputs, inputs + nodes - 1):
@@ -457,12 +457,12 @@ def _check_concat_v2(concat: Any, where: str, nodes: int, inputs: int, reduction
     states = inputs + nodes
     if not isinstance(concat, (list, tuple)) or not concat or len(concat) > states:
         raise _error(source, where, f"expected a non-empty list of at most {states} state indices, got "
-                     f"{_short(concat)}")
+                     f"{short(concat)}")
     low = inputs if reduction or inputs == 1 else 0
     for k, idx in enumerate(concat):
         if not _in_range(idx, low, states - 1):
-            raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{states - 1}, got {_short(idx)}")
+            raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{states - 1}, got {short(idx)}")
     if len(set(concat)) != len(concat):
-        raise _error(source, where, f"state indices must be distinct, got {_short(list(concat))}")
+        raise _error(source, where, f"state indices must be distinct, got {short(list(concat))}")
     if inputs == 1 and list(concat) != [states - 1]:
         raise _error(source, where, f"an NB201 cell outputs its last node: expected [{states - 1}]")
