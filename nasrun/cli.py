@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from nasrun import distributed
 from nasrun.compose_errors import group_options, groups
 from nasrun.config import compose, register, to_typed
 from nasrun.errors import ConfigError, NasrunError
@@ -55,6 +56,8 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    if distributed.is_distributed() and distributed.rank() == 0:
+        distributed.job().publish_run_dir(out_dir)  # the other ranks wait for it before they start Hydra
     try:
         return _run_command(to_typed(cfg), command, out_dir)
     except Interrupted as exc:
@@ -67,6 +70,8 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
     except Exception as exc:
         if _full_error():
             raise
+        if distributed.rank() != 0:
+            _rank_failed(command, exc)
         from nasrun.sweeps import record_failure
 
         result = record_failure(out_dir, command, exc, _plain(cfg))
@@ -78,6 +83,15 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
         if in_sweep:
             return result
         raise SystemExit(status) from None
+
+
+def _rank_failed(command: str, exc: Exception) -> None:
+    """A torchrun rank other than 0 failed, or stopped after another rank did: one line (rank 0 records the job)."""
+    from nasrun.lifecycle import reason_of
+
+    what = "stopped" if isinstance(exc, distributed.RankFailed) else "failed"
+    print(f"nasrun {command}: rank {distributed.rank()} {what}: {reason_of(exc)}", file=sys.stderr)
+    raise SystemExit(2 if isinstance(exc, NasrunError) else 1) from None
 
 
 def _plain(cfg: DictConfig) -> dict | None:
@@ -108,9 +122,10 @@ def _run_command(typed, command: str, out_dir: str) -> dict:
         from nasrun.retrain import run_retrain
 
         result = run_retrain(typed, out_dir)
-        print(f"retrain run folder: {out_dir}")
-        print(f"test accuracy: {_fmt(result.get('test_acc'))}  ({result.get('params', 0) / 1e6:.2f}M params, "
-              f"{result.get('macs', 0) / 1e6:.1f}M multiply-adds)")
+        if distributed.rank() == 0:
+            print(f"retrain run folder: {out_dir}")
+            print(f"test accuracy: {_fmt(result.get('test_acc'))}  ({result.get('params', 0) / 1e6:.2f}M params, "
+                  f"{result.get('macs', 0) / 1e6:.1f}M multiply-adds)")
     return result
 
 
@@ -248,6 +263,8 @@ def _show(args: list[str]) -> None:
 
 
 def _dispatch(command: str, args: list[str]) -> None:
+    if distributed.is_distributed():
+        _check_torchrun(command, "-m" in args or "--multirun" in args)
     register()
     args = quote_genotype(args)
     if any(a in ("-h", "--help") for a in args):
@@ -258,6 +275,8 @@ def _dispatch(command: str, args: list[str]) -> None:
     runs_jobs = not any(a.split("=")[0] in _NO_CHECK_FLAGS for a in args)
     if runs_jobs:
         check_overrides(command, args)
+        if distributed.rank() != 0:
+            args = _follow_rank0(args)
     multirun = "-m" in args or "--multirun" in args
     if multirun:
         args = _name_jobs_by_swept_keys(args)
@@ -266,6 +285,27 @@ def _dispatch(command: str, args: list[str]) -> None:
     app()
     if multirun and runs_jobs:
         _finish_sweep(command)
+
+
+def _check_torchrun(command: str, multirun: bool) -> None:
+    """Under torchrun only a single retraining runs: search (and pipeline, which searches) and sweeps exit 2."""
+    if command != "retrain":
+        fail(command, distributed.SEARCH_REFUSED)
+    if multirun:
+        fail(command, "-m/--multirun is not allowed under torchrun: start one torchrun per job of the sweep")
+
+
+def _follow_rank0(args: list[str]) -> list[str]:
+    """A rank other than 0 runs in rank 0's run folder (Hydra names it after the clock) and writes none of its files.
+
+    Its log shows warnings and errors only, on stderr; rank 0 writes .hydra/ and retrain.log.
+    """
+    run_dir = distributed.job().run_dir()
+    quoted = "'" + run_dir.replace("'", "\\'").replace("${", "\\${") + "'"
+    log_format = f"'[rank {distributed.rank()}][%(name)s][%(levelname)s] - %(message)s'"
+    return [*args, f"hydra.run.dir={quoted}", "hydra.output_subdir=null", "hydra/job_logging=stdout",
+            "hydra.job_logging.root.level=WARNING", "hydra.job_logging.handlers.console.stream=ext://sys.stderr",
+            f"hydra.job_logging.formatters.simple.format={log_format}"]
 
 
 if __name__ == "__main__":

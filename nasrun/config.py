@@ -307,6 +307,8 @@ class RecipeConf:
     label_smoothing: float = 0.0
     # take the search run's training settings (Amended-DARTS' unified hyperparameters)
     unify: bool = False
+    # under torchrun: BatchNorm statistics of the whole global batch (SyncBatchNorm) instead of each rank's slice
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         positive_int("recipe.epochs", self.epochs, hi=100_000)
@@ -334,6 +336,7 @@ class RecipeConf:
               f"must be less than recipe.epochs ({self.epochs})")
         check(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1,
               "recipe.label_smoothing", self.label_smoothing, "must be in [0, 1) (0 turns it off)")
+        check(isinstance(self.sync_bn, bool), "recipe.sync_bn", self.sync_bn, "true or false")
 
 
 @dataclass

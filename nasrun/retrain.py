@@ -17,8 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from omegaconf import OmegaConf
 
+from nasrun import distributed
 from nasrun.config import DatasetConf, NasrunConf, SpaceConf, as_plain_dict
 from nasrun.data import load_dataset, make_stream
+from nasrun.data.loaders import make_shard_stream
+from nasrun.data.streams import shard_bounds
+from nasrun.distributed import Job, RankFailed
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
 from nasrun.evidence import EpochLog
@@ -28,6 +32,7 @@ from nasrun.nets import build_network as network_for
 from nasrun.nets import count_macs, count_parameters
 from nasrun.runs import (
     METRICS,
+    FollowerRunFolder,
     RunFolder,
     atomic_torch_save,
     environment,
@@ -36,6 +41,7 @@ from nasrun.runs import (
     rng_state,
     seed_everything,
     set_rng_state,
+    write_result,
 )
 from nasrun.spaces.ops import NOISE
 from nasrun.training import apply_threads, count, evaluate_topk, sgd_step
@@ -141,6 +147,7 @@ def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None,
     """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys."""
     genotype, run_folder, dataset = resolve_inputs(cfg)
     cfg, unified = unify_recipe(replace(cfg, dataset=dataset, space=searched_space(run_folder) or cfg.space), run_folder)
+    distributed.check_config(cfg.recipe.batch_size, cfg.device)
     if genotype.inputs == 2 and cfg.recipe.layers < 3:
         raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: at least 3 for a DARTS-stacked network "
                           "(two reduction cells and a normal cell)")
@@ -210,6 +217,8 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
     """Train the genotype of ``cfg.genotype`` from scratch into ``out_dir``; resume if a checkpoint is there."""
     cfg, genotype, run_folder, unified = prepare_retrain(cfg)
     config = as_plain_dict(cfg)
+    if distributed.is_distributed():
+        return _run_retrain_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end)
     with RunFolder(out_dir, "retrain", "retrain.log") as run:
         previous = run.completed(config)
         if previous is not None:
@@ -220,23 +229,78 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
             return _retrain(cfg, genotype, run_folder, config, run, progress, on_epoch_end, unified)
 
 
-def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, on_epoch_end, unified) -> dict:
+def _run_retrain_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end) -> dict:
+    """This rank's part of a torchrun retraining: every rank trains its slice, rank 0 alone writes the run folder."""
+    job = distributed.job()
+    progress, started = {"epoch": None}, time.time()
+    if job.rank == 0:  # from now on rank 0's watchdog records a failure of any rank
+        job.recorder = lambda failure: _record_rank_failure(Path(out_dir), config, progress, started, job.world,
+                                                            failure)
+    with job.failures():
+        job.start(cfg.device)
+        if job.rank != 0:
+            previous = job.share(None)
+            if previous is not None:
+                return previous
+            follower = FollowerRunFolder(out_dir, "retrain")
+            return _retrain(cfg, genotype, run_folder, config, follower, {"epoch": None}, on_epoch_end, unified, job)
+        return _lead_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end, job, progress)
+
+
+def _lead_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end, job: Job, progress: dict) -> dict:
+    """Rank 0: the run folder (lock, resume, every file) and, with recorded(), its own failure or another rank's."""
+    with RunFolder(out_dir, "retrain", "retrain.log") as run:
+        previous = job.share(run.completed(config))
+        if previous is not None:
+            log.info("%s already holds a completed retraining; nothing to do", run.path)
+            return previous
+        try:
+            with recorded(run, config, lambda: progress["epoch"]), job.failures():
+                return _retrain(cfg, genotype, run_folder, config, run, progress, on_epoch_end, unified, job)
+        except Exception as exc:
+            _note_failed_rank(run, exc, job)
+            raise
+
+
+def _record_rank_failure(out_dir: Path, config: dict, progress: dict, started: float, world: int,
+                         failure: dict) -> None:
+    """Rank 0's watchdog: another rank failed first; result.json says which and why (as recorded() would)."""
+    reason = distributed.failure_reason(failure["rank"], failure["reason"])
+    log.error("retrain failed: %s", reason)
+    write_result(out_dir, "failed", command="retrain", reason=reason, failed_rank=failure["rank"], world_size=world,
+                 config=config, wall_seconds=time.time() - started, last_epoch=progress["epoch"])
+
+
+def _note_failed_rank(run: RunFolder, exc: Exception, job: Job) -> None:
+    """Add to the failure recorded() wrote which rank failed first and the job's size; let that rank exit."""
+    result = run.read_result() or {}
+    if result.get("status") == "failed":
+        failed = exc.failed_rank if isinstance(exc, RankFailed) else job.rank
+        reason = exc.reason if isinstance(exc, RankFailed) else result.get("reason")
+        fields = {k: v for k, v in result.items() if k not in ("status", "finished_at")}
+        run.write_result("failed", **{**fields, "reason": distributed.failure_reason(failed, reason),
+                                      "failed_rank": failed, "world_size": job.world})
+    job.acknowledge()
+
+
+def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, on_epoch_end, unified,
+             job: Optional[Job] = None) -> dict:
     started = time.time()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if job is None else job.device
     r = cfg.recipe
     check_fits(lambda: build_network(genotype, cfg, cfg.dataset), device,
                f"the network (recipe.C={r.C}, recipe.layers={r.layers})")
     seed_everything(cfg.seed)
     apply_threads(cfg.threads)
     NOISE.seed(cfg.seed)
-    t = _Training(cfg, genotype, device)
+    t = _Training(cfg, genotype, device) if job is None else _RankTraining(cfg, genotype, device, job)
     start_epoch, elapsed_before = t.resume(run, config, progress)
     run.truncate(METRICS, start_epoch)
     log.info("retrain %s on %s: %s, %s network, C=%d, %s, %.2fM params, %.1fM MACs, %s lr schedule, "
              "device %s -> %s", cfg.genotype, cfg.dataset.name, count(r.epochs, "epoch"), r.network, r.C,
              count(r.layers, "cell"),
              t.network["params"] / 1e6, t.network["macs"] / 1e6, r.schedule, device, run.path)
-    epoch_log = EpochLog(cfg, run.path, "retrain")
+    epoch_log = EpochLog(cfg, run.path, "retrain") if job is None or job.rank == 0 else _NoEpochLog()
     for epoch in range(start_epoch, r.epochs):
         row = t.epoch(epoch)
         run.append(METRICS, row)
@@ -249,8 +313,24 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     epoch_log.close()
-    return _finish(t.model, genotype, run_folder, unified, t.network, t.data, device, cfg, config, run,
-                   elapsed_before + (time.time() - started))
+    if job is None:
+        return _finish(t.model, genotype, run_folder, unified, t.network, t.data, device, cfg, config, run,
+                       elapsed_before + (time.time() - started))
+    result = None
+    if job.rank == 0:
+        result = _finish(t.model, genotype, run_folder, unified, t.network, t.data, device, cfg, config, run,
+                         elapsed_before + (time.time() - started), world_size=job.world)
+    return job.share(result)  # also the last barrier: no rank ends before rank 0 has written the result
+
+
+class _NoEpochLog:
+    """What a rank other than 0 has in place of the EpochLog: it writes nothing (rank 0 writes the run folder)."""
+
+    def epoch(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _Training:
@@ -263,7 +343,7 @@ class _Training:
         if r.cutout >= dataset_cfg.image_size:
             log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
                         dataset_cfg.image_size)
-        self.stream = make_stream(
+        self.stream = self._make_stream(
             self.data.train, None, r.batch_size, seed=cfg.seed * 1000 + 3, mean=self.data.mean, std=self.data.std,
             augment=dataset_cfg.train_augment, crop_padding=dataset_cfg.crop_padding, cutout=r.cutout, device=device,
             drop_last=False, loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
@@ -276,40 +356,117 @@ class _Training:
                                    nesterov=r.nesterov)
         self.sched = lr_schedule(self.opt, r)
 
+    def _make_stream(self, *args, **kwargs):
+        return make_stream(*args, **kwargs)
+
     def resume(self, run: RunFolder, config: dict, progress: dict) -> tuple[int, float]:
         """Restore the checkpoint, if any; the first epoch to run and the seconds already spent."""
-        ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
+        ckpt = self._checkpoint(run, config)
+        self._restore(ckpt)
         if ckpt is None:
             return 0, 0.0
+        progress["epoch"] = ckpt["epoch"]
+        log.info("resuming %s after epoch %d (of %d)", run.path, ckpt["epoch"] + 1, self.recipe.epochs)
+        return ckpt["epoch"] + 1, float(ckpt["elapsed"])
+
+    def _checkpoint(self, run: RunFolder, config: dict) -> Optional[dict]:
+        return run.load_checkpoint(config, CHECKPOINT_SCHEMA)
+
+    def _restore(self, ckpt: Optional[dict]) -> None:
+        """Load a checkpoint's model, optimiser, schedule, stream and random state (nothing when there is none)."""
+        if ckpt is None:
+            return
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.sched.load_state_dict(ckpt["scheduler"])
         self.stream.load_state_dict(ckpt["stream"])
         set_rng_state(ckpt["rng"], self.device)  # drop path draws its masks on the device: CUDA's state too
         NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())
-        progress["epoch"] = ckpt["epoch"]
-        log.info("resuming %s after epoch %d (of %d)", run.path, ckpt["epoch"] + 1, self.recipe.epochs)
-        return ckpt["epoch"] + 1, float(ckpt["elapsed"])
 
     def epoch(self, epoch: int) -> dict:
         """Train one epoch and test; the metrics row."""
-        r, model, data = self.recipe, self.model, self.data
+        r, model = self.recipe, self.model
         t0 = time.time()
         lr = self.sched.get_last_lr()[0]
         model.drop_path_prob = r.drop_path_prob * epoch / r.epochs
-        train_loss, train_acc, n = _train_epoch(model, self.stream, self.opt, r, lr)
+        train_loss, train_acc, n = self._train(epoch, lr)
         self.sched.step()
-        test_loss, test_acc, top5 = evaluate_topk(model, data.test, None, r.eval_batch_size, data.mean, data.std,
-                                                  self.device, k=5)
+        test_loss, test_acc, top5 = self._test()
         seconds = time.time() - t0
         return {"epoch": epoch, "lr": lr, "drop_path_prob": model.drop_path_prob, "train_loss": train_loss,
                 "train_acc": train_acc, "test_loss": test_loss, "test_acc": test_acc, "test_acc_top5": top5,
                 "seconds": seconds, "images_per_s": n / seconds}
 
+    def _train(self, epoch: int, lr: float) -> tuple[float, float, int]:
+        return _train_epoch(self.model, self.stream, self.opt, self.recipe, lr)
+
+    def _test(self) -> tuple[float, float, Optional[float]]:
+        data = self.data
+        return evaluate_topk(self.model, data.test, None, self.recipe.eval_batch_size, data.mean, data.std,
+                             self.device, k=5)
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "stream": self.stream.state_dict(),
                 "rng": rng_state(self.device), "noise": NOISE.state_dict()}
+
+
+class _RankTraining(_Training):
+    """One torchrun rank's retraining: its slice of every global batch, the network in DDP, sums over the ranks.
+
+    Everything rank-independent (weights, optimiser, schedule, stream position) is the same on every rank
+    and checkpointed once; the random draws of training (drop path, noise) differ per rank and are
+    checkpointed per rank. See README "Multi-GPU".
+    """
+
+    def __init__(self, cfg: NasrunConf, genotype: Genotype, device: torch.device, job: Job) -> None:
+        self.job, self.seed = job, cfg.seed
+        super().__init__(cfg, genotype, device)
+        if cfg.recipe.sync_bn:
+            distributed.sync_batchnorm(self.model, device)
+        self.ddp = distributed.data_parallel(self.model, device)
+
+    def _make_stream(self, *args, **kwargs):
+        return make_shard_stream(self.job.rank, self.job.world, *args, **kwargs)
+
+    def _checkpoint(self, run: RunFolder, config: dict) -> Optional[dict]:
+        """Rank 0 reads and checks the checkpoint and sends it to the others (no shared file system needed)."""
+        return self.job.share(super()._checkpoint(run, config) if self.job.rank == 0 else None)
+
+    def _restore(self, ckpt: Optional[dict]) -> None:
+        """The checkpoint, then this rank's own random state: saved by a job of this size, else drawn afresh."""
+        super()._restore(ckpt)
+        ranks = (ckpt or {}).get("ranks")
+        if isinstance(ranks, list) and len(ranks) == self.job.world:
+            mine = ranks[self.job.rank]
+            set_rng_state(mine["rng"], self.device)
+            NOISE.load_state_dict(mine["noise"])
+        elif self.job.rank > 0:  # rank 0 goes on as one process would; the others must not repeat its draws
+            seed = distributed.rank_seed(self.seed, self.job.rank, 0 if ckpt is None else ckpt["epoch"] + 1)
+            torch.manual_seed(seed)
+            NOISE.seed(seed)
+
+    def _train(self, epoch: int, lr: float) -> tuple[float, float, int]:
+        return _train_epoch_ranks(self.ddp, self.stream, self.opt, self.recipe, lr, self.job, epoch)
+
+    def _test(self) -> tuple[float, float, Optional[float]]:
+        """Rank 0's BN statistics to every rank, then each rank tests its share of the test set: the sums are
+        one process's test of these weights."""
+        self.job.broadcast_buffers(self.model)
+        data = self.data
+        lo, hi = shard_bounds(len(data.test), self.job.rank, self.job.world)
+        loss, acc, top5 = evaluate_topk(self.model, data.test, torch.arange(lo, hi), self.recipe.eval_batch_size,
+                                        data.mean, data.std, self.device, k=5)
+        m = hi - lo
+        loss_sum, correct, correct5, n = self.job.sum([loss * m, round(acc * m), round(top5 * m), m])
+        return loss_sum / max(n, 1), correct / max(n, 1), correct5 / max(n, 1)
+
+    def state_dict(self) -> dict:
+        """One process's state (rank 0's random state), plus every rank's random state and the job's size."""
+        state = super().state_dict()
+        state["ranks"] = self.job.gather({"rng": state["rng"], "noise": state["noise"]})
+        state["world_size"] = self.job.world
+        return state
 
 
 def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:
@@ -330,8 +487,34 @@ def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:
     return loss_sum / max(n, 1), correct / max(n, 1), n
 
 
+def _train_epoch_ranks(ddp, stream, opt, r, lr: float, job: Job, epoch: int) -> tuple[float, float, int]:
+    """:func:`_train_epoch` on this rank's slices, the same global step as one process.
+
+    Each rank's loss is its slice's summed loss times world/B (B: the global batch): DDP averages the
+    ranks' gradients, which makes the global batch's mean-loss gradient even for a short last batch split
+    unevenly. The returned figures are summed over the ranks.
+    """
+    ddp.train()
+    params = list(ddp.parameters())
+    loss_sum, correct, n = 0.0, 0, 0
+    for step in range(stream.batches_per_pass):
+        job.injected_failure(epoch, step)
+        x, y = next(stream)
+        scale = job.world / stream.global_batch
+        logits, aux = ddp(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing, reduction="sum")
+        if aux is not None:
+            loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=r.label_smoothing,
+                                                               reduction="sum")
+        loss_sum += sgd_step(loss * scale, opt, params, r.grad_clip, lr) / scale
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    loss_sum, correct, n = job.sum([loss_sum, correct, n])
+    return loss_sum / max(n, 1), correct / max(n, 1), int(n)
+
+
 def _finish(model, genotype, run_folder, unified, network, data, device, cfg, config, run: RunFolder,
-            wall: float) -> dict:
+            wall: float, world_size: int = 1) -> dict:
     rows = run.rows(METRICS)
     last_row = rows[-1] if rows else {}
     atomic_torch_save({"model": model.state_dict(), "genotype": genotype.to_dict(), "config": config},
@@ -352,6 +535,7 @@ def _finish(model, genotype, run_folder, unified, network, data, device, cfg, co
         **network,
         genotype=genotype.to_dict(),
         wall_seconds=wall,
+        world_size=world_size,
         data=data.info,
         environment=environment(device),
         config=config,

@@ -670,3 +670,26 @@ class RunFolder:
     def read_result(self) -> dict | None:
         """result.json as a dict, None if absent; anything but a JSON object is a RunFolderError."""
         return read_result(self.path)
+
+
+class FollowerRunFolder(RunFolder):
+    """The run folder as a torchrun rank other than 0 sees it: its path, and writes that do nothing.
+
+    Rank 0 alone locks and writes the folder (metrics, checkpoints, model, result, log); the other ranks
+    run the same loop, so its writes are no-ops here rather than ``if rank == 0`` at every call.
+    """
+
+    def open(self) -> RunFolder:
+        return self
+
+    def append(self, name: str, row: dict) -> None:
+        pass
+
+    def truncate(self, name: str, before_epoch: int) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict) -> None:
+        pass
+
+    def write_result(self, status: str, **fields: Any) -> dict:
+        return {"status": status, **fields}

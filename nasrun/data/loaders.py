@@ -28,6 +28,7 @@ from nasrun.data.augment import normalize, to_unit_float
 from nasrun.data.datasets import ImageSet
 from nasrun.data.folders import FOLDER_AUGMENTATIONS, FolderSet
 from nasrun.data.streams import AUGMENTATIONS, BatchStream, PassStream, _derived_seed, pass_order
+from nasrun.data.streams import ShardedBatchStream, check_shardable, shard_bounds
 from nasrun.errors import DataError
 
 LOADERS = ("device", "torch")
@@ -383,3 +384,78 @@ def eval_batches(
             labels = data.labels[idx.to(data.labels.device)]
         x = normalize(to_unit_float(images.to(device, non_blocking=True)), mean, std)
         yield x, labels.to(device=device, dtype=torch.long)
+
+
+# --------------------------------------------------------------------------- sharding (multi-process retraining)
+
+
+class _ShardBatchSampler(Sampler):
+    """Yields, for the rest of the current pass, this rank's slice of every global batch as ``(index, seed)`` lists.
+
+    The global batches and the per-image seeds are the one-process stream's, so each image is decoded by
+    exactly one rank and transformed exactly as one process would.
+    """
+
+    def __init__(self, stream: "ShardedTorchStream") -> None:
+        self._stream = stream
+
+    def __len__(self) -> int:
+        return self._stream._batches_per_pass - self._stream._position
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        s = self._stream
+        stop = s._pass_stop()
+        order = pass_order(s._n, s.seed, s._pass, s.shuffle)
+        index = order if s._index is None else s._index[order]
+        index, seeds = index.tolist(), s._pass_seeds(s._pass).tolist()  # seeds go by position in the pass
+        for b in range(s._position, s._batches_per_pass):
+            start = b * s._batch
+            size = min(s._batch, stop - start)
+            lo, hi = shard_bounds(size, s.rank, s.world)
+            yield [(index[i], seeds[i]) for i in range(start + lo, start + hi)]
+
+
+class ShardedTorchStream(TorchStream):
+    """Rank ``rank`` of ``world``'s slice of every batch of the one-process :class:`TorchStream`.
+
+    Only the rank's own images are decoded (no redundant work on ImageNet); :meth:`state_dict` is the
+    one-process stream's (pass and position in global batches), so a checkpoint resumes under any number
+    of ranks. ``global_batch`` is the size of the global batch the last slice came from.
+    """
+
+    def __init__(self, *args, rank: int, world: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        shard_bounds(0, rank, world)  # checks rank and world
+        check_shardable(self._n, self._batch, world, self.drop_last)
+        self.rank, self.world = int(rank), int(world)
+        self.global_batch = 0
+        old = self._loader
+        self._loader = DataLoader(old.dataset, batch_sampler=_ShardBatchSampler(self), num_workers=self.workers,
+                                  pin_memory=self.pin_memory, persistent_workers=self.workers > 0,
+                                  generator=torch.Generator().manual_seed(_derived_seed(self.seed, 3)))
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        if self._position >= self._batches_per_pass:  # the next slice opens a new pass
+            self.global_batch = min(self._batch, self._pass_stop())
+        else:
+            self.global_batch = min(self._batch, self._pass_stop() - self._position * self._batch)
+        return super().__next__()
+
+
+def make_shard_stream(rank: int, world: int, data: ImageSet | FolderSet, indices: Tensor | None, batch_size: int,
+                      seed: int, mean: Sequence[float], std: Sequence[float], loader: str = "device",
+                      workers: int = 2, pin_memory: bool = True,
+                      **common: Any) -> ShardedBatchStream | ShardedTorchStream:
+    """:func:`make_stream`'s stream, cut to rank ``rank`` of ``world``'s slice of every global batch."""
+    if loader not in LOADERS:
+        raise DataError(f"dataset.loader={loader!r} is not allowed: one of {', '.join(LOADERS)}")
+    if loader == "torch":
+        return ShardedTorchStream(data, indices, batch_size, seed, mean, std, workers=workers, pin_memory=pin_memory,
+                                  rank=rank, world=world, **common)
+    if not isinstance(data, ImageSet):
+        raise DataError("dataset.loader=device is not allowed for a dataset read from files (imagenet): "
+                        "use dataset.loader=torch")
+    return ShardedBatchStream(data, indices, batch_size, seed, mean, std, rank=rank, world=world, **common)
+
+
+__all__ += ["ShardedBatchStream", "ShardedTorchStream", "make_shard_stream"]

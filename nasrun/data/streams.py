@@ -222,4 +222,57 @@ class BatchStream(PassStream):
         self._order = self._pass_order(self._pass)
 
 
-__all__ = ["BatchStream", "pass_order", "AUGMENTATIONS"]
+# ------------------------------------------------------------------ sharding (multi-process retraining)
+
+
+def shard_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
+    """``[lo, hi)`` of rank ``rank``'s slice of a global batch of ``size`` images split over ``world`` ranks.
+
+    Contiguous slices whose sizes differ by at most one (the first ``size % world`` ranks take one more),
+    so the ranks' slices put back in rank order are the global batch.
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in 0..{world - 1}, got {rank}")
+    return size * rank // world, size * (rank + 1) // world
+
+
+def check_shardable(n: int, batch_size: int, world: int, drop_last: bool) -> None:
+    """Refuse a split that would leave a rank an empty slice of a pass's last, short batch.
+
+    An empty slice cannot be trained on (BatchNorm has no statistics to take), and skipping it on one
+    rank would desynchronise the ranks' gradient all-reduces.
+    """
+    last = 0 if drop_last else n % batch_size
+    if 0 < last < world:
+        raise DataError(
+            f"the last batch of every pass over the {n} training images holds {last} image(s), fewer than the "
+            f"{world} processes sharing it: choose a recipe.batch_size that leaves at least {world} (or none)"
+        )
+
+
+class ShardedBatchStream(BatchStream):
+    """Rank ``rank`` of ``world``'s slice of every batch of the one-process :class:`BatchStream`.
+
+    Every rank walks the same global order (the same per-pass permutation, the same global batches)
+    and augments the whole global batch, so the augmentation generator advances exactly as in one
+    process; it then keeps its :func:`shard_bounds` slice. The redundant augmentation is cheap next to
+    the network, and it makes :meth:`state_dict` the one-process stream's own state: a checkpoint
+    resumes under any number of ranks. ``global_batch`` is the size of the global batch the last slice
+    came from (the loss is scaled by it so that the ranks' averaged gradient is the global batch's).
+    """
+
+    def __init__(self, *args, rank: int, world: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        shard_bounds(0, rank, world)  # checks rank and world
+        check_shardable(self._n, self._batch, world, self.drop_last)
+        self.rank, self.world = int(rank), int(world)
+        self.global_batch = 0
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        x, y = super().__next__()
+        self.global_batch = int(y.shape[0])
+        lo, hi = shard_bounds(self.global_batch, self.rank, self.world)
+        return x[lo:hi], y[lo:hi]
+
+
+__all__ = ["BatchStream", "ShardedBatchStream", "check_shardable", "pass_order", "shard_bounds", "AUGMENTATIONS"]
