@@ -9,7 +9,7 @@ from nasrun.config import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.labels import genotype_label
 
-USAGE = ("usage: nasrun show genotype=<name | genotype.json | search run folder> [recipe=cifar|quick] "
+USAGE = ("usage: nasrun show genotype=<name | genotype.json | search run folder> [recipe=cifar|imagenet|nb201|quick] "
          "[dataset=NAME] [recipe.C=..] [recipe.layers=..] [--plot[=FILE.png]]\n\n"
          "Prints the genotype, and the parameter count and multiply-adds of the network it gives at the\n"
          "recipe's size (the auxiliary head is counted separately). --plot draws the normal and reduction\n"
