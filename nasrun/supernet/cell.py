@@ -20,6 +20,22 @@ def mixed_op(C: int, stride: int, ops: Sequence[str], partial_channels: int, fus
     return MixedOp(C, stride, ops, partial_channels)
 
 
+def run_nodes(edges: nn.ModuleList, states: list[Tensor], nodes: int, weights: Tensor,
+              edge_weights: Tensor | None) -> list[Tensor]:
+    """Every node sums one mixed edge from each earlier state (edges in alpha row order); all states."""
+    e = 0
+    for _ in range(nodes):
+        total: Tensor | None = None
+        for j, h in enumerate(states):
+            y = edges[e + j](h, weights[e + j])
+            if edge_weights is not None:
+                y = edge_weights[e + j] * y
+            total = y if total is None else total + y
+        e += len(states)
+        states.append(total)
+    return states
+
+
 def num_edges(nodes: int) -> int:
     """Mixed edges in a cell: node i has 2 + i incoming edges (2+3+4+5 = 14 for 4 nodes)."""
     return sum(2 + i for i in range(nodes))
@@ -72,17 +88,7 @@ class SearchCell(nn.Module):
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
         """``weights``: mixing weights ``[num_edges, ops per edge]`` in edge order; ``edge_weights``:
         optional ``[num_edges]`` factors for the edges' outputs (PC-DARTS edge normalisation)."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        e = 0
-        for _ in range(self.nodes):
-            total: Tensor | None = None
-            for j, h in enumerate(states):
-                y = self.edges[e + j](h, weights[e + j])
-                if edge_weights is not None:
-                    y = edge_weights[e + j] * y
-                total = y if total is None else total + y
-            e += len(states)
-            states.append(total)
+        states = run_nodes(self.edges, [self.preprocess0(s0), self.preprocess1(s1)], self.nodes, weights, edge_weights)
         return torch.cat(states[2:], dim=1)
 
 
@@ -103,15 +109,4 @@ class SingleInputCell(nn.Module):
         )
 
     def forward(self, x: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
-        states = [x]
-        e = 0
-        for _ in range(self.nodes):
-            total: Tensor | None = None
-            for j, h in enumerate(states):
-                y = self.edges[e + j](h, weights[e + j])
-                if edge_weights is not None:
-                    y = edge_weights[e + j] * y
-                total = y if total is None else total + y
-            e += len(states)
-            states.append(total)
-        return states[-1]
+        return run_nodes(self.edges, [x], self.nodes, weights, edge_weights)[-1]
