@@ -429,11 +429,12 @@ def table_rows(groups: Sequence[Group]) -> list[list[str]]:
     return rows
 
 
-HEADINGS = ["group", "runs", "completed", "failed / unfinished"] + [h for _, h, _, _ in METRICS]
+HEADINGS = ["group", "runs", "completed", "failed / unfinished"]
 
 
 def headings(groups: Sequence[Group]) -> list[str]:
-    return HEADINGS[:4] + [h for _, h, _, _ in columns(groups)]
+    """The table's headings: the run counts, then one per column of :func:`columns`."""
+    return HEADINGS + [h for _, h, _, _ in columns(groups)]
 NOTE = ("mean ± sample standard deviation (n - 1) over the completed runs of each group (normally its seeds); "
         "a value without ± comes from one run; – means no run has it; accuracies and errors in percent; "
         "times are wall-clock")

@@ -125,7 +125,7 @@ def errors(args: argparse.Namespace, radii: list[float]) -> tuple[dict, float]:
     import torch
 
     from nasrun.methods import ArchBatch, ArchObjective, make_estimator
-    from nasrun.methods.estimators import (_restore, amended_product, exact_mixed, finite_difference_hvp,
+    from nasrun.methods.estimators import (_restore, amended_product, virtual_step, exact_mixed, finite_difference_hvp,
                                            finite_difference_mixed, preserved_buffers)
     from nasrun.options import SecondOrderConf
 
@@ -135,21 +135,14 @@ def errors(args: argparse.Namespace, radii: list[float]) -> tuple[dict, float]:
     for seed in range(args.seeds):
         cfg, net, opt, draw = setup(args, seed)
         weights, alphas = net.weight_parameters(), net.arch_parameters()
-        group = opt.param_groups[0]
-        mu, wd, xi = group["momentum"], group["weight_decay"], cfg.search.lr
+        xi = cfg.search.lr
         for b in range(args.batches):
             xt, yt, xv, yv = draw()
             saved = [w.detach().clone() for w in weights]
             with preserved_buffers(net):
                 # second order: the unrolled step exactly as SecondOrder takes it, then v' at w'
                 g = torch.autograd.grad(loss(net, xt, yt), weights, allow_unused=True)
-                with torch.no_grad():
-                    for w, gi, w0 in zip(weights, g, saved):
-                        buf = opt.state.get(w, {}).get("momentum_buffer")
-                        step = (gi if gi is not None else torch.zeros_like(w)) + wd * w0
-                        if buf is not None:
-                            step = step + mu * buf
-                        w.copy_(w0 - xi * step)
+                virtual_step(opt, weights, saved, g, xi)
                 grads = torch.autograd.grad(loss(net, xv, yv), alphas + weights, allow_unused=True)
                 direct = grads[: len(alphas)]
                 v1 = [gi if gi is not None else torch.zeros_like(w) for gi, w in zip(grads[len(alphas):], weights)]

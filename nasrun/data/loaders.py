@@ -28,7 +28,7 @@ from nasrun.data.augment import normalize, to_unit_float
 from nasrun.data.datasets import ImageSet
 from nasrun.data.folders import FOLDER_AUGMENTATIONS, FolderSet
 from nasrun.data.streams import AUGMENTATIONS, BatchStream, PassStream, _derived_seed, pass_order
-from nasrun.data.streams import ShardedBatchStream, check_shardable, shard_bounds
+from nasrun.data.streams import ShardedBatchStream, shard_bounds, take_shard
 from nasrun.errors import DataError
 
 LOADERS = ("device", "torch")
@@ -425,10 +425,7 @@ class ShardedTorchStream(TorchStream):
 
     def __init__(self, *args, rank: int, world: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        shard_bounds(0, rank, world)  # checks rank and world
-        check_shardable(self._n, self._batch, world, self.drop_last)
-        self.rank, self.world = int(rank), int(world)
-        self.global_batch = 0
+        take_shard(self, rank, world)
         old = self._loader
         self._loader = DataLoader(old.dataset, batch_sampler=_ShardBatchSampler(self), num_workers=self.workers,
                                   pin_memory=self.pin_memory, persistent_workers=self.workers > 0,

@@ -250,6 +250,14 @@ def check_shardable(n: int, batch_size: int, world: int, drop_last: bool) -> Non
         )
 
 
+def take_shard(stream: PassStream, rank: int, world: int) -> None:
+    """Make ``stream`` rank ``rank`` of ``world``'s view of the one-process stream (checked first)."""
+    shard_bounds(0, rank, world)  # checks rank and world
+    check_shardable(stream._n, stream._batch, world, stream.drop_last)
+    stream.rank, stream.world = int(rank), int(world)
+    stream.global_batch = 0
+
+
 class ShardedBatchStream(BatchStream):
     """Rank ``rank`` of ``world``'s slice of every batch of the one-process :class:`BatchStream`.
 
@@ -263,10 +271,7 @@ class ShardedBatchStream(BatchStream):
 
     def __init__(self, *args, rank: int, world: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        shard_bounds(0, rank, world)  # checks rank and world
-        check_shardable(self._n, self._batch, world, self.drop_last)
-        self.rank, self.world = int(rank), int(world)
-        self.global_batch = 0
+        take_shard(self, rank, world)
 
     def __next__(self) -> tuple[Tensor, Tensor]:
         x, y = super().__next__()

@@ -133,6 +133,20 @@ class FirstOrder(Estimator):
         return ArchGrad(list(grads), float(value.loss.detach()), value.correct(batch.y_val), stats)
 
 
+def virtual_step(opt: torch.optim.SGD, weights: list[Tensor], saved: list[Tensor], grads: Any, lr: float) -> None:
+    """Move ``weights`` (saved as ``saved``) by the step the SGD optimiser would take: its momentum
+    buffer and weight decay included, step size ``lr`` (DARTS' unrolled weights w')."""
+    group = opt.param_groups[0]
+    mu, wd = group["momentum"], group["weight_decay"]
+    with torch.no_grad():
+        for w, gi, w0 in zip(weights, grads, saved):
+            buf = opt.state.get(w, {}).get("momentum_buffer")
+            step = (gi if gi is not None else torch.zeros_like(w)) + wd * w0
+            if buf is not None:
+                step = step + mu * buf
+            w.copy_(w0 - lr * step)
+
+
 class SecondOrder(Estimator):
     """DARTS second order (unrolled), as the reference code computes it.
 
@@ -156,19 +170,12 @@ class SecondOrder(Estimator):
         weights = model.weight_parameters()
         alphas = model.arch_parameters()
         opt = batch.weight_optimizer
-        group = opt.param_groups[0]
-        mu, wd, xi = group["momentum"], group["weight_decay"], batch.lr
+        xi = batch.lr
         saved = [w.detach().clone() for w in weights]
         with preserved_buffers(model):
             train_loss = self.loss(model, batch.x_train, batch.y_train)
             g = torch.autograd.grad(train_loss, weights, allow_unused=True)
-            with torch.no_grad():
-                for w, gi, w0 in zip(weights, g, saved):
-                    buf = opt.state.get(w, {}).get("momentum_buffer")
-                    step = (gi if gi is not None else torch.zeros_like(w)) + wd * w0
-                    if buf is not None:
-                        step = step + mu * buf
-                    w.copy_(w0 - xi * step)
+            virtual_step(opt, weights, saved, g, xi)
             value = self.objective(model, batch.x_val, batch.y_val)
             grads = torch.autograd.grad(value.total, alphas + weights, allow_unused=True)
             direct = list(grads[: len(alphas)])

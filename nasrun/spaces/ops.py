@@ -88,6 +88,12 @@ class FactorizedReduce(nn.Module):
         return self.bn(out)
 
 
+def strided_shape(x: Tensor, stride: int) -> tuple[int, int, int, int]:
+    """The shape of ``x[:, :, ::stride, ::stride]`` (``ceil(H/stride)``), without slicing."""
+    n, c, h, w = x.shape
+    return n, c, -(-h // stride), -(-w // stride)
+
+
 class Zero(nn.Module):
     """The ``none`` op: zeros of the output shape (``ceil(H/stride)``, like strided slicing).
 
@@ -99,9 +105,7 @@ class Zero(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        s = self.stride
-        n, c, h, w = x.shape
-        return x.new_zeros((n, c, -(-h // s), -(-w // s)))
+        return x.new_zeros(strided_shape(x, self.stride))
 
 
 class Identity(nn.Module):
@@ -240,9 +244,7 @@ class Noise(nn.Module):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
-        s = self.stride
-        n, c, h, w = x.shape
-        return NOISE.randn((n, c, -(-h // s), -(-w // s)), x.dtype, x.device)
+        return NOISE.randn(strided_shape(x, self.stride), x.dtype, x.device)
 
 
 def _skip(C: int, stride: int, affine: bool) -> nn.Module:
