@@ -56,7 +56,10 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    if distributed.is_distributed() and distributed.rank() == 0:
+    if distributed.join_submitit_job():  # Hydra gave every task of the job the same folder already
+        if distributed.rank() != 0:
+            _quiet_follower()
+    elif distributed.is_distributed() and distributed.rank() == 0:
         distributed.job().publish_run_dir(out_dir)  # the other ranks wait for it before they start Hydra
     try:
         return _run_command(to_typed(cfg), command, out_dir)
@@ -71,7 +74,7 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
         if _full_error():
             raise
         if distributed.rank() != 0:
-            _rank_failed(command, exc)
+            return _rank_failed(command, exc, in_sweep)
         from nasrun.sweeps import record_failure
 
         result = record_failure(out_dir, command, exc, _plain(cfg))
@@ -85,12 +88,33 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
         raise SystemExit(status) from None
 
 
-def _rank_failed(command: str, exc: Exception) -> None:
-    """A torchrun rank other than 0 failed, or stopped after another rank did: one line (rank 0 records the job)."""
+def _quiet_follower() -> None:
+    """A submitit task other than rank 0 logs as a torchrun follower does: warnings and errors only, to its own
+    submitit log and not to the run's log file, which Hydra opened in every task of the job."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+    fmt = logging.Formatter(f"[rank {distributed.rank()}][%(name)s][%(levelname)s] - %(message)s")
+    for handler in root.handlers:
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(fmt)
+    root.setLevel(logging.WARNING)
+
+
+def _rank_failed(command: str, exc: Exception, in_sweep: bool) -> dict:
+    """A rank other than 0 failed, or stopped after another rank did: one line (rank 0 records the job).
+
+    In a sweep (a submitit job of several tasks) the task returns, as rank 0's does, so the launcher
+    collects every task's outcome instead of finding a task that ended without one.
+    """
     from nasrun.lifecycle import reason_of
 
     what = "stopped" if isinstance(exc, distributed.RankFailed) else "failed"
     print(f"nasrun {command}: rank {distributed.rank()} {what}: {reason_of(exc)}", file=sys.stderr)
+    if in_sweep:
+        return {"status": "failed", "reason": reason_of(exc), "rank": distributed.rank()}
     raise SystemExit(2 if isinstance(exc, NasrunError) else 1) from None
 
 
@@ -108,9 +132,10 @@ def _run_command(typed, command: str, out_dir: str) -> dict:
         from nasrun.search import run_search
 
         result = run_search(typed, out_dir)
-        print(f"search run folder: {out_dir}")
-        print(f"genotype: {Path(out_dir) / 'genotype.json'}  (search-val accuracy "
-              f"{_fmt(result.get('final', {}).get('val_acc'))})")
+        if distributed.rank() == 0:
+            print(f"search run folder: {out_dir}")
+            print(f"genotype: {Path(out_dir) / 'genotype.json'}  (search-val accuracy "
+                  f"{_fmt(result.get('final', {}).get('val_acc'))})")
     elif command == "pipeline":
         from nasrun.pipeline import run_pipeline
 
@@ -157,7 +182,11 @@ def check_overrides(command: str, args: list[str]) -> None:
         for job in jobs(tokens, multirun):
             typed = to_typed(compose(command, job))
             check_benchmark_file(typed.benchmark)
-            if command == "retrain":
+            if command == "search":
+                from nasrun.search_ranks import check_search_ranks
+
+                check_search_ranks(typed)
+            elif command == "retrain":
                 from nasrun.retrain import prepare_retrain
 
                 prepare_retrain(typed)
@@ -275,6 +304,7 @@ def _dispatch(command: str, args: list[str]) -> None:
     runs_jobs = not any(a.split("=")[0] in _NO_CHECK_FLAGS for a in args)
     if runs_jobs:
         check_overrides(command, args)
+        _check_multi_task_jobs(command, args)
         if distributed.rank() != 0:
             args = _follow_rank0(args)
     multirun = "-m" in args or "--multirun" in args
@@ -288,11 +318,28 @@ def _dispatch(command: str, args: list[str]) -> None:
 
 
 def _check_torchrun(command: str, multirun: bool) -> None:
-    """Under torchrun only a single retraining runs: search (and pipeline, which searches) and sweeps exit 2."""
-    if command != "retrain":
-        fail(command, distributed.SEARCH_REFUSED)
+    """Under torchrun a single search or retraining runs: pipeline and sweeps exit 2."""
+    if command == "pipeline":
+        fail(command, distributed.PIPELINE_REFUSED)
     if multirun:
         fail(command, "-m/--multirun is not allowed under torchrun: start one torchrun per job of the sweep")
+
+
+def _check_multi_task_jobs(command: str, args: list[str]) -> None:
+    """A submitit job of several tasks (``hydra.launcher.nodes`` × ``tasks_per_node`` > 1) is one multi-process
+    job, like torchrun's: what torchrun refuses exits 2 here too, before anything is queued."""
+    tokens = override_tokens(args)
+    if not ("-m" in args or "--multirun" in args) or not any(
+            t.startswith(("hydra/launcher=", "hydra.launcher.")) for t in tokens):
+        return
+    from nasrun.config import _hydra_compose
+
+    try:
+        launcher = _hydra_compose(command, jobs(tokens, True)[0], hydra=True).hydra.launcher
+    except Exception:  # noqa: BLE001 - check_overrides has reported any composition problem
+        return
+    if int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1) > 1:
+        _check_torchrun(command, multirun=False)
 
 
 def _follow_rank0(args: list[str]) -> list[str]:

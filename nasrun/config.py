@@ -57,6 +57,10 @@ MAX_CHANNELS = 4096
 MAX_CELLS = 1000
 MAX_NODES = 32
 MAX_BATCH = 1 << 20
+#: ``search.compile`` values (nasrun.capture.MODES): eager, torch.compile, CUDA graphs.
+COMPILE_MODES = ("off", "compile", "graph")
+#: ``precision`` values: fp32, or bf16 autocast (BatchNorm, the loss and the estimators' second-order terms in fp32).
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -221,6 +225,8 @@ class SearchConf:
     track_eigenvalue: bool = False  # dominant Hessian eigenvalue w.r.t. the alphas after every epoch
     eigen_batches: int = 4  # search-val batches of the eigenvalue
     eigen_iters: int = 20  # power iterations of the eigenvalue
+    compile: str = "off"  # off | compile (torch.compile) | graph (CUDA graphs); falls back to eager, logged
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch, not each rank's slice
 
     def __post_init__(self) -> None:
         positive_int("search.epochs", self.epochs, hi=100_000)
@@ -236,6 +242,7 @@ class SearchConf:
             positive("search.arch_grad_clip", self.arch_grad_clip)
         positive_int("search.eigen_batches", self.eigen_batches, hi=10_000)
         positive_int("search.eigen_iters", self.eigen_iters, hi=10_000)
+        one_of("search.compile", self.compile, COMPILE_MODES)
 
 
 @dataclass
@@ -253,8 +260,9 @@ class SupernetConf:
     partial_channels: int = 1  # PC-DARTS' K: mixed ops see 1/K of the channels
     edge_norm: bool = False  # PC-DARTS' edge normalisation (betas)
     skip_dropout: list[float] = field(default_factory=lambda: [0.0])
-    # compute each mixed edge with shared work (one ReLU, grouped convolutions, one BN); same parameters and results
-    fused: bool = False
+    # mixed edges with shared work: one ReLU, grouped convolutions, one BN per edge group, the edges leaving a node
+    # batched; the plain supernet's parameters and results (to rounding). false: every op of every edge on its own
+    fused: bool = True
 
     def __post_init__(self) -> None:
         positive_int("supernet.C", self.C, hi=MAX_CHANNELS)
@@ -351,6 +359,8 @@ class NasrunConf:
     device: str = "auto"
     # torch's CPU threads (null: torch's default, one per core); recorded in result.json's environment
     threads: Optional[int] = None
+    precision: str = "fp32"  # fp32 | bf16 (autocast; BatchNorm, loss and second-order terms fp32); in result.json
+    channels_last: bool = False  # weights and batches in the channels_last memory format; in result.json
     genotype: Optional[str] = None
     progress: bool = True
     # per-epoch scalars and images for TensorBoard in <run folder>/tensorboard (pip install 'nasrun[tensorboard]')
@@ -372,6 +382,8 @@ class NasrunConf:
         if self.threads is not None:
             int_range("threads", self.threads, 1, 1024)
         one_of("logger", self.logger, ("none", "tensorboard"))
+        one_of("precision", self.precision, PRECISIONS)
+        check(isinstance(self.channels_last, bool), "channels_last", self.channels_last, "true or false")
         ok = self.device in ("auto", "cpu", "cuda") or (
             self.device.startswith("cuda:") and self.device[5:].isdigit() and len(self.device) < 12
         )

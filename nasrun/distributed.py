@@ -1,8 +1,11 @@
-"""Multi-process retraining under ``torchrun``: who this process is, its process group, and how a failure ends the job.
+"""Multi-process search and retraining under ``torchrun``: who this process is, its process group, and how a
+failure ends the job.
 
-``torchrun --nproc_per_node=N nasrun retrain ...`` (or ``-m nasrun``) starts N processes and tells each its
-place through ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with ``WORLD_SIZE`` unset or 1 nothing here is
-used and a retraining is the one-process one, bit for bit.
+``torchrun --nproc_per_node=N nasrun retrain ...`` (or ``search``, or ``-m nasrun``) starts N processes and
+tells each its place through ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with ``WORLD_SIZE`` unset or 1
+nothing here is used and a run is the one-process one, bit for bit. A submitit job of several tasks (the Slurm
+preset with ``nodes`` × ``tasks_per_node`` > 1) is the same kind of job: :func:`join_submitit_job` gives
+its tasks torchrun's variables.
 
 A job has one channel besides the process group: the key-value store ``torchrun`` already runs for its
 rendezvous (``MASTER_ADDR:MASTER_PORT``), under keys of our own. It carries what must reach the other
@@ -38,8 +41,9 @@ from nasrun.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: What ``nasrun search`` (and ``pipeline``, which searches) says under torchrun, with exit status 2.
-SEARCH_REFUSED = "search runs in one process for now; torchrun is supported for retrain"
+#: What ``nasrun pipeline`` says under torchrun, with exit status 2.
+PIPELINE_REFUSED = ("pipeline runs in one process; under torchrun run its parts: nasrun search, then nasrun retrain "
+                    "genotype=<the search's run folder>")
 #: Test hook: ``NASRUN_TEST_FAIL_RANK=R`` (or ``R:E``) raises on rank R at the second step of epoch E (default 0).
 FAIL_HOOK = "NASRUN_TEST_FAIL_RANK"
 _POLL_S = 0.2  # how often the watchdog looks for a failure
@@ -66,13 +70,35 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def check_config(batch_size: int, device: str) -> None:
-    """What a multi-process retraining needs of the config; a ConfigError line before any work."""
+def join_submitit_job() -> bool:
+    """In a submitit task of a job with several tasks, export what torchrun would (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``), so that the job's tasks form one multi-process job.
+
+    Returns True when it did. Outside submitit, in a one-task job, or when ``WORLD_SIZE`` is already set
+    (torchrun inside the task) nothing changes. The master is the job's first node; the port is derived
+    from the job id (the same in every task; jobs of an array on one node seldom share one) unless
+    ``MASTER_PORT`` is set. ``CUDA_VISIBLE_DEVICES`` is left alone: every task sees the node's GPUs and takes
+    ``cuda:LOCAL_RANK``, as under torchrun.
+    """
+    if os.environ.get("WORLD_SIZE") or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return False
+    import submitit
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if submitit.JobEnvironment().num_tasks <= 1:
+        return False
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    return True
+
+
+def check_config(batch_size: int, device: str, key: str = "recipe.batch_size") -> None:
+    """What a multi-process run needs of the config (``key``: the batch size's key); a ConfigError line before any
+    work."""
     n = world_size()
     if n <= 1:
         return
     if batch_size % n:
-        raise ConfigError(f"recipe.batch_size={batch_size} is not allowed under torchrun with {n} processes: "
+        raise ConfigError(f"{key}={batch_size} is not allowed under torchrun with {n} processes: "
                           f"it is the global batch, split evenly over the processes, so a multiple of {n}")
     if device.startswith("cuda:"):
         raise ConfigError(f"device={device!r} is not allowed under torchrun: each process uses cuda:LOCAL_RANK; "
@@ -113,7 +139,7 @@ class Job:
         self.store = dist.PrefixStore(self.prefix, store)
         self.device: Optional[torch.device] = None
         self.recorder: Optional[Callable[[dict], None]] = None  # rank 0: writes result.json for another rank
-        self.command = "retrain"
+        self.command = "retrain"  # what the one-line messages name (set by the run)
         self._lock = threading.Lock()
         self._handled = False  # a failure is being reported by this process (main thread or watchdog)
         self._stop = threading.Event()
@@ -164,7 +190,7 @@ class Job:
         if dist.is_initialized() and not self._handled:
             dist.destroy_process_group()
 
-    # -- collectives the retraining uses
+    # -- collectives the runs use
 
     def share(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
@@ -342,25 +368,41 @@ class RankSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        c = x.shape[1]
-        sums = _SumOverRanks.apply(torch.cat([x.sum((0, 2, 3)), x.new_tensor([x.numel() / c])]))
-        count = sums[c].detach()
-        mean = sums[:c] / count
-        centred = x - mean.view(1, c, 1, 1)
-        var = _SumOverRanks.apply((centred * centred).sum((0, 2, 3))) / count
-        y = centred * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
-        if self.affine:
-            y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+        momentum = self.momentum
         if self.track_running_stats:
-            self._update_running(mean.detach(), var.detach() * count / max(float(count) - 1, 1.0))
-        return y
+            self.num_batches_tracked.add_(1)
+            if momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return rank_batch_norm(x, self.running_mean if self.track_running_stats else None,
+                               self.running_var if self.track_running_stats else None,
+                               self.weight if self.affine else None, self.bias if self.affine else None,
+                               momentum or 0.0, self.eps)
 
-    @torch.no_grad()
-    def _update_running(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
-        self.num_batches_tracked.add_(1)
-        factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
-        self.running_var.mul_(1 - factor).add_(unbiased_var, alpha=factor)
+
+def rank_batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor], running_var: Optional[torch.Tensor],
+                    weight: Optional[torch.Tensor], bias: Optional[torch.Tensor], momentum: float,
+                    eps: float) -> torch.Tensor:
+    """Training-mode ``F.batch_norm`` with the statistics of the global batch over all ranks (any device).
+
+    Two all-reduces: the sums, then the sums of squared deviations (a two-pass variance, for accuracy).
+    The running statistics, when given, move by ``momentum`` towards the global mean and unbiased variance.
+    """
+    c = x.shape[1]
+    sums = _SumOverRanks.apply(torch.cat([x.sum((0, 2, 3)), x.new_tensor([x.numel() / c])]))
+    count = sums[c].detach()
+    mean = sums[:c] / count
+    centred = x - mean.view(1, c, 1, 1)
+    var = _SumOverRanks.apply((centred * centred).sum((0, 2, 3))) / count
+    y = centred * torch.rsqrt(var + eps).view(1, c, 1, 1)
+    if weight is not None:
+        y = y * weight.view(1, c, 1, 1)
+    if bias is not None:
+        y = y + bias.view(1, c, 1, 1)
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+            running_var.mul_(1 - momentum).add_(var.detach() * count / max(float(count) - 1, 1.0), alpha=momentum)
+    return y
 
 
 def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
@@ -403,5 +445,6 @@ def _as_rank_sync(bn: nn.BatchNorm2d) -> RankSyncBatchNorm:
     return new
 
 
-__all__ = ["FAIL_HOOK", "Job", "RankFailed", "RankSyncBatchNorm", "SEARCH_REFUSED", "check_config", "data_parallel",
-           "failure_reason", "is_distributed", "job", "local_rank", "rank", "rank_seed", "sync_batchnorm", "world_size"]
+__all__ = ["FAIL_HOOK", "Job", "PIPELINE_REFUSED", "RankFailed", "RankSyncBatchNorm", "check_config", "data_parallel",
+           "failure_reason", "rank_batch_norm", "is_distributed", "job", "join_submitit_job", "local_rank", "rank", "rank_seed",
+           "sync_batchnorm", "world_size"]

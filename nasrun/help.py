@@ -71,6 +71,13 @@ def _keys(node: Any, prefix: str) -> list[str]:
     return lines
 
 
+def _top_level_keys(cfg: Any, names: tuple[str, ...]) -> list[str]:
+    """``  key = value   # what it does`` for root keys that need their description shown."""
+    comments = field_comments(type(cfg))
+    return [f"  {name} = {getattr(cfg, name)!r}" + (f"   # {comments[name]}" if name in comments else "")
+            for name in names]
+
+
 def render(command: str, overrides: list[str]) -> str:
     """The help text for ``nasrun <command> [overrides] --help``."""
     try:
@@ -89,6 +96,7 @@ def render(command: str, overrides: list[str]) -> str:
         lines += _keys(getattr(cfg, group, None), group)
     lines += ["", f"top-level keys: seed={cfg.seed}, device={cfg.device!r}, threads={cfg.threads}, "
                   f"logger={cfg.logger!r}, progress={cfg.progress}" + (", genotype=..." if command != "search" else ""),
+              *_top_level_keys(cfg, ("precision", "channels_last")),
               "", f"`nasrun {command} --cfg job [overrides]` prints the whole composed config; "
                   f"`nasrun {command} --hydra-help` Hydra's own flags."]
     return "\n".join(lines)

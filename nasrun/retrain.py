@@ -22,17 +22,18 @@ from nasrun.config import DatasetConf, NasrunConf, SpaceConf, as_plain_dict
 from nasrun.data import load_dataset, make_stream
 from nasrun.data.loaders import make_shard_stream
 from nasrun.data.streams import shard_bounds
-from nasrun.distributed import Job, RankFailed
+from nasrun.distributed import Job
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
 from nasrun.evidence import EpochLog
 from nasrun.lifecycle import recorded
 from nasrun.memory import check_fits
+from nasrun.precision import FP32, Numerics, check_available, upcast
+from nasrun.rank_runs import NoEpochLog, run_ranks
 from nasrun.nets import build_network as network_for
 from nasrun.nets import count_macs, count_parameters
 from nasrun.runs import (
     METRICS,
-    FollowerRunFolder,
     RunFolder,
     atomic_torch_save,
     environment,
@@ -41,7 +42,6 @@ from nasrun.runs import (
     rng_state,
     seed_everything,
     set_rng_state,
-    write_result,
 )
 from nasrun.spaces.ops import NOISE
 from nasrun.training import apply_threads, count, evaluate_topk, sgd_step
@@ -231,62 +231,19 @@ def run_retrain(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Cal
 
 def _run_retrain_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end) -> dict:
     """This rank's part of a torchrun retraining: every rank trains its slice, rank 0 alone writes the run folder."""
-    job = distributed.job()
-    progress, started = {"epoch": None}, time.time()
-    if job.rank == 0:  # from now on rank 0's watchdog records a failure of any rank
-        job.recorder = lambda failure: _record_rank_failure(Path(out_dir), config, progress, started, job.world,
-                                                            failure)
-    with job.failures():
-        job.start(cfg.device)
-        if job.rank != 0:
-            previous = job.share(None)
-            if previous is not None:
-                return previous
-            follower = FollowerRunFolder(out_dir, "retrain")
-            return _retrain(cfg, genotype, run_folder, config, follower, {"epoch": None}, on_epoch_end, unified, job)
-        return _lead_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end, job, progress)
+    progress: dict = {"epoch": None}
 
+    def body(run: RunFolder, job: Job) -> dict:
+        return _retrain(cfg, genotype, run_folder, config, run, progress, on_epoch_end, unified, job)
 
-def _lead_ranks(cfg, genotype, run_folder, unified, config, out_dir, on_epoch_end, job: Job, progress: dict) -> dict:
-    """Rank 0: the run folder (lock, resume, every file) and, with recorded(), its own failure or another rank's."""
-    with RunFolder(out_dir, "retrain", "retrain.log") as run:
-        previous = job.share(run.completed(config))
-        if previous is not None:
-            log.info("%s already holds a completed retraining; nothing to do", run.path)
-            return previous
-        try:
-            with recorded(run, config, lambda: progress["epoch"]), job.failures():
-                return _retrain(cfg, genotype, run_folder, config, run, progress, on_epoch_end, unified, job)
-        except Exception as exc:
-            _note_failed_rank(run, exc, job)
-            raise
-
-
-def _record_rank_failure(out_dir: Path, config: dict, progress: dict, started: float, world: int,
-                         failure: dict) -> None:
-    """Rank 0's watchdog: another rank failed first; result.json says which and why (as recorded() would)."""
-    reason = distributed.failure_reason(failure["rank"], failure["reason"])
-    log.error("retrain failed: %s", reason)
-    write_result(out_dir, "failed", command="retrain", reason=reason, failed_rank=failure["rank"], world_size=world,
-                 config=config, wall_seconds=time.time() - started, last_epoch=progress["epoch"])
-
-
-def _note_failed_rank(run: RunFolder, exc: Exception, job: Job) -> None:
-    """Add to the failure recorded() wrote which rank failed first and the job's size; let that rank exit."""
-    result = run.read_result() or {}
-    if result.get("status") == "failed":
-        failed = exc.failed_rank if isinstance(exc, RankFailed) else job.rank
-        reason = exc.reason if isinstance(exc, RankFailed) else result.get("reason")
-        fields = {k: v for k, v in result.items() if k not in ("status", "finished_at")}
-        run.write_result("failed", **{**fields, "reason": distributed.failure_reason(failed, reason),
-                                      "failed_rank": failed, "world_size": job.world})
-    job.acknowledge()
+    return run_ranks("retrain", out_dir, config, "retrain.log", cfg.device, body, lambda: progress["epoch"])
 
 
 def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, on_epoch_end, unified,
              job: Optional[Job] = None) -> dict:
     started = time.time()
     device = resolve_device(cfg.device) if job is None else job.device
+    check_available(cfg.precision, device)
     r = cfg.recipe
     check_fits(lambda: build_network(genotype, cfg, cfg.dataset), device,
                f"the network (recipe.C={r.C}, recipe.layers={r.layers})")
@@ -300,7 +257,7 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
              "device %s -> %s", cfg.genotype, cfg.dataset.name, count(r.epochs, "epoch"), r.network, r.C,
              count(r.layers, "cell"),
              t.network["params"] / 1e6, t.network["macs"] / 1e6, r.schedule, device, run.path)
-    epoch_log = EpochLog(cfg, run.path, "retrain") if job is None or job.rank == 0 else _NoEpochLog()
+    epoch_log = EpochLog(cfg, run.path, "retrain") if job is None or job.rank == 0 else NoEpochLog()
     for epoch in range(start_epoch, r.epochs):
         row = t.epoch(epoch)
         run.append(METRICS, row)
@@ -323,22 +280,12 @@ def _retrain(cfg, genotype, run_folder, config, run: RunFolder, progress: dict, 
     return job.share(result)  # also the last barrier: no rank ends before rank 0 has written the result
 
 
-class _NoEpochLog:
-    """What a rank other than 0 has in place of the EpochLog: it writes nothing (rank 0 writes the run folder)."""
-
-    def epoch(self, *args, **kwargs) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class _Training:
     """What a retraining carries from epoch to epoch: data, stream, network, optimiser, lr schedule."""
 
     def __init__(self, cfg: NasrunConf, genotype: Genotype, device: torch.device) -> None:
         r, dataset_cfg = cfg.recipe, cfg.dataset
-        self.recipe, self.device = r, device
+        self.recipe, self.device, self.numerics = r, device, Numerics.of(cfg)
         self.data = load_dataset(dataset_cfg)
         if r.cutout >= dataset_cfg.image_size:
             log.warning("recipe.cutout=%d covers the whole %dx%d image", r.cutout, dataset_cfg.image_size,
@@ -349,7 +296,7 @@ class _Training:
             drop_last=False, loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
         model = build_network(genotype, cfg, dataset_cfg)
         self.network = describe_network(model, dataset_cfg)
-        self.model = model.to(device)
+        self.model = self.numerics.prepare(model.to(device))
         if not model.auxiliary_enabled and r.auxiliary:
             log.warning("auxiliary head disabled: %s", model.auxiliary_note)
         self.opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay,
@@ -398,12 +345,12 @@ class _Training:
                 "seconds": seconds, "images_per_s": n / seconds}
 
     def _train(self, epoch: int, lr: float) -> tuple[float, float, int]:
-        return _train_epoch(self.model, self.stream, self.opt, self.recipe, lr)
+        return _train_epoch(self.model, self.stream, self.opt, self.recipe, lr, self.numerics)
 
     def _test(self) -> tuple[float, float, Optional[float]]:
         data = self.data
         return evaluate_topk(self.model, data.test, None, self.recipe.eval_batch_size, data.mean, data.std,
-                             self.device, k=5)
+                             self.device, k=5, numerics=self.numerics)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
@@ -424,6 +371,7 @@ class _RankTraining(_Training):
         super().__init__(cfg, genotype, device)
         if cfg.recipe.sync_bn:
             distributed.sync_batchnorm(self.model, device)
+            self.numerics.prepare(self.model)  # the new BatchNorms in fp32 too
         self.ddp = distributed.data_parallel(self.model, device)
 
     def _make_stream(self, *args, **kwargs):
@@ -447,7 +395,7 @@ class _RankTraining(_Training):
             NOISE.seed(seed)
 
     def _train(self, epoch: int, lr: float) -> tuple[float, float, int]:
-        return _train_epoch_ranks(self.ddp, self.stream, self.opt, self.recipe, lr, self.job, epoch)
+        return _train_epoch_ranks(self.ddp, self.stream, self.opt, self.recipe, lr, self.job, epoch, self.numerics)
 
     def _test(self) -> tuple[float, float, Optional[float]]:
         """Rank 0's BN statistics to every rank, then each rank tests its share of the test set: the sums are
@@ -456,7 +404,7 @@ class _RankTraining(_Training):
         data = self.data
         lo, hi = shard_bounds(len(data.test), self.job.rank, self.job.world)
         loss, acc, top5 = evaluate_topk(self.model, data.test, torch.arange(lo, hi), self.recipe.eval_batch_size,
-                                        data.mean, data.std, self.device, k=5)
+                                        data.mean, data.std, self.device, k=5, numerics=self.numerics)
         m = hi - lo
         loss_sum, correct, correct5, n = self.job.sum([loss * m, round(acc * m), round(top5 * m), m])
         return loss_sum / max(n, 1), correct / max(n, 1), correct5 / max(n, 1)
@@ -469,14 +417,21 @@ class _RankTraining(_Training):
         return state
 
 
-def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:
+def _forward(model: nn.Module, x: torch.Tensor, numerics: Numerics) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Logits and auxiliary logits (None without the head) in fp32, the forward in the run's precision."""
+    with numerics.autocast(x.device):
+        logits, aux = model(numerics.inputs(x))
+    return upcast(logits), None if aux is None else upcast(aux)
+
+
+def _train_epoch(model, stream, opt, r, lr: float, numerics: Numerics = FP32) -> tuple[float, float, int]:
     """One pass of the training stream (cross-entropy, + the auxiliary head's weighted loss; both with
     recipe.label_smoothing, as DARTS' ImageNet training smooths both)."""
     model.train()
     loss_sum, correct, n = 0.0, 0, 0
     for _ in range(stream.batches_per_pass):
         x, y = next(stream)
-        logits, aux = model(x)
+        logits, aux = _forward(model, x, numerics)
         loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing)
         if aux is not None:
             loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=r.label_smoothing)
@@ -487,7 +442,8 @@ def _train_epoch(model, stream, opt, r, lr: float) -> tuple[float, float, int]:
     return loss_sum / max(n, 1), correct / max(n, 1), n
 
 
-def _train_epoch_ranks(ddp, stream, opt, r, lr: float, job: Job, epoch: int) -> tuple[float, float, int]:
+def _train_epoch_ranks(ddp, stream, opt, r, lr: float, job: Job, epoch: int,
+                       numerics: Numerics = FP32) -> tuple[float, float, int]:
     """:func:`_train_epoch` on this rank's slices, the same global step as one process.
 
     Each rank's loss is its slice's summed loss times world/B (B: the global batch): DDP averages the
@@ -501,7 +457,7 @@ def _train_epoch_ranks(ddp, stream, opt, r, lr: float, job: Job, epoch: int) -> 
         job.injected_failure(epoch, step)
         x, y = next(stream)
         scale = job.world / stream.global_batch
-        logits, aux = ddp(x)
+        logits, aux = _forward(ddp, x, numerics)
         loss = F.cross_entropy(logits, y, label_smoothing=r.label_smoothing, reduction="sum")
         if aux is not None:
             loss = loss + r.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=r.label_smoothing,
@@ -538,6 +494,7 @@ def _finish(model, genotype, run_folder, unified, network, data, device, cfg, co
         world_size=world_size,
         data=data.info,
         environment=environment(device),
+        **Numerics.of(cfg).record(),
         config=config,
     )
     log.info("retrain finished: test accuracy %.4f -> %s", result["test_acc"], run.path)

@@ -565,6 +565,9 @@ class RunFolder:
     the resume and write operations every command shares.
     """
 
+    #: False for a torchrun rank other than 0, which writes nothing (see :class:`FollowerRunFolder`)
+    writes = True
+
     def __init__(self, path: str | Path, command: str, log_name: str | None = None) -> None:
         self.raw_path = path
         self.path = Path(path)
@@ -678,6 +681,8 @@ class FollowerRunFolder(RunFolder):
     Rank 0 alone locks and writes the folder (metrics, checkpoints, model, result, log); the other ranks
     run the same loop, so its writes are no-ops here rather than ``if rank == 0`` at every call.
     """
+
+    writes = False
 
     def open(self) -> RunFolder:
         return self

@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import time
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -20,8 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nasrun import distributed
 from nasrun.config import DatasetConf, NasrunConf, as_plain_dict
 from nasrun.data import index_hash, load_dataset, make_stream, search_split
+from nasrun.data.loaders import make_shard_stream
+from nasrun.distributed import Job
 from nasrun.evidence import EpochLog, Evidence
 from nasrun.lifecycle import recorded
 from nasrun.methods import ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule
@@ -36,6 +41,9 @@ from nasrun.runs import (
     seed_everything,
 )
 from nasrun.memory import check_fits
+from nasrun.precision import Numerics, check_available, upcast
+from nasrun.rank_runs import NoEpochLog, run_ranks
+from nasrun.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps
 from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
 from nasrun.training import Progress, apply_threads, count, evaluate, sgd_step
@@ -56,21 +64,34 @@ def alpha_entropy(weights: torch.Tensor) -> float:
 
 
 def run_search(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[EpochHook] = None) -> dict:
-    """Search a genotype into ``out_dir``; resume from its checkpoint if there is one."""
+    """Search a genotype into ``out_dir``; resume from its checkpoint if there is one.
+
+    Under torchrun every process runs this; rank 0 writes the run folder (see :mod:`nasrun.search_ranks`).
+    """
     config = as_plain_dict(cfg)
+    check_search_ranks(cfg)
+    holder: dict = {}
+
+    def last_epoch() -> Optional[int]:
+        return holder["state"].epoch - 1 if "state" in holder else None
+
+    if distributed.is_distributed():
+        return run_ranks("search", out_dir, config, "search.log", cfg.device,
+                         lambda run, job: _search(cfg, config, run, holder, on_epoch_end, job), last_epoch)
     with RunFolder(out_dir, "search", "search.log") as run:
         previous = run.completed(config)
         if previous is not None:
             log.info("%s already holds a completed search; nothing to do", run.path)
             return previous
-        holder: dict = {}
-        with recorded(run, config, lambda: holder["state"].epoch - 1 if "state" in holder else None):
+        with recorded(run, config, last_epoch):
             return _search(cfg, config, run, holder, on_epoch_end)
 
 
-def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoch_end: Optional[EpochHook]) -> dict:
+def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoch_end: Optional[EpochHook],
+            job: Optional[Job] = None) -> dict:
     started = time.time()
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if job is None else job.device
+    check_available(cfg.precision, device)
     dataset_cfg = cfg.dataset or DatasetConf()
     stages = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), 1, 0).stages
     deepest = max(stage.layers for stage in stages)
@@ -81,13 +102,17 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     NOISE.seed(cfg.seed)  # R-DARTS S4's noise op: its own stream, kept in the checkpoint
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
-    state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device)
+    state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device, job)
     evidence = Evidence(cfg, data, val_idx, device)
-    epoch_log = EpochLog(cfg, run.path, "search")
-    ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA)
+    epoch_log = EpochLog(cfg, run.path, "search") if run.writes else NoEpochLog()
+    ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA) if run.writes else None
+    if job is not None:  # rank 0 read it; every rank resumes from it (no shared file system needed)
+        ckpt = job.share(ckpt)
     if ckpt is not None:
         state.load_state_dict(ckpt)
         log.info("resuming %s after epoch %d (of %d)", run.path, state.epoch, state.schedule.total_epochs)
+    if job is not None:
+        _join(state, job)
     for name in (METRICS, GENOTYPES):
         run.truncate(name, state.epoch)
     schedule = state.schedule
@@ -104,20 +129,35 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
     epoch_log.close()
-    return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
+    if job is None:
+        return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
+    result = _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started) if run.writes \
+        else None
+    return job.share(result)  # also the last barrier: no rank ends before rank 0 has written the result
 
 
-def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_idx, device) -> SearchState:
+def _join(state: SearchState, job: Job) -> None:
+    """This process as a rank of the job: DDP (and global BN), and random draws of its own on ranks other than 0."""
+    attach_ranks(state, job)
+    if job.rank > 0:  # rank 0 draws what one process would; the others must not repeat its draws (noise op)
+        seed = distributed.rank_seed(state.cfg.seed, job.rank, state.epoch)
+        torch.manual_seed(seed)
+        NOISE.seed(seed)
+
+
+def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_idx, device,
+               job: Optional[Job] = None) -> SearchState:
     s = cfg.search
     common = dict(mean=data.mean, std=data.std, crop_padding=dataset_cfg.crop_padding, device=device,
                   loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
-    train_stream = make_stream(data.train, train_idx, s.batch_size, seed=cfg.seed * 1000 + 1,
-                               augment=dataset_cfg.train_augment, **common)
-    val_stream = make_stream(data.train, val_idx, s.batch_size, seed=cfg.seed * 1000 + 2,
-                             augment=dataset_cfg.train_augment if dataset_cfg.augment_val else (), **common)
+    stream = make_stream if job is None else partial(make_shard_stream, job.rank, job.world)
+    train_stream = stream(data.train, train_idx, s.batch_size, seed=cfg.seed * 1000 + 1,
+                          augment=dataset_cfg.train_augment, **common)
+    val_stream = stream(data.train, val_idx, s.batch_size, seed=cfg.seed * 1000 + 2,
+                        augment=dataset_cfg.train_augment if dataset_cfg.augment_val else (), **common)
     schedule = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), s.epochs,
                              s.arch_warmup_epochs)
-    objective = ArchObjective()
+    objective = ArchObjective(Numerics.of(cfg))
     return SearchState(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, device, schedule,
                        make_estimator(cfg.estimator, objective), make_perturbation(cfg.perturbation, objective),
                        train_stream, val_stream)
@@ -148,17 +188,21 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
         model.set_skip_dropout(plan.skip_dropout)
     stats = train_epoch(state, plan, lr)
     state.lr_schedule.step()
-    val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,
-                                 state.device)
+    if state.job is None:
+        val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,
+                                     state.device, numerics=state.numerics)
+    else:
+        val_loss, val_acc = evaluate_ranks(state, data, val_idx)
     seconds = time.time() - t0
     genotype = model.genotype()
     state.record_alphas()
     row = {**_metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds),
-           **evidence.measure(model, genotype)}
+           **(evidence.measure(model, genotype) if run.writes else {})}  # evidence: rank 0's, in eval mode
     run.append(METRICS, row)
     run.append(GENOTYPES, {"epoch": plan.epoch, **({"stage": plan.stage} if schedule.staged else {}),
                            "genotype": genotype.to_dict()})
-    _save_alphas(run.path / ALPHAS, state)
+    if run.writes:
+        _save_alphas(run.path / ALPHAS, state)
     state.epoch = plan.epoch + 1
     run.save_checkpoint({"config": config, **state.state_dict(), "elapsed": state.elapsed + (time.time() - started)})
     log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  skip %d  %.1fs",
@@ -200,6 +244,13 @@ class _Totals:
         self.correct = self.n = self.arch_correct = self.arch_n = 0
         self.arch_stats: dict[str, list[float]] = {}
 
+    def add_ranks(self, job: Optional[Job]) -> None:
+        """Under torchrun: the sums of every rank's slices (the diagnostics are of global gradients already)."""
+        if job is not None:
+            sums = job.sum([self.loss, self.correct, self.n, self.arch_loss, self.arch_correct, self.arch_n])
+            self.loss, self.arch_loss = sums[0], sums[3]
+            self.correct, self.n, self.arch_correct, self.arch_n = (int(v) for v in sums[1:3] + sums[4:])
+
     def summary(self) -> dict:
         n, an = max(self.n, 1), max(self.arch_n, 1)
         return {
@@ -215,19 +266,24 @@ class _Totals:
 
 def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
     """One pass of the search-train stream: an architecture step (when active), then a weight step."""
-    model = state.model
+    model, job = state.model, state.job
     model.train()
     steps = state.train_stream.batches_per_pass
     totals = _Totals()
-    bar = Progress(state.cfg.progress, f"epoch {plan.epoch + 1}/{state.schedule.total_epochs}", steps)
-    for step in range(steps):
-        x, y = next(state.train_stream)
-        xv, yv = next(state.val_stream)
-        if plan.arch_active:
-            _arch_step(state, plan, lr, step, (x, y, xv, yv), totals)
-        _weight_step(state, plan, lr, x, y, totals)
-        bar.advance()
+    show = state.cfg.progress and (job is None or job.rank == 0)
+    bar = Progress(show, f"epoch {plan.epoch + 1}/{state.schedule.total_epochs}", steps)
+    with rank_steps(state) if job is not None else nullcontext():
+        for step in range(steps):
+            if job is not None:
+                job.injected_failure(plan.epoch, step)
+            x, y = next(state.train_stream)
+            xv, yv = next(state.val_stream)
+            if plan.arch_active:
+                _arch_step(state, plan, lr, step, (x, y, xv, yv), totals)
+            _weight_step(state, plan, lr, x, y, totals)
+            bar.advance()
     bar.stop()
+    totals.add_ranks(job)
     return totals.summary()
 
 
@@ -249,14 +305,41 @@ def _arch_step(state: SearchState, plan: EpochPlan, lr: float, step: int, batche
 
 def _weight_step(state: SearchState, plan: EpochPlan, lr: float, x, y, totals: _Totals) -> None:
     model = state.model
+    if state.parallel is not None:
+        logits, value = _weight_step_ranks(state, lr, x, y)
+        totals.loss += value
+        totals.correct += int((logits.argmax(1) == y).sum())
+        totals.n += len(y)
+        return
     mix = state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
-    logits = model(x) if mix is None else model(x, mix)
+    logits = _logits(state, model, x, mix)
     loss = F.cross_entropy(logits, y)
     value = sgd_step(loss, state.w_opt, model.weight_parameters(), state.cfg.search.grad_clip, lr,
                      clear=model.arch_parameters())
     totals.loss += value * len(y)
     totals.correct += int((logits.argmax(1) == y).sum())
     totals.n += len(y)
+
+
+def _logits(state: SearchState, module: torch.nn.Module, x: torch.Tensor, mix=None) -> torch.Tensor:
+    """fp32 logits of the supernet (or its DDP wrapper) under the run's precision and memory format."""
+    xs = state.numerics.inputs(x)
+    with state.numerics.autocast(x.device):
+        return upcast(module(xs) if mix is None else module(xs, mix))
+
+
+def _weight_step_ranks(state: SearchState, lr: float, x, y) -> tuple[torch.Tensor, float]:
+    """The weight step through DDP: this rank's logits and its slice's summed loss.
+
+    The loss is the slice's sum times world/B (B: the global batch); DDP averages the ranks' gradients,
+    which gives the global batch's mean-loss gradient even when a short last batch splits unevenly.
+    """
+    scale = state.job.world / state.train_stream.global_batch
+    logits = _logits(state, state.parallel, x)
+    loss = F.cross_entropy(logits, y, reduction="sum") * scale
+    value = sgd_step(loss, state.w_opt, state.model.weight_parameters(), state.cfg.search.grad_clip, lr,
+                     clear=state.model.arch_parameters())
+    return logits, value / scale
 
 
 def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, train_idx, val_idx, config: dict,
@@ -289,6 +372,9 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
         split=split,
         data=data.info,
         environment=environment(device),
+        **state.numerics.record(),
+        compile=state.capture.record(),  # search.compile asked for, the mode used, and why they differ
+        world_size=1 if state.job is None else state.job.world,
         config=config,
     )
     log.info("search finished: val_acc %.4f -> %s\n%s", last_row.get("val_acc", float("nan")),

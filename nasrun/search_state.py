@@ -13,9 +13,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from nasrun.capture import Capture
 from nasrun.config import NasrunConf
 from nasrun.methods import Estimator, Perturbation, make_alpha_map
 from nasrun.methods.schedules import Schedule
+from nasrun.options import DiscreteConf
+from nasrun.precision import Numerics
 from nasrun.runs import rng_state, set_rng_state
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
@@ -35,7 +38,9 @@ def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: 
     net = cfg.supernet
     return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
                     partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
-                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused)
+                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
+                    # a weight step on one path per edge leaves the others without gradient: no stacked weights
+                    batched=not isinstance(cfg.perturbation, DiscreteConf))
 
 
 class SearchState:
@@ -47,18 +52,25 @@ class SearchState:
         self.cfg, self.num_classes, self.in_channels, self.device = cfg, num_classes, in_channels, device
         self.schedule, self.estimator, self.perturbation = schedule, estimator, perturbation
         self.train_stream, self.val_stream = train_stream, val_stream
+        self.numerics = Numerics.of(cfg)  # precision and memory format of the supernet and its weight step
+        # search.compile, decided once for every stage
+        self.capture = Capture.plan(cfg.search.compile, device, cfg.estimator, cfg.supernet.skip_dropout)
         self.epoch = 0  # the next epoch to run
         self.elapsed = 0.0  # seconds spent in earlier sessions of this run
         self.stages: list[dict] = []  # records of finished stages
         self.history: dict[str, list[np.ndarray]] = {}
+        # under torchrun: the supernet in DistributedDataParallel (weight steps run through it) and the job
+        self.parallel: Optional[torch.nn.Module] = None
+        self.job: Optional[Any] = None
         self.start_stage(0, None)
 
     def start_stage(self, stage: int, edge_ops: Optional[dict]) -> None:
         """A fresh supernet over ``edge_ops`` (all ops when None), with fresh optimisers and schedule."""
         s = self.cfg.search
         self.stage, self.edge_ops = stage, edge_ops
-        self.model = build_supernet(self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers,
-                                    edge_ops).to(self.device)
+        self.model = self.numerics.prepare(build_supernet(
+            self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers, edge_ops).to(self.device))
+        self.capture.apply(self.model)  # every stage's supernet, in place
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
                                      weight_decay=s.weight_decay)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),

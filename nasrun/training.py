@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasrun.data import eval_batches
+from nasrun.precision import FP32, Numerics, upcast
 
 
 def apply_threads(threads: Optional[int]) -> None:
@@ -55,28 +56,29 @@ def sgd_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Te
 
 
 def evaluate(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size: int, mean: Sequence[float],
-             std: Sequence[float], device: torch.device) -> tuple[float, float]:
+             std: Sequence[float], device: torch.device, numerics: Numerics = FP32) -> tuple[float, float]:
     """Loss and accuracy in eval mode over a fixed set of images (no augmentation)."""
-    loss, acc, _ = evaluate_topk(model, data, indices, batch_size, mean, std, device, k=None)
+    loss, acc, _ = evaluate_topk(model, data, indices, batch_size, mean, std, device, k=None, numerics=numerics)
     return loss, acc
 
 
 @torch.no_grad()
 def evaluate_topk(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size: int, mean: Sequence[float],
-                  std: Sequence[float], device: torch.device, k: Optional[int] = 5
+                  std: Sequence[float], device: torch.device, k: Optional[int] = 5, numerics: Numerics = FP32
                   ) -> tuple[float, float, Optional[float]]:
     """Loss, top-1 and top-k accuracy in eval mode over a fixed set of images (no augmentation).
 
     Top-1 is the argmax's accuracy (as :func:`evaluate`); top-k counts an image right when its label is
     among the k largest logits, with k capped at the number of classes (so top-5 of 4 classes is 1).
-    ``k=None`` skips top-k (returned as None).
+    ``k=None`` skips top-k (returned as None). The forward runs in ``numerics``' precision, the loss in fp32.
     """
     was_training = model.training
     model.eval()
     loss_sum, correct, correct_k, n = 0.0, 0, 0, 0
     for x, y in eval_batches(data, indices, batch_size, mean, std, device):
-        out = model(x)
-        logits = out[0] if isinstance(out, tuple) else out
+        with numerics.autocast(device):
+            out = model(numerics.inputs(x))
+        logits = upcast(out[0] if isinstance(out, tuple) else out)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         if k is not None:

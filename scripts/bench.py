@@ -5,11 +5,14 @@
     python scripts/bench.py --device cuda --repeats 20
     python scripts/bench.py --fused                  # the fused mixed edges (supernet.fused)
     python scripts/bench.py --ops --estimators first_order   # ATen ops per step, unfused and fused
+    python scripts/bench.py --ops --per-edge         # the same, fused one edge at a time (no edge groups)
+    python scripts/bench.py --compile compile        # the supernet's forward compiled (search.compile)
 
 Prints, per estimator, the median step time over --repeats timed steps (after --warmup steps),
 images/s counted as training plus validation images per step, and peak memory. Each estimator runs
 in a fresh process, so peak memory is its own: torch.cuda.max_memory_allocated on a GPU, the
-process's peak resident set size (which includes the Python and torch runtime) on a CPU.
+process's peak resident set size (which includes the Python and torch runtime) on a CPU. With
+``--compile`` the first step, which pays the compilation, is printed on its own.
 
 ``--ops`` times nothing: per estimator it counts the ATen operators dispatched during one search step
 (architecture step + weight step, after one warm-up step), forward, backward and optimisers included,
@@ -33,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nasrun.capture import MODES, Capture
 from nasrun.config import DARTS_PRIMITIVES
 from nasrun.methods import ArchBatch, apply_arch_step, make_estimator
 from nasrun.options import AXES, option_keys
@@ -71,10 +75,12 @@ def make_step(estimator_name: str, args: argparse.Namespace, fused: bool):
     device = torch.device(args.device)
     torch.manual_seed(0)
     net = SuperNet(args.C, 10, args.layers, DARTS_PRIMITIVES, nodes=args.nodes, in_channels=args.channels,
-                   fused=fused).to(device)
+                   fused=fused, batched=not getattr(args, "per_edge", False)).to(device)
     w_opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    est = make_estimator(estimator_conf(estimator_name, args))
+    conf = estimator_conf(estimator_name, args)
+    est = make_estimator(conf)
+    Capture.plan(getattr(args, "compile", "off"), device, conf).apply(net)
     shape = (args.batch, args.channels, args.size, args.size)
     x, xv = torch.randn(shape, device=device), torch.randn(shape, device=device)
     y, yv = torch.randint(0, 10, (args.batch,), device=device), torch.randint(0, 10, (args.batch,), device=device)
@@ -114,7 +120,8 @@ def ops_per_step(estimator_name: str, args: argparse.Namespace, fused: bool) -> 
     return {"total": sum(counts.values()), **counts}
 
 
-def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float], float]:
+def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float], float, float]:
+    """Timed steps after the warm-up, peak memory (MiB), and the first step (compilation included)."""
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     phases = make_step(estimator_name, args, args.fused)
@@ -126,13 +133,15 @@ def step_time(estimator_name: str, args: argparse.Namespace) -> tuple[list[float
         run_step(phases)
         if device.type == "cuda":
             torch.cuda.synchronize()
+        if i == 0:
+            first = time.perf_counter() - t0
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return times, peak
+    return times, peak, first
 
 
 def _child(name: str, args: argparse.Namespace, queue) -> None:
@@ -155,13 +164,16 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--fused", action="store_true", help="time the fused mixed edges (supernet.fused)")
+    p.add_argument("--per-edge", action="store_true",
+                   help="fused edges one by one with the plain parameters, not batched per source state")
+    p.add_argument("--compile", default="off", choices=MODES, help="search.compile of the supernet's forward")
     p.add_argument("--ops", action="store_true",
                    help="count the ATen operators of one step, unfused and fused, instead of timing")
     args = p.parse_args()
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {args.threads} threads"
     print(f"supernet C={args.C}, {args.layers} cells, {args.nodes} nodes, 8 ops; batch {args.batch} of "
           f"{args.channels}x{args.size}x{args.size}; {where}; torch {torch.__version__}"
-          + ("" if args.ops else f"; {'fused' if args.fused else 'plain'} mixed edges"))
+          + ("" if args.ops else f"; {'fused' if args.fused else 'plain'} mixed edges; compile={args.compile}"))
     if args.ops:
         for name in args.estimators:
             for fused in (False, True):
@@ -175,12 +187,13 @@ def main() -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=_child, args=(name, args, queue))
         proc.start()
-        times, peak = queue.get()
+        times, peak, first = queue.get()
         proc.join()
         med = statistics.median(times)
         kind = "GPU peak allocated" if args.device.startswith("cuda") else "peak RSS"
         print(f"{name:<13} median step {med * 1000:9.1f} ms over {len(times)} steps  "
-              f"{2 * args.batch / med:9.1f} images/s  (min {min(times) * 1000:.1f} ms)  {kind} {peak:8.0f} MiB")
+              f"{2 * args.batch / med:9.1f} images/s  (min {min(times) * 1000:.1f} ms)  {kind} {peak:8.0f} MiB  "
+              f"first step {first:.1f} s")
 
 
 if __name__ == "__main__":

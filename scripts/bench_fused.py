@@ -4,6 +4,7 @@
     python scripts/bench_fused.py --repeats 5 --estimators first_order amended
     python scripts/bench_fused.py --C 16 --layers 8 --batch 64 --size 32 --repeats 3   # the papers' size
     python scripts/bench_fused.py --generic-layout         # the fused path other devices take, on the CPU
+    python scripts/bench_fused.py --per-edge               # fused edges one by one, not batched per state
 
 Both supernets are built from the same seed (the same weights) and stepped in turn, plain then fused, round
 after round, so a busy machine slows both alike; per estimator it prints the median step time of each, the
@@ -72,6 +73,8 @@ def main() -> None:
     p.add_argument("--no-timing", action="store_true", help="only count the operators")
     p.add_argument("--generic-layout", action="store_true",
                    help="the fused path without its CPU layouts (what other devices run)")
+    p.add_argument("--per-edge", action="store_true",
+                   help="fused edges one by one with the plain parameters, not batched per source state")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.generic_layout:
@@ -86,6 +89,8 @@ def main() -> None:
         parts.append(f"{args.repeats} interleaved rounds after {args.warmup}")
     if args.generic_layout:
         parts.append("fused path without CPU layouts")
+    if args.per_edge:
+        parts.append("fused edges one by one")
     print("; ".join(parts), flush=True)
     for name in args.estimators:
         if not args.no_timing:

@@ -95,6 +95,7 @@ def test_help_lists_commands_and_groups(tmp_path: Path):
     sub = nasrun("search", "--help", cwd=tmp_path)
     assert sub.returncode == 0
     assert "method        amended, [darts], darts_2nd" in sub.stdout and "supernet.C = 16" in sub.stdout
+    assert "precision = 'fp32'   # fp32 | bf16" in sub.stdout and "channels_last = False   #" in sub.stdout
     chosen = nasrun("search", "method=amended", "--help", cwd=tmp_path)
     assert "estimator     [amended]" in chosen.stdout and "estimator.eta = 0.1" in chosen.stdout
     assert "perturbation.epsilon" not in chosen.stdout  # only the chosen components' keys
@@ -110,6 +111,7 @@ def test_help_lists_commands_and_groups(tmp_path: Path):
         (["search", "method.foo=1"], ["method.foo"]),
         (["search", "seed=1.5"], ["seed", "1.5"]),
         (["search", "device=tpu"], ["device", "tpu", "cuda"]),
+        (["retrain", "genotype=DARTS_V2", "precision=fp16"], ["precision", "fp16", "fp32, bf16"]),
         (["search", "-m", "seed=0,1", "search.epochs=0,1"], ["search.epochs", "0"]),
         (["retrain", "recipe=nope"], ["recipe", "nope", "quick"]),
         (["retrain", "recipe=quick"], ["genotype"]),

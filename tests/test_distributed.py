@@ -32,7 +32,7 @@ from nasrun.config import compose, to_typed
 from nasrun.data.datasets import ImageSet
 from nasrun.data.loaders import make_shard_stream, make_stream
 from nasrun.data.streams import check_shardable, shard_bounds
-from nasrun.distributed import FAIL_HOOK, SEARCH_REFUSED
+from nasrun.distributed import FAIL_HOOK, PIPELINE_REFUSED
 from nasrun.errors import DataError
 from nasrun.retrain import run_retrain
 
@@ -143,11 +143,10 @@ def test_a_short_last_batch_must_leave_every_rank_an_image():
 # --------------------------------------------------------------------------------- what the CLI checks
 
 
-@pytest.mark.parametrize("command", ["search", "pipeline"])
-def test_search_under_torchrun_is_refused(command, tmp_path: Path):
-    proc = nasrun_as_rank(command, "experiment=quickstart", cwd=tmp_path)
+def test_pipeline_under_torchrun_is_refused(tmp_path: Path):
+    proc = nasrun_as_rank("pipeline", "experiment=quickstart", cwd=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"nasrun {command}: error: {SEARCH_REFUSED}"]
+    assert proc.stderr.strip().splitlines() == [f"nasrun pipeline: error: {PIPELINE_REFUSED}"]
     assert not any(tmp_path.iterdir())
 
 

@@ -1,7 +1,8 @@
 """Architecture-gradient estimators (first order, second order, amended).
 
-Each estimator returns d L_val / d alpha for the alphas of a supernet, computed with fresh
-``torch.autograd.grad`` calls (never read from ``.grad``, which may hold a stale weight gradient).
+Each estimator returns d L_val / d alpha for the alphas of a supernet, computed with fresh gradient
+calls (:func:`~nasrun.methods.gradients.grad`, never read from ``.grad``, which may hold a stale weight
+gradient; under torchrun they are the global batch's).
 The search loop then hands the result to the architecture optimiser; the estimator never steps.
 """
 
@@ -15,8 +16,10 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
+from nasrun.methods.gradients import grad
 from nasrun.methods.objective import ArchObjective
 from nasrun.options import AmendedConf, FirstOrderConf, SecondOrderConf
+from nasrun.precision import full_precision
 
 
 @dataclass
@@ -128,7 +131,7 @@ class FirstOrder(Estimator):
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
         value = self.objective(model, batch.x_val, batch.y_val)
-        grads = torch.autograd.grad(value.total, model.arch_parameters())
+        grads = grad(value.total, model.arch_parameters(), batch=len(batch.y_val))
         stats = {**two_term_stats(list(grads), None), **value.stats}
         return ArchGrad(list(grads), float(value.loss.detach()), value.correct(batch.y_val), stats)
 
@@ -156,7 +159,8 @@ class SecondOrder(Estimator):
     reference computation), or exactly by double backward, d/d alpha [grad_w L_tr(w, alpha) . v']
     (``hvp="exact"``: one forward, a graph-building backward and one double backward; no radius).
     Weights are restored from a saved copy, not by adding and subtracting, so no rounding drift
-    accumulates; BN running statistics are left untouched.
+    accumulates; BN running statistics are left untouched. Under ``precision=bf16`` the training loss
+    of the virtual step and of B v' is fp32 (:meth:`loss`); only the validation pass at w' is bf16.
     """
 
     passes = 4
@@ -166,6 +170,11 @@ class SecondOrder(Estimator):
         conf = conf or SecondOrderConf()
         self.hvp, self.radius = conf.hvp, conf.fd_radius
 
+    @full_precision()
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """The training loss in fp32: the virtual step and the mixed product must not round to bf16."""
+        return super().loss(model, x, y)
+
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
         weights = model.weight_parameters()
         alphas = model.arch_parameters()
@@ -174,10 +183,10 @@ class SecondOrder(Estimator):
         saved = [w.detach().clone() for w in weights]
         with preserved_buffers(model):
             train_loss = self.loss(model, batch.x_train, batch.y_train)
-            g = torch.autograd.grad(train_loss, weights, allow_unused=True)
+            g = grad(train_loss, weights, batch=len(batch.y_train), allow_unused=True)
             virtual_step(opt, weights, saved, g, xi)
             value = self.objective(model, batch.x_val, batch.y_val)
-            grads = torch.autograd.grad(value.total, alphas + weights, allow_unused=True)
+            grads = grad(value.total, alphas + weights, batch=len(batch.y_val), allow_unused=True)
             direct = list(grads[: len(alphas)])
             v = [gi if gi is not None else torch.zeros_like(w) for gi, w in zip(grads[len(alphas) :], weights)]
             if self.hvp == "exact":
@@ -198,7 +207,8 @@ class Amended(Estimator):
     H v and B u are evaluated at the current weights on the step's training batch, either by two
     chained central differences (each with epsilon = radius / ||direction||, as in the reference
     computation) or exactly by double backward. eta = 0 skips the products, so the trajectory is
-    exactly first-order DARTS. The products' forwards leave BN running statistics untouched.
+    exactly first-order DARTS. The products' forwards leave BN running statistics untouched, and run
+    in fp32 under ``precision=bf16`` (the radius would be below bf16's resolution).
     """
 
     passes = 5
@@ -212,7 +222,7 @@ class Amended(Estimator):
         weights = model.weight_parameters()
         alphas = model.arch_parameters()
         value = self.objective(model, batch.x_val, batch.y_val)
-        grads = torch.autograd.grad(value.total, alphas + weights, allow_unused=True)
+        grads = grad(value.total, alphas + weights, batch=len(batch.y_val), allow_unused=True)
         g1 = list(grads[: len(alphas)])
         correct = value.correct(batch.y_val)
         if self.eta == 0:
@@ -224,17 +234,18 @@ class Amended(Estimator):
         return ArchGrad(out, float(value.loss.detach()), correct, two_term_stats(g1, second))
 
 
+@full_precision()
 def amended_product(model: nn.Module, v: list[Tensor], x: Tensor, y: Tensor, hvp: str, radius: float,
                     loss_fn: Optional[LossFn] = None) -> list[Tensor]:
-    """B (H v) of the training loss at the current weights, by finite differences or double backward."""
+    """B (H v) of the training loss at the current weights, by finite differences or double backward (in fp32)."""
     loss_fn = _total(loss_fn or ArchObjective())
     weights = model.weight_parameters()
     with preserved_buffers(model):
         if hvp == "exact":
             loss = loss_fn(model, x, y)
-            g = torch.autograd.grad(loss, weights, create_graph=True)
-            u = torch.autograd.grad(g, weights, grad_outputs=v, retain_graph=True)
-            return list(torch.autograd.grad(g, model.arch_parameters(), grad_outputs=[ui.detach() for ui in u]))
+            g = grad(loss, weights, batch=len(y), create_graph=True)
+            u = grad(g, weights, batch=len(y), grad_outputs=v, retain_graph=True)
+            return grad(g, model.arch_parameters(), batch=len(y), grad_outputs=[ui.detach() for ui in u])
         saved = [w.detach().clone() for w in weights]
         try:
             u = finite_difference_hvp(model, weights, saved, v, x, y, radius, loss_fn)
@@ -267,6 +278,7 @@ def _total(fn: Callable[..., Any]) -> LossFn:
     return loss
 
 
+@full_precision()
 def central_difference(
     model: nn.Module,
     weights: list[Tensor],
@@ -291,7 +303,7 @@ def central_difference(
             for w, c, d in zip(weights, center, direction):
                 w.copy_(c + sign * eps * d)
         loss = loss_fn(model, x, y)
-        g = torch.autograd.grad(loss, wrt, allow_unused=True)
+        g = grad(loss, wrt, batch=len(y), allow_unused=True)
         out.append([gi if gi is not None else torch.zeros_like(t) for gi, t in zip(g, wrt)])
     return [(p - m) / (2 * eps) for p, m in zip(*out)]
 
@@ -306,6 +318,7 @@ def finite_difference_mixed(model, weights, center, direction, x, y, radius, los
     return central_difference(model, weights, center, direction, x, y, radius, model.arch_parameters(), loss_fn)
 
 
+@full_precision()
 def exact_mixed(model: nn.Module, weights: list[Tensor], direction: list[Tensor], x: Tensor, y: Tensor,
                 loss_fn: Optional[LossFn] = None) -> list[Tensor]:
     """B u of the training loss at the current weights, exactly: d/d alpha [grad_w L(w, alpha) . u].
@@ -317,9 +330,9 @@ def exact_mixed(model: nn.Module, weights: list[Tensor], direction: list[Tensor]
     loss_fn = _total(loss_fn or ArchObjective())
     alphas = model.arch_parameters()
     loss = loss_fn(model, x, y)
-    g = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+    g = grad(loss, weights, batch=len(y), create_graph=True, allow_unused=True)
     pairs = [(gi, d.detach()) for gi, d in zip(g, direction) if gi is not None and gi.requires_grad]
-    out = torch.autograd.grad([gi for gi, _ in pairs], alphas, grad_outputs=[d for _, d in pairs],
+    out = grad([gi for gi, _ in pairs], alphas, batch=len(y), grad_outputs=[d for _, d in pairs],
                               allow_unused=True)
     return [o if o is not None else torch.zeros_like(a) for o, a in zip(out, alphas)]
 

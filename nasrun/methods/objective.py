@@ -2,7 +2,8 @@
 
 Every estimator and perturbation evaluates the supernet through :class:`ArchObjective`, so the
 loss is written once. The mixing weights default to the supernet's own alpha map; the map may
-declare a regulariser on them (NASP's parameter-size term), which is added here.
+declare a regulariser on them (NASP's parameter-size term), which is added here. The forward runs in
+the run's precision (:class:`~nasrun.precision.Numerics`); the loss is always taken of fp32 logits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nasrun.precision import FP32, Numerics, upcast
 
 Mix = dict[str, Tensor]
 
@@ -32,9 +35,13 @@ class ObjectiveValue:
 class ArchObjective:
     """L(w, alpha) on a batch: cross-entropy of the supernet under ``mix`` (+ the alpha map's regulariser)."""
 
+    def __init__(self, numerics: Numerics = FP32) -> None:
+        self.numerics = numerics
+
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, mix: Optional[Mix] = None) -> ObjectiveValue:
         weights = model.mixing_weights() if mix is None else mix
-        logits = model(x, weights)
+        with self.numerics.autocast(x.device):
+            logits = upcast(model(self.numerics.inputs(x), weights))
         loss = F.cross_entropy(logits, y)
         reg = model.alpha_map.regulariser(model, weights) if model.alpha_map is not None else None
         if reg is None:

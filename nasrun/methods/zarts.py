@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator, global_norm, preserved_buffers
 from nasrun.methods.objective import ArchObjective
+from nasrun.precision import full_precision
 from nasrun.options import GLDConf, MGSConf, RSConf, ZeroOrderConf
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class ZeroOrder(Estimator):
             out.append((x[: self.inner_batch_size], y[: self.inner_batch_size]))
         return out
 
+    @full_precision()  # loss differences of nearby alphas: below bf16's resolution
     def scores(self, model: nn.Module, candidates: Sequence[Alphas], batches, x: Tensor, y: Tensor) -> list[float]:
         """``L~`` of every candidate: fine-tune a copy under it, then its validation loss (no gradient)."""
         scratch = None
@@ -172,6 +174,7 @@ class ZeroOrder(Estimator):
                 out.append(float(self.objective(scratch, x, y).total))
         return out
 
+    @full_precision()
     def current(self, model: nn.Module, batch: ArchBatch, with_grad: bool) -> tuple[float, int, Optional[Alphas]]:
         """Validation loss, correct count and (optionally) the first-order gradient at the current alpha."""
         alphas = model.arch_parameters()

@@ -44,8 +44,10 @@ some other way takes the plain path, which is exact. The training flag is the ed
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +137,84 @@ class _BNGroup:
 
     def __call__(self, x: Tensor, training: bool, weight: Tensor | None = None) -> Tensor:
         b = self.bns[0]
+        if x.dtype in (torch.bfloat16, torch.float16):  # precision=bf16: statistics in fp32, as every BN of a run
+            x = x.float()
+        if training and _GLOBAL_BN.get():
+            from nasrun.distributed import rank_batch_norm
+
+            return rank_batch_norm(x, self.mean, self.var, weight, None, b.momentum, b.eps)
         return F.batch_norm(x, self.mean, self.var, weight, None, training, b.momentum, b.eps)
+
+
+_GLOBAL_BN: ContextVar[bool] = ContextVar("nasrun_fused_global_batch_norm", default=False)
+
+
+@contextmanager
+def global_batch_norm() -> Iterator[None]:
+    """Inside, fused BatchNorms in training mode normalise over every torchrun rank's batch (``search.sync_bn``).
+
+    The plain supernet gets this by swapping its BatchNorm modules (:func:`nasrun.distributed.sync_batchnorm`);
+    a fused op normalises many BNs at once with their buffers, so it is told instead.
+    """
+    token = _GLOBAL_BN.set(True)
+    try:
+        yield
+    finally:
+        _GLOBAL_BN.reset(token)
+
+
+class BufferLinks:
+    """The running statistics of some :class:`_BNGroup` s as views into one tensor per group, and every BN's
+    ``num_batches_tracked`` a view into one counter vector: one in-place update per group moves them all.
+
+    ``linked`` says whether every buffer is still the view ``link`` put there (``.to()`` & co. and
+    ``load_state_dict(assign=True)`` put new tensors in place; ``link`` again then, values kept).
+    """
+
+    def __init__(self, groups: list[_BNGroup]) -> None:
+        self.groups = groups
+        self.bns = [b for g in groups for b in g.bns]
+        self.counter: Tensor | None = None
+        self.views: list | None = None
+
+    def link(self) -> None:
+        with torch.no_grad():
+            for group in self.groups:
+                group.link()
+            self.counter = torch.stack([b.num_batches_tracked for b in self.bns])
+            for i, b in enumerate(self.bns):
+                b.num_batches_tracked = self.counter[i]
+        #: (buffer dict, name, the view put there): a buffer is still linked while it is that very tensor
+        self.views = [(b._buffers, name, b._buffers[name]) for b in self.bns
+                      for name in ("running_mean", "running_var", "num_batches_tracked")]
+
+    def linked(self) -> bool:
+        views = self.views
+        return views is not None and all(d.get(name) is t for d, name, t in views)
+
+    def count(self) -> None:
+        """One more batch for every linked BN (what each BN's own forward does in training mode)."""
+        self.counter.add_(1)
+
+
+def _fits(stages: Sequence[_ConvStage | None], bns: Sequence[nn.Module], C: int) -> bool:
+    """The modules are what the fused plan assumes (the ops of nasrun.spaces.ops); anything else stays plain."""
+    ok = True
+    for stage in stages:
+        if stage is None:
+            continue
+        for dw, pw in zip(stage.dw, stage.pw):
+            k = dw.kernel_size[0]
+            ok &= (dw.kernel_size == (k, k) and (stage.kernel - k) % 2 == 0 and dw.stride == (stage.stride,) * 2
+                   and dw.dilation == (stage.dilation,) * 2 and dw.groups == dw.in_channels == C
+                   and dw.padding == (stage.dilation * (k - 1) // 2,) * 2 and dw.bias is None
+                   and pw.kernel_size == (1, 1) and pw.groups == 1 and pw.bias is None
+                   and pw.in_channels == pw.out_channels == C)
+    for b in bns:
+        ref = bns[0]
+        ok &= (isinstance(b, nn.BatchNorm2d) and not b.affine and b.track_running_stats and b.momentum is not None
+               and b.momentum == ref.momentum and b.eps == ref.eps and b.num_features == C)
+    return bool(ok)
 
 
 def _relink(module: "FusedMixedOp", incompatible_keys) -> None:  # a load_state_dict post hook
@@ -187,49 +266,21 @@ class FusedMixedOp(MixedOp):
         self._bn1 = _BNGroup(bn1) if bn1 else None
         self._bnF = _BNGroup(final_bns) if final_bns else None
         self._bns = bn1 + final_bns
-        self._nbt: Tensor | None = None
-        self._links: list | None = None
+        self._links = BufferLinks([g for g in (self._bn1, self._bnF) if g is not None])
         self._check_plan()
 
     def _check_plan(self) -> None:
-        """The modules are what the plan assumes (the ops of nasrun.spaces.ops); anything else stays plain."""
-        ok = bool(self._final)
-        for stage in (self._sep1, self._sep2, self._dil):
-            if stage is None:
-                continue
-            for dw, pw in zip(stage.dw, stage.pw):
-                k = dw.kernel_size[0]
-                ok &= (dw.kernel_size == (k, k) and (stage.kernel - k) % 2 == 0 and dw.stride == (stage.stride,) * 2
-                       and dw.dilation == (stage.dilation,) * 2 and dw.groups == dw.in_channels == self._C_op
-                       and dw.padding == (stage.dilation * (k - 1) // 2,) * 2 and dw.bias is None
-                       and pw.kernel_size == (1, 1) and pw.groups == 1 and pw.bias is None
-                       and pw.in_channels == pw.out_channels == self._C_op)
-        for b in self._bns:
-            ref = self._bns[0]
-            ok &= (isinstance(b, nn.BatchNorm2d) and not b.affine and b.track_running_stats and b.momentum is not None
-                   and b.momentum == ref.momentum and b.eps == ref.eps and b.num_features == self._C_op)
-        self._fusable = ok
+        self._fusable = bool(self._final) and _fits((self._sep1, self._sep2, self._dil), self._bns, self._C_op)
 
     # ------------------------------------------------------------------ running statistics as views
     def _link(self) -> None:
         """Make the fused BNs' running statistics views into one tensor per fused BN (values kept)."""
-        if not self._fusable:
-            return
-        with torch.no_grad():
-            for group in (self._bn1, self._bnF):
-                if group is not None:
-                    group.link()
-            self._nbt = torch.stack([b.num_batches_tracked for b in self._bns])
-            for i, b in enumerate(self._bns):
-                b.num_batches_tracked = self._nbt[i]
-        #: (buffer dict, name, the view put there): a buffer is still linked while it is that very tensor
-        self._links = [(b._buffers, name, b._buffers[name]) for b in self._bns
-                       for name in ("running_mean", "running_var", "num_batches_tracked")]
+        if self._fusable:
+            self._links.link()
 
     def _linked(self) -> bool:
         """Whether every fused BN buffer is still the view ``_link`` made (replaced ones are new tensors)."""
-        links = self._links
-        return links is not None and all(d.get(name) is t for d, name, t in links)
+        return self._links.linked()
 
     def _apply(self, fn, recurse=True):  # .to(), .double(), .cuda(), ...: the buffers are new tensors
         out = super()._apply(fn, recurse)
@@ -275,7 +326,7 @@ class FusedMixedOp(MixedOp):
         scale = weights[self._channel_index(weights.device)]
         y = self._bnF(pre, training, scale)  # = w_k * BN_k(op_k) per block
         if training:
-            self._nbt.add_(1)
+            self._links.count()
         n = len(self._final)
         out = y if n == 1 else y.view(y.shape[0], n, self._C_op, *y.shape[2:]).sum(1)
         for k in self._plain_ops:

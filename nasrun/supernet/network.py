@@ -45,8 +45,12 @@ class SuperNet(nn.Module):
     - :meth:`set_skip_dropout`: dropout on the stride-1 skip connections (P-DARTS).
     - ``alpha_map``: how the alphas become mixing weights (``nasrun.methods.alpha_maps``); None is
       softmax.
-    - ``fused``: every mixed edge shares the work of its ops (``nasrun.supernet.fused``); the
-      parameters, their names and the results are the same as without.
+    - ``fused``: every mixed edge shares the work of its ops (``nasrun.supernet.fused``), and the
+      edges leaving each state of a cell run as one (``nasrun.supernet.batched``: their conv weights
+      stacked into fewer parameters; the state dict and the results are the plain supernet's). Under
+      a single-path alpha map (NASP's: its weight step runs one op per edge, and the ops that did
+      not run must get no gradient), or with ``batched=False``, the edges stay fused one by one,
+      with the plain parameters.
 
     ``space`` describes the cells; without it, ``ops`` and ``nodes`` give a DARTS-stacked space
     with one op list on every edge.
@@ -67,6 +71,7 @@ class SuperNet(nn.Module):
         alpha_map: Optional[Any] = None,
         space: Optional[Space] = None,
         fused: bool = False,
+        batched: bool = True,
     ) -> None:
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
@@ -79,6 +84,8 @@ class SuperNet(nn.Module):
         self.partial_channels = partial_channels
         self.edge_norm = edge_norm
         self.fused = fused
+        #: fused edges batched per source state (stacked parameters) unless the weight step runs single paths
+        self._batched = fused and batched and not getattr(alpha_map, "single_path", False)
         self.positions = self.space.positions(layers)
         self.kinds: list[str] = self.space.kinds(layers)
         self.edge_ops: dict[str, list[list[int]]] = self._check_edge_ops(edge_ops)
@@ -109,7 +116,8 @@ class SuperNet(nn.Module):
             if reduction:
                 C_cur *= 2
             cell = SearchCell(self.nodes, C_pp, C_p, C_cur, reduction, reduction_prev, self.ops,
-                              edge_ops=self._names(kind), partial_channels=self.partial_channels, fused=self.fused)
+                              edge_ops=self._names(kind), partial_channels=self.partial_channels, fused=self.fused,
+                              batched=self._batched)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, cell.multiplier * C_cur
@@ -129,7 +137,7 @@ class SuperNet(nn.Module):
                 C *= 2
             for _ in range(self.layers):
                 self.cells.append(SingleInputCell(self.nodes, C, self.ops, self._names("normal"),
-                                                  self.partial_channels, self.fused))
+                                                  self.partial_channels, self.fused, self._batched))
         self.head = nn.Sequential(nn.BatchNorm2d(C), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C, self.num_classes)

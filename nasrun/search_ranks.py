@@ -1,0 +1,85 @@
+"""A search on several torchrun processes: what it supports, how the supernet is wrapped, what is summed.
+
+Weights and alphas are replicated. Every rank takes its slice of each global search-train and
+search-val batch (the order is one process's); the weight step runs through DistributedDataParallel,
+and every gradient an estimator takes is all-reduced by :mod:`nasrun.methods.gradients`, so each step
+is the one-process step with the global batch up to the order of float additions. BatchNorm
+normalises each rank's slice by default; ``search.sync_bn=true`` normalises over the global batch (plain
+and fused supernets alike), which makes the trajectory one process's (see README "Multi-GPU").
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator
+
+import torch
+
+from nasrun import distributed
+from nasrun.config import NasrunConf
+from nasrun.data.streams import shard_bounds
+from nasrun.distributed import Job
+from nasrun.errors import ConfigError
+from nasrun.methods.gradients import averaged_over_ranks
+from nasrun.supernet.fused import global_batch_norm
+from nasrun.training import evaluate
+
+#: The options a multi-process search supports, per axis; the others are refused before any work.
+SUPPORTED: dict[str, tuple[str, ...]] = {
+    "estimator": ("first_order", "second_order", "amended"),
+    "perturbation": ("none",),
+    "alpha_map": ("softmax",),
+    "schedule": ("single",),
+}
+
+
+def check_search_ranks(cfg: NasrunConf) -> None:
+    """What a torchrun search needs of the config: a ConfigError line before any work."""
+    world = distributed.world_size()
+    if world <= 1:
+        return
+    distributed.check_config(cfg.search.batch_size, cfg.device, key="search.batch_size")
+    for axis, allowed in SUPPORTED.items():
+        name = getattr(cfg, axis).name
+        if name not in allowed:
+            raise ConfigError(f"{axis}={name} is not supported by a search under torchrun ({world} processes): "
+                              f"there {axis} is one of {', '.join(allowed)}; run this method in one process")
+
+
+def attach_ranks(state: Any, job: Job) -> None:
+    """Make ``state`` (a SearchState, after any resume) a rank of the job: global BatchNorm if asked, then DDP."""
+    if state.cfg.search.sync_bn:
+        distributed.sync_batchnorm(state.model, state.device)
+        state.numerics.prepare(state.model)  # the new BatchNorms take fp32 input too
+    state.parallel = distributed.data_parallel(state.model, state.device)
+    state.job = job
+
+
+@contextmanager
+def rank_steps(state: Any) -> Iterator[None]:
+    """Around an epoch's steps: every estimator gradient over all ranks and, with ``search.sync_bn``, the fused
+    supernet's BatchNorms over the global batch (the plain one's modules were swapped by :func:`attach_ranks`)."""
+    with ExitStack() as stack:
+        stack.enter_context(averaged_over_ranks())
+        if state.cfg.search.sync_bn:
+            stack.enter_context(global_batch_norm())
+        yield
+
+
+def evaluate_ranks(state: Any, data: Any, val_idx: torch.Tensor) -> tuple[float, float]:
+    """The search-val loss and accuracy of the replicated supernet: each rank its share, summed.
+
+    Rank 0's BatchNorm statistics go to every rank first (with per-rank BN the ranks' differ; with
+    ``search.sync_bn`` they are already equal), so every rank evaluates the checkpointed model.
+    """
+    job: Job = state.job
+    job.broadcast_buffers(state.model)
+    lo, hi = shard_bounds(len(val_idx), job.rank, job.world)
+    loss, acc = evaluate(state.model, data.train, val_idx[lo:hi], state.cfg.search.eval_batch_size, data.mean,
+                         data.std, state.device, numerics=state.numerics)
+    m = hi - lo
+    loss_sum, correct, n = job.sum([loss * m, round(acc * m), m])
+    return loss_sum / max(n, 1), correct / max(n, 1)
+
+
+__all__ = ["SUPPORTED", "attach_ranks", "check_search_ranks", "evaluate_ranks", "rank_steps"]

@@ -1,0 +1,136 @@
+"""Search under torchrun (CPU, gloo, 2 processes): the same search as one process with the global batch.
+
+Every check starts the real entry point (``python -m torch.distributed.run --standalone
+--nproc_per_node=2 -m nasrun search ...``) on a tiny digits supernet and compares it with one process
+running the same config. ``search.sync_bn=true`` makes every BatchNorm normalise over the global batch,
+so a 2-process step is the 1-process step up to the order of float additions (a sum over ranks instead of
+within one batch). Tolerances: every weight tensor within 1e-4 of its largest magnitude (measured: about
+1e-6); alphas and betas within 2e-5 absolute (measured: 3e-6; Adam moves an alpha whose gradient is at the
+rounding level by a full step of search.arch_lr=3e-4 either way, so alphas are compared against the step,
+not their own tiny magnitude); losses and the direct gradient's norm within 1e-5 relative (measured:
+about 1e-7), the norm of the second-order term and its cosine with the first within 1e-4 (measured:
+1.4e-5; a finite difference divides rounding by 2 epsilon); accuracies and genotypes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_SEARCH
+from nasrun.config import compose, to_typed
+from nasrun.distributed import FAIL_HOOK
+from nasrun.search import run_search
+from test_distributed import LOSS_RTOL, assert_same_weights, metrics, nasrun_as_rank, torchrun
+
+DDP_SEARCH = [*TINY_SEARCH, "search.sync_bn=true", "threads=1", "device=cpu", "seed=0"]
+# one short epoch of the estimators with extra terms, on PC-DARTS' partial channels and edge betas
+SHORT = ["search.epochs=1", "dataset.subset=0.3", "supernet.partial_channels=2", "supernet.edge_norm=true"]
+FD_RTOL = 1e-4  # a central difference divides float32 rounding by 2 epsilon: its term's noise (measured 1.4e-5)
+ARCH_ATOL = 2e-5
+
+
+def checkpoint_model(run: Path) -> tuple[dict, dict]:
+    """The supernet's weights and its architecture parameters (alphas, betas), from the last checkpoint."""
+    model = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    arch = {k: v for k, v in model.items() if k.startswith(("alphas", "betas"))}
+    return {k: v for k, v in model.items() if k not in arch}, arch
+
+
+def assert_same_arch(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for key in a:
+        assert float((a[key].double() - b[key].double()).abs().max()) <= ARCH_ATOL, key
+
+
+def assert_same_search(one: Path, two: Path) -> None:
+    """Same genotypes, weights and alphas (checkpoint), metrics (accuracies exactly, losses to LOSS_RTOL)."""
+    assert json.loads((one / "genotype.json").read_text()) == json.loads((two / "genotype.json").read_text())
+    assert (one / "genotypes.jsonl").read_text() == (two / "genotypes.jsonl").read_text()
+    (weights_one, arch_one), (weights_two, arch_two) = checkpoint_model(one), checkpoint_model(two)
+    assert_same_weights(weights_one, weights_two)
+    assert_same_arch(arch_one, arch_two)
+    a, b = metrics(one), metrics(two)
+    assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
+    for x, y in zip(a, b):
+        for key in ("lr", "train_acc", "val_acc", "arch_val_acc", "skip_normal", "skip_reduce"):
+            assert x[key] == y[key], key
+        for key in ("train_loss", "val_loss", "arch_val_loss", "g1_norm"):
+            assert x[key] == pytest.approx(y[key], rel=LOSS_RTOL), key
+        for key in ("second_norm", "cosine"):
+            if key in x:
+                assert x[key] == pytest.approx(y[key], rel=FD_RTOL), key
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ddp_search") / "one"
+    run_search(to_typed(compose("search", DDP_SEARCH)), run)
+    return run
+
+
+def test_two_processes_search_as_one(one_process: Path, tmp_path: Path):
+    run = tmp_path / "two"
+    proc = torchrun("search", *DDP_SEARCH, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("search run folder:") == 1  # rank 0 alone prints the outcome
+    assert_same_search(one_process, run)
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "completed" and result["world_size"] == 2
+    final = json.loads((one_process / "result.json").read_text())["final"]
+    assert result["final"] == {**final, "val_loss": pytest.approx(final["val_loss"], rel=LOSS_RTOL)}
+    assert [p.name for p in tmp_path.iterdir()] == ["two"]  # rank 1 made no run folder of its own
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, fused", [("darts_2nd", "true"), ("amended", "false")])
+def test_estimators_with_extra_terms_search_as_one(method: str, fused: str, tmp_path: Path):
+    """The virtual step, the finite differences and their radii all use the global batch's gradients; global
+    BatchNorm works in the fused supernet's edge groups and in the plain supernet's swapped modules."""
+    overrides = [*DDP_SEARCH, f"method={method}", *SHORT, f"supernet.fused={fused}"]
+    one = tmp_path / "one"
+    run_search(to_typed(compose("search", overrides)), one)
+    proc = torchrun("search", *overrides, f"hydra.run.dir={tmp_path / 'two'}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert metrics(one)[0]["second_norm"] > 0
+    assert_same_search(one, tmp_path / "two")
+
+
+def test_a_failing_rank_ends_the_search_and_a_single_process_resumes_it(one_process: Path, tmp_path: Path):
+    """Rank 1 raises in epoch 2: the failure is recorded with its rank; one process resumes the 2-process
+    checkpoint of epoch 1 and ends as the uninterrupted one-process search."""
+    run = tmp_path / "failing"
+    proc = torchrun("search", *DDP_SEARCH, f"hydra.run.dir={run}", cwd=tmp_path,
+                    no_python=shutil.which("nasrun") is not None, **{FAIL_HOOK: "1:1"})
+    assert proc.returncode != 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "failed" and result["failed_rank"] == 1 and result["world_size"] == 2
+    assert result["reason"].startswith("rank 1: RuntimeError: NASRUN_TEST_FAIL_RANK")
+    assert result["last_epoch"] == 0
+    assert "rank 0 stopped: rank 1 failed" in proc.stderr
+
+    resumed = run_search(to_typed(compose("search", DDP_SEARCH)), run)
+    assert resumed["status"] == "completed" and resumed["world_size"] == 1
+    assert "resuming" in (run / "search.log").read_text()
+    assert_same_search(one_process, run)
+
+
+@pytest.mark.parametrize("overrides, axis", [(["method=sdarts_rs"], "perturbation=random"),
+                                             (["method=pdarts", "schedule.stage_keep=[4,2,1]"], "schedule=progressive"),
+                                             (["method=nasp"], "estimator=proximal"),
+                                             (["method=zarts"], "estimator=")])
+def test_unsupported_methods_are_refused_under_torchrun(overrides: list[str], axis: str, tmp_path: Path):
+    proc = nasrun_as_rank("search", *DDP_SEARCH, *overrides, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and axis in lines[0] and "under torchrun" in lines[0], lines
+
+
+def test_the_search_batch_must_split_evenly(tmp_path: Path):
+    proc = nasrun_as_rank("search", *DDP_SEARCH, "search.batch_size=33", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "search.batch_size=33" in proc.stderr and "multiple of 2" in proc.stderr
