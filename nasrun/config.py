@@ -260,9 +260,7 @@ class SupernetConf:
     partial_channels: int = 1  # PC-DARTS' K: mixed ops see 1/K of the channels
     edge_norm: bool = False  # PC-DARTS' edge normalisation (betas)
     skip_dropout: list[float] = field(default_factory=lambda: [0.0])
-    # mixed edges with shared work: one ReLU, grouped convolutions, one BN per edge group, the edges leaving a node
-    # batched; the plain supernet's parameters and results (to rounding). false: every op of every edge on its own
-    fused: bool = True
+    fused: bool = True  # mixed edges computed together (shared ReLU, grouped convs, one BN); false: op by op, same results
 
     def __post_init__(self) -> None:
         positive_int("supernet.C", self.C, hi=MAX_CHANNELS)

@@ -44,6 +44,10 @@ def check_search_ranks(cfg: NasrunConf) -> None:
         if name not in allowed:
             raise ConfigError(f"{axis}={name} is not supported by a search under torchrun ({world} processes): "
                               f"there {axis} is one of {', '.join(allowed)}; run this method in one process")
+    if cfg.search.sync_bn and getattr(cfg.estimator, "hvp", None) == "exact":
+        raise ConfigError(f"estimator.hvp=exact is not supported with search.sync_bn=true under torchrun ({world} "
+                          "processes): its double backward cannot pass through the ranks' BatchNorm all-reduces; "
+                          "use estimator.hvp=finite_difference, or search.sync_bn=false")
 
 
 def attach_ranks(state: Any, job: Job) -> None:

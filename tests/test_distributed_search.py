@@ -130,6 +130,13 @@ def test_unsupported_methods_are_refused_under_torchrun(overrides: list[str], ax
     assert len(lines) == 1 and axis in lines[0] and "under torchrun" in lines[0], lines
 
 
+def test_exact_products_through_global_batch_norm_are_refused(tmp_path: Path):
+    proc = nasrun_as_rank("search", *DDP_SEARCH, "method=amended", "estimator.hvp=exact", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "estimator.hvp=exact" in lines[0] and "search.sync_bn" in lines[0], lines
+
+
 def test_the_search_batch_must_split_evenly(tmp_path: Path):
     proc = nasrun_as_rank("search", *DDP_SEARCH, "search.batch_size=33", cwd=tmp_path)
     assert proc.returncode == 2
