@@ -88,9 +88,10 @@ def _effective(requested: str, device: torch.device, estimator: Any,
 class GuardedForward:
     """The supernet's forward, compiled where it can be, eager where it must be or where compiling failed.
 
-    The first compiled call for each input shape (and autocast) is a trial: a forward and backward on detached copies of
-    the mixing weights compile both graphs (AOT autograd compiles the backward lazily, where a failure
-    would escape), with the BN buffers restored afterwards, so a failure falls back before the real call.
+    The first compiled call for each input shape (and autocast dtype) is a trial: a forward and backward on
+    detached copies of the mixing weights compile both graphs (AOT autograd compiles the backward lazily,
+    where a failure would escape), with BN buffers and RNG restored afterwards, so a failure falls back
+    before the real call.
     """
 
     def __init__(self, model: nn.Module, capture: Capture) -> None:
