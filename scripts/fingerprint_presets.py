@@ -1,7 +1,11 @@
 """Fingerprints of a seeded tiny digits search for every method preset: genotypes, alphas and metrics.
 
 Run it before and after a change that must not alter what is computed; equal lines mean bit-identical
-runs (the timing columns are left out, and genotypes are compared by content, whatever their file format). Usage: python scripts/fingerprint_presets.py [preset ...]
+runs (the timing columns are left out, and genotypes are compared by content, whatever their file format).
+
+    python scripts/fingerprint_presets.py [preset ...] [key=value ...]
+
+Arguments with ``=`` are overrides added to every preset's run (``supernet.fused=false``: the plain supernet).
 """
 
 from __future__ import annotations
@@ -45,13 +49,13 @@ def _content(lines: list[str]) -> bytes:
     return json.dumps([[r.get("epoch"), _cells(r["genotype"])] for r in rows]).encode()
 
 
-def fingerprint(preset: str) -> str:
+def fingerprint(preset: str, extra: list[str] = ()) -> str:
     from nasrun.config import compose, to_typed
     from nasrun.search import run_search
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = to_typed(compose("search", [f"method={preset}", *TINY, *EXTRA.get(preset, [])]))
+        cfg = to_typed(compose("search", [f"method={preset}", *TINY, *EXTRA.get(preset, []), *extra]))
         run_search(cfg, tmp)
         out = Path(tmp)
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -65,5 +69,6 @@ def fingerprint(preset: str) -> str:
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or PRESETS:
-        print(fingerprint(name), flush=True)
+    overrides = [a for a in sys.argv[1:] if "=" in a]
+    for name in [a for a in sys.argv[1:] if "=" not in a] or PRESETS:
+        print(fingerprint(name, overrides), flush=True)
