@@ -327,7 +327,8 @@ def _check_torchrun(command: str, multirun: bool) -> None:
 
 def _check_multi_task_jobs(command: str, args: list[str]) -> None:
     """A submitit job of several tasks (``hydra.launcher.nodes`` × ``tasks_per_node`` > 1) is one multi-process
-    job, like torchrun's: what torchrun refuses exits 2 here too, before anything is queued."""
+    job, like torchrun's: what torchrun refuses, and a global batch the tasks cannot split evenly, exit 2 here,
+    before anything is queued."""
     tokens = override_tokens(args)
     if not ("-m" in args or "--multirun" in args) or not any(
             t.startswith(("hydra/launcher=", "hydra.launcher.")) for t in tokens):
@@ -338,8 +339,19 @@ def _check_multi_task_jobs(command: str, args: list[str]) -> None:
         launcher = _hydra_compose(command, jobs(tokens, True)[0], hydra=True).hydra.launcher
     except Exception:  # noqa: BLE001 - check_overrides has reported any composition problem
         return
-    if int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1) > 1:
-        _check_torchrun(command, multirun=False)
+    world = int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
+    if world <= 1:
+        return
+    _check_torchrun(command, multirun=False)
+    key = "search.batch_size" if command == "search" else "recipe.batch_size"
+    where = f"in a job of {world} tasks (hydra.launcher.nodes x tasks_per_node)"
+    try:
+        for job in jobs(tokens, True):
+            typed = to_typed(compose(command, job))
+            batch = typed.search.batch_size if command == "search" else typed.recipe.batch_size
+            distributed.check_config(batch, typed.device, key, world, where)
+    except NasrunError as exc:
+        fail(command, str(exc))
 
 
 def _follow_rank0(args: list[str]) -> list[str]:

@@ -91,17 +91,18 @@ def join_submitit_job() -> bool:
     return True
 
 
-def check_config(batch_size: int, device: str, key: str = "recipe.batch_size") -> None:
-    """What a multi-process run needs of the config (``key``: the batch size's key); a ConfigError line before any
-    work."""
-    n = world_size()
+def check_config(batch_size: int, device: str, key: str = "recipe.batch_size", world: Optional[int] = None,
+                 where: str = "under torchrun") -> None:
+    """What a multi-process run of ``world`` processes (default: this job's) needs of the config (``key``: the batch
+    size's key); a ConfigError line before any work."""
+    n = world_size() if world is None else world
     if n <= 1:
         return
     if batch_size % n:
-        raise ConfigError(f"{key}={batch_size} is not allowed under torchrun with {n} processes: "
+        raise ConfigError(f"{key}={batch_size} is not allowed {where} with {n} processes: "
                           f"it is the global batch, split evenly over the processes, so a multiple of {n}")
     if device.startswith("cuda:"):
-        raise ConfigError(f"device={device!r} is not allowed under torchrun: each process uses cuda:LOCAL_RANK; "
+        raise ConfigError(f"device={device!r} is not allowed {where}: each process uses cuda:LOCAL_RANK; "
                           "set device=cuda or auto")
 
 

@@ -97,3 +97,11 @@ def test_a_pipeline_of_several_tasks_is_refused_before_it_is_queued(tmp_path: Pa
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"nasrun pipeline: error: {distributed.PIPELINE_REFUSED}"]
     assert not any(tmp_path.iterdir())
+
+
+def test_a_global_batch_the_tasks_cannot_split_is_refused_before_it_is_queued(tmp_path: Path):
+    proc = submitit_local("search", "experiment=quickstart", "search.batch_size=33", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "search.batch_size=33" in lines[0] and "job of 2 tasks" in lines[0], lines
+    assert not any(tmp_path.iterdir())
