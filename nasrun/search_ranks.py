@@ -29,7 +29,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
     "estimator": ("first_order", "second_order", "amended"),
     "perturbation": ("none",),
     "alpha_map": ("softmax",),
-    "schedule": ("single",),
+    "schedule": ("single", "progressive"),
 }
 
 
