@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Optional
@@ -418,6 +419,8 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     names = inspect.signature(DistributedDataParallel.__init__).parameters
+    if device.type != "cuda":  # the fused supernet's CPU path makes channels-last weight gradients: DDP copies them
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in names else {"broadcast_buffers": False}
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
 
