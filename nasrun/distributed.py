@@ -32,7 +32,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -214,8 +214,13 @@ class Job:
 
     def broadcast_buffers(self, module: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics), as DDP's broadcast_buffers does."""
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
+        self.broadcast(list(module.buffers()))
+
+    def broadcast(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Give every rank rank 0's values of ``tensors`` (in place, outside autograd)."""
+        with torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t, src=0)
 
     def _reduce_device(self) -> torch.device:
         return self.device if self.device is not None and self.device.type == "cuda" else torch.device("cpu")
@@ -407,12 +412,13 @@ def rank_batch_norm(x: torch.Tensor, running_mean: Optional[torch.Tensor], runni
     return y
 
 
-def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+def data_parallel(model: nn.Module, device: torch.device, ignore: Sequence[str] = ()) -> nn.Module:
     """``model`` in DistributedDataParallel, without DDP's buffer broadcast before every forward.
 
     BN statistics stay per rank during an epoch; :meth:`Job.broadcast_buffers` sends rank 0's before each
     test, which is what DDP's default would leave too, at one broadcast per epoch instead of per step.
     (torch 2.14 renamed ``broadcast_buffers`` ``forward_sync_buffers``; both still sync at construction.)
+    ``ignore``: names of parameters DDP leaves alone (neither broadcast at construction nor reduced).
     """
     import inspect
 
@@ -422,6 +428,9 @@ def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
     if device.type != "cuda":  # the fused supernet's CPU path makes channels-last weight gradients: DDP copies them
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in names else {"broadcast_buffers": False}
+    if ignore:  # the reducer names a root module's parameter ".name", the rest of DDP "name": give both
+        names = [*ignore, *(f".{n}" for n in ignore if "." not in n)]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
 
 

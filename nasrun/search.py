@@ -43,7 +43,7 @@ from nasrun.runs import (
 from nasrun.memory import check_fits
 from nasrun.precision import Numerics, check_available, upcast
 from nasrun.rank_runs import NoEpochLog, run_ranks
-from nasrun.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps
+from nasrun.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
 from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
 from nasrun.training import Progress, apply_threads, count, evaluate, sgd_step
@@ -308,13 +308,13 @@ def _arch_step(state: SearchState, plan: EpochPlan, lr: float, step: int, batche
 
 def _weight_step(state: SearchState, plan: EpochPlan, lr: float, x, y, totals: _Totals) -> None:
     model = state.model
+    mix = state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
     if state.parallel is not None:
-        logits, value = _weight_step_ranks(state, lr, x, y)
+        logits, value = _weight_step_ranks(state, lr, x, y, shared_mix(state.job, mix))
         totals.loss += value
         totals.correct += int((logits.argmax(1) == y).sum())
         totals.n += len(y)
         return
-    mix = state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
     logits = _logits(state, model, x, mix)
     loss = F.cross_entropy(logits, y)
     value = sgd_step(loss, state.w_opt, model.weight_parameters(), state.cfg.search.grad_clip, lr,
@@ -331,14 +331,14 @@ def _logits(state: SearchState, module: torch.nn.Module, x: torch.Tensor, mix=No
         return upcast(module(xs) if mix is None else module(xs, mix))
 
 
-def _weight_step_ranks(state: SearchState, lr: float, x, y) -> tuple[torch.Tensor, float]:
+def _weight_step_ranks(state: SearchState, lr: float, x, y, mix=None) -> tuple[torch.Tensor, float]:
     """The weight step through DDP: this rank's logits and its slice's summed loss.
 
     The loss is the slice's sum times world/B (B: the global batch); DDP averages the ranks' gradients,
     which gives the global batch's mean-loss gradient even when a short last batch splits unevenly.
     """
     scale = state.job.world / state.train_stream.global_batch
-    logits = _logits(state, state.parallel, x)
+    logits = _logits(state, state.parallel, x, mix)
     loss = F.cross_entropy(logits, y, reduction="sum") * scale
     value = sgd_step(loss, state.w_opt, state.model.weight_parameters(), state.cfg.search.grad_clip, lr,
                      clear=state.model.arch_parameters())

@@ -11,7 +11,7 @@ and fused supernets alike), which makes the trajectory one process's (see README
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -27,7 +27,7 @@ from nasrun.training import evaluate
 #: The options a multi-process search supports, per axis; the others are refused before any work.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "estimator": ("first_order", "second_order", "amended"),
-    "perturbation": ("none",),
+    "perturbation": ("none", "random"),
     "alpha_map": ("softmax",),
     "schedule": ("single", "progressive"),
 }
@@ -52,11 +52,24 @@ def check_search_ranks(cfg: NasrunConf) -> None:
 
 def attach_ranks(state: Any, job: Job) -> None:
     """Make ``state`` (a SearchState, after any resume) a rank of the job: global BatchNorm if asked, then DDP."""
+    model = state.model
     if state.cfg.search.sync_bn:
-        distributed.sync_batchnorm(state.model, state.device)
-        state.numerics.prepare(state.model)  # the new BatchNorms take fp32 input too
-    state.parallel = distributed.data_parallel(state.model, state.device)
+        distributed.sync_batchnorm(model, state.device)
+        state.numerics.prepare(model)  # the new BatchNorms take fp32 input too
+    # DDP syncs the weights; the alphas (and betas) get rank 0's values here and global gradients from the
+    # estimators, and their weight-step gradients, which the step drops, are not reduced
+    arch = {id(p) for p in model.arch_parameters()}
+    job.broadcast(model.arch_parameters())
+    state.parallel = distributed.data_parallel(model, state.device,
+                                               ignore=[n for n, p in model.named_parameters() if id(p) in arch])
     state.job = job
+
+
+def shared_mix(job: Job, mix: Optional[dict[str, torch.Tensor]]) -> Optional[dict[str, torch.Tensor]]:
+    """A weight-step perturbation as rank 0 drew it (SDARTS-RS), on every rank: one process's draw."""
+    if mix is not None:
+        job.broadcast([mix[k] for k in sorted(mix)])
+    return mix
 
 
 @contextmanager
@@ -86,4 +99,4 @@ def evaluate_ranks(state: Any, data: Any, val_idx: torch.Tensor) -> tuple[float,
     return loss_sum / max(n, 1), correct / max(n, 1)
 
 
-__all__ = ["SUPPORTED", "attach_ranks", "check_search_ranks", "evaluate_ranks", "rank_steps"]
+__all__ = ["SUPPORTED", "attach_ranks", "check_search_ranks", "evaluate_ranks", "rank_steps", "shared_mix"]

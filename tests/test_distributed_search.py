@@ -101,6 +101,18 @@ def test_estimators_with_extra_terms_search_as_one(method: str, fused: str, tmp_
 
 
 @pytest.mark.slow
+def test_random_perturbation_search_as_one(tmp_path: Path):
+    """SDARTS-RS: every rank trains under rank 0's draw of the perturbed mixing weights, one process's draw;
+    the alphas, which that weight step leaves without gradient, are kept out of DDP."""
+    overrides = [*DDP_SEARCH, "method=sdarts_rs", "search.arch_warmup_epochs=0", "dataset.subset=0.3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_search(to_typed(compose("search", overrides)), one)
+    proc = torchrun("search", *overrides, f"hydra.run.dir={two}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_search(one, two)
+
+
+@pytest.mark.slow
 def test_progressive_stages_search_as_one(tmp_path: Path):
     """P-DARTS' stages: each stage's new supernet is wrapped again (DDP broadcasts rank 0's initial weights,
     which are one process's: no skip dropout here, whose masks each rank draws for its own slice).
@@ -148,7 +160,7 @@ def test_a_failing_rank_ends_the_search_and_a_single_process_resumes_it(one_proc
     assert_same_search(one_process, run)
 
 
-@pytest.mark.parametrize("overrides, axis", [(["method=sdarts_rs"], "perturbation=random"),
+@pytest.mark.parametrize("overrides, axis", [(["method=sdarts_adv"], "perturbation=adversarial"),
                                              (["method=nasp"], "estimator=proximal"),
                                              (["method=zarts"], "estimator=")])
 def test_unsupported_methods_are_refused_under_torchrun(overrides: list[str], axis: str, tmp_path: Path):
