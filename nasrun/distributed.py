@@ -145,6 +145,7 @@ class Job:
         self._lock = threading.Lock()
         self._handled = False  # a failure is being reported by this process (main thread or watchdog)
         self._stop = threading.Event()
+        self._watcher: Optional[threading.Thread] = None
         self._fail_at = _parse_fail_hook(os.environ.get(FAIL_HOOK))
 
     # -- before Hydra: one run folder for all ranks
@@ -163,7 +164,8 @@ class Job:
         """Init the process group (once per process) on this rank's device, and the failure watchdog."""
         if self.device is not None:
             return self.device
-        threading.Thread(target=self._watch, name="nasrun-rank-watchdog", daemon=True).start()
+        self._watcher = threading.Thread(target=self._watch, name="nasrun-rank-watchdog", daemon=True)
+        self._watcher.start()
         atexit.register(self.close)
         device = self._device(device_name)
         if device.type == "cuda":
@@ -189,6 +191,10 @@ class Job:
         """Stop the watchdog and leave the process group (at exit; after a failure the group is left as it is,
         since a collective may still be pending on it)."""
         self._stop.set()
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            # its store client must be gone before the interpreter tears down: destroyed later, from a frozen
+            # daemon thread, its connection thread is still joinable and the process aborts ("terminate called")
+            self._watcher.join(timeout=2 * _POLL_S + 5)
         if dist.is_initialized() and not self._handled:
             dist.destroy_process_group()
 
