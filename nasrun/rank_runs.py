@@ -13,10 +13,15 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+from torch import nn
+
 from nasrun import distributed
+from nasrun.data.streams import shard_bounds
 from nasrun.distributed import Job, RankFailed
 from nasrun.lifecycle import recorded
 from nasrun.runs import FollowerRunFolder, RunFolder, write_result
+from nasrun.spaces.ops import NOISE
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,30 @@ def _note_failed_rank(run: RunFolder, exc: Exception, job: Job) -> None:
     job.acknowledge()
 
 
+def evaluate_shares(job: Job, model: nn.Module, size: int, evaluate: Callable[[int, int], list[float]]) -> list[float]:
+    """One process's evaluation of ``size`` items, each rank evaluating its share ``[lo, hi)`` with ``evaluate``.
+
+    ``evaluate`` returns a mean loss, then accuracies; the ranks' shares are summed as a loss sum and as
+    counts of correct items (rounded: exact), so the figures equal one process's. Rank 0's BatchNorm
+    statistics go to every rank first, so every rank evaluates the checkpointed model.
+    """
+    job.broadcast_buffers(model)
+    lo, hi = shard_bounds(size, job.rank, job.world)
+    loss, *accuracies = evaluate(lo, hi)
+    m = hi - lo
+    sums = job.sum([loss * m, *(round(a * m) for a in accuracies), m])
+    n = max(sums[-1], 1)
+    return [s / n for s in sums[:-1]]
+
+
+def reseed_rank(seed: int, rank: int, epoch: int) -> None:
+    """A rank other than 0 draws its own random numbers (drop path, skip dropout, noise) from ``epoch`` on;
+    rank 0 goes on as one process would, and the others must not repeat its draws."""
+    own = distributed.rank_seed(seed, rank, epoch)
+    torch.manual_seed(own)
+    NOISE.seed(own)
+
+
 class NoEpochLog:
     """What a rank other than 0 has in place of the EpochLog: it writes nothing (rank 0 writes the run folder)."""
 
@@ -90,4 +119,4 @@ class NoEpochLog:
         pass
 
 
-__all__ = ["NoEpochLog", "run_ranks"]
+__all__ = ["NoEpochLog", "evaluate_shares", "reseed_rank", "run_ranks"]

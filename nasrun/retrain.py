@@ -21,7 +21,6 @@ from nasrun import distributed
 from nasrun.config import DatasetConf, NasrunConf, SpaceConf, as_plain_dict
 from nasrun.data import load_dataset, make_stream
 from nasrun.data.loaders import make_shard_stream
-from nasrun.data.streams import shard_bounds
 from nasrun.distributed import Job
 from nasrun.errors import ConfigError
 from nasrun.genotype import Genotype, resolve_genotype
@@ -29,7 +28,7 @@ from nasrun.evidence import EpochLog
 from nasrun.lifecycle import recorded
 from nasrun.memory import check_fits
 from nasrun.precision import FP32, Numerics, check_available, upcast
-from nasrun.rank_runs import NoEpochLog, run_ranks
+from nasrun.rank_runs import NoEpochLog, evaluate_shares, reseed_rank, run_ranks
 from nasrun.nets import build_network as network_for
 from nasrun.nets import count_macs, count_parameters
 from nasrun.runs import (
@@ -389,10 +388,8 @@ class _RankTraining(_Training):
             mine = ranks[self.job.rank]
             set_rng_state(mine["rng"], self.device)
             NOISE.load_state_dict(mine["noise"])
-        elif self.job.rank > 0:  # rank 0 goes on as one process would; the others must not repeat its draws
-            seed = distributed.rank_seed(self.seed, self.job.rank, 0 if ckpt is None else ckpt["epoch"] + 1)
-            torch.manual_seed(seed)
-            NOISE.seed(seed)
+        elif self.job.rank > 0:
+            reseed_rank(self.seed, self.job.rank, 0 if ckpt is None else ckpt["epoch"] + 1)
 
     def _train(self, epoch: int, lr: float) -> tuple[float, float, int]:
         return _train_epoch_ranks(self.ddp, self.stream, self.opt, self.recipe, lr, self.job, epoch, self.numerics)
@@ -400,14 +397,14 @@ class _RankTraining(_Training):
     def _test(self) -> tuple[float, float, Optional[float]]:
         """Rank 0's BN statistics to every rank, then each rank tests its share of the test set: the sums are
         one process's test of these weights."""
-        self.job.broadcast_buffers(self.model)
         data = self.data
-        lo, hi = shard_bounds(len(data.test), self.job.rank, self.job.world)
-        loss, acc, top5 = evaluate_topk(self.model, data.test, torch.arange(lo, hi), self.recipe.eval_batch_size,
-                                        data.mean, data.std, self.device, k=5, numerics=self.numerics)
-        m = hi - lo
-        loss_sum, correct, correct5, n = self.job.sum([loss * m, round(acc * m), round(top5 * m), m])
-        return loss_sum / max(n, 1), correct / max(n, 1), correct5 / max(n, 1)
+
+        def share(lo: int, hi: int) -> list[float]:
+            return list(evaluate_topk(self.model, data.test, torch.arange(lo, hi), self.recipe.eval_batch_size,
+                                      data.mean, data.std, self.device, k=5, numerics=self.numerics))
+
+        loss, acc, top5 = evaluate_shares(self.job, self.model, len(data.test), share)
+        return loss, acc, top5
 
     def state_dict(self) -> dict:
         """One process's state (rank 0's random state), plus every rank's random state and the job's size."""

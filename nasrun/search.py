@@ -42,7 +42,7 @@ from nasrun.runs import (
 )
 from nasrun.memory import check_fits
 from nasrun.precision import Numerics, check_available, upcast
-from nasrun.rank_runs import NoEpochLog, run_ranks
+from nasrun.rank_runs import NoEpochLog, reseed_rank, run_ranks
 from nasrun.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
 from nasrun.search_state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
@@ -103,7 +103,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
     state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device, job)
-    evidence = Evidence(cfg, data, val_idx, device)
+    evidence = Evidence(cfg, data, val_idx, device) if run.writes else None  # rank 0's (eval mode): no collectives
     epoch_log = EpochLog(cfg, run.path, "search") if run.writes else NoEpochLog()
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA) if run.writes else None
     if job is not None:  # rank 0 read it; every rank resumes from it (no shared file system needed)
@@ -139,10 +139,8 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
 def _join(state: SearchState, job: Job) -> None:
     """This process as a rank of the job: DDP (and global BN), and random draws of its own on ranks other than 0."""
     attach_ranks(state, job)
-    if job.rank > 0:  # rank 0 draws what one process would; the others must not repeat its draws (noise op)
-        seed = distributed.rank_seed(state.cfg.seed, job.rank, state.epoch)
-        torch.manual_seed(seed)
-        NOISE.seed(seed)
+    if job.rank > 0:
+        reseed_rank(state.cfg.seed, job.rank, state.epoch)
 
 
 def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_idx, device,
@@ -182,7 +180,7 @@ def _end_stage(state: SearchState, run: RunFolder) -> None:
 
 
 def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,
-                  started: float, evidence: Evidence) -> dict:
+                  started: float, evidence: Optional[Evidence]) -> dict:
     """Train one epoch, evaluate, write its rows and the checkpoint; return the metrics row."""
     cfg, model, schedule = state.cfg, state.model, state.schedule
     t0 = time.time()
@@ -200,7 +198,7 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
     genotype = model.genotype()
     state.record_alphas()
     row = {**_metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds),
-           **(evidence.measure(model, genotype) if run.writes else {})}  # evidence: rank 0's, in eval mode
+           **(evidence.measure(model, genotype) if evidence is not None else {})}
     run.append(METRICS, row)
     run.append(GENOTYPES, {"epoch": plan.epoch, **({"stage": plan.stage} if schedule.staged else {}),
                            "genotype": genotype.to_dict()})
@@ -310,16 +308,13 @@ def _weight_step(state: SearchState, plan: EpochPlan, lr: float, x, y, totals: _
     model = state.model
     mix = state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
     if state.parallel is not None:
-        logits, value = _weight_step_ranks(state, lr, x, y, shared_mix(state.job, mix))
-        totals.loss += value
-        totals.correct += int((logits.argmax(1) == y).sum())
-        totals.n += len(y)
-        return
-    logits = _logits(state, model, x, mix)
-    loss = F.cross_entropy(logits, y)
-    value = sgd_step(loss, state.w_opt, model.weight_parameters(), state.cfg.search.grad_clip, lr,
-                     clear=model.arch_parameters())
-    totals.loss += value * len(y)
+        logits, loss_sum = _weight_step_ranks(state, lr, x, y, shared_mix(state.job, mix))
+    else:
+        logits = _logits(state, model, x, mix)
+        loss = F.cross_entropy(logits, y)
+        loss_sum = len(y) * sgd_step(loss, state.w_opt, model.weight_parameters(), state.cfg.search.grad_clip, lr,
+                                     clear=model.arch_parameters())
+    totals.loss += loss_sum
     totals.correct += int((logits.argmax(1) == y).sum())
     totals.n += len(y)
 

@@ -17,10 +17,10 @@ import torch
 
 from nasrun import distributed
 from nasrun.config import NasrunConf
-from nasrun.data.streams import shard_bounds
 from nasrun.distributed import Job
 from nasrun.errors import ConfigError
 from nasrun.methods.gradients import averaged_over_ranks
+from nasrun.rank_runs import evaluate_shares
 from nasrun.supernet.fused import global_batch_norm
 from nasrun.training import evaluate
 
@@ -84,19 +84,15 @@ def rank_steps(state: Any) -> Iterator[None]:
 
 
 def evaluate_ranks(state: Any, data: Any, val_idx: torch.Tensor) -> tuple[float, float]:
-    """The search-val loss and accuracy of the replicated supernet: each rank its share, summed.
+    """The search-val loss and accuracy of the replicated supernet: each rank its share, summed (with per-rank
+    BN the ranks' statistics differ; rank 0's are the ones evaluated, as in the checkpoint)."""
 
-    Rank 0's BatchNorm statistics go to every rank first (with per-rank BN the ranks' differ; with
-    ``search.sync_bn`` they are already equal), so every rank evaluates the checkpointed model.
-    """
-    job: Job = state.job
-    job.broadcast_buffers(state.model)
-    lo, hi = shard_bounds(len(val_idx), job.rank, job.world)
-    loss, acc = evaluate(state.model, data.train, val_idx[lo:hi], state.cfg.search.eval_batch_size, data.mean,
-                         data.std, state.device, numerics=state.numerics)
-    m = hi - lo
-    loss_sum, correct, n = job.sum([loss * m, round(acc * m), m])
-    return loss_sum / max(n, 1), correct / max(n, 1)
+    def share(lo: int, hi: int) -> list[float]:
+        return list(evaluate(state.model, data.train, val_idx[lo:hi], state.cfg.search.eval_batch_size, data.mean,
+                             data.std, state.device, numerics=state.numerics))
+
+    loss, acc = evaluate_shares(state.job, state.model, len(val_idx), share)
+    return loss, acc
 
 
 __all__ = ["SUPPORTED", "attach_ranks", "check_search_ranks", "evaluate_ranks", "rank_steps", "shared_mix"]
