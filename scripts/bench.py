@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nasrun.capture import MODES, Capture
-from nasrun.config import DARTS_PRIMITIVES
+from nasrun.search.capture import MODES, Capture
+from nasrun.config.schema import DARTS_PRIMITIVES
 from nasrun.methods import ArchBatch, apply_arch_step, make_estimator
-from nasrun.options import AXES, option_keys
+from nasrun.config.options import AXES, option_keys
 from nasrun.supernet import SuperNet
 
 #: The gradient estimators this script times (ZARTS' zero-order rules: scripts/bench_methods_zero.py).
@@ -47,7 +47,7 @@ ESTIMATORS = ["first_order", "second_order", "amended"]
 
 
 def estimator_conf(name: str, args: argparse.Namespace):
-    """The estimator's option (nasrun.options) with --eta and --hvp where it has those keys."""
+    """The estimator's option (nasrun.config.options) with --eta and --hvp where it has those keys."""
     schema = AXES["estimator"][name]
     given = {"eta": args.eta, "hvp": args.hvp}
     return schema(**{k: v for k, v in given.items() if k in option_keys(schema)})

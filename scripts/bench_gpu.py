@@ -4,9 +4,9 @@
     python scripts/bench_gpu.py --modes eager graph --precisions bf16 --batches 256 --budget-s 480
     python scripts/bench_gpu.py --device cpu --quick              # a smoke run of every setting at a tiny size
 
-One step is one call of ``nasrun.search.train_epoch`` on streams of one batch per pass, as
+One step is one call of ``nasrun.search.loop.train_epoch`` on streams of one batch per pass, as
 ``scripts/bench_spaces.py`` does: the search loop's own architecture step (the preset's estimator,
-Adam) and weight step (SGD, clipping), on a :class:`nasrun.search_state.SearchState` composed from
+Adam) and weight step (SGD, clipping), on a :class:`nasrun.search.state.SearchState` composed from
 ``method=darts`` (first order) or ``method=amended`` with ``supernet.C``, ``supernet.layers``,
 ``search.batch_size``, ``supernet.fused``, ``search.compile`` and ``precision`` set per setting. The
 batches are fixed random tensors already on the device (what ``dataset.loader=device`` hands over),
@@ -47,11 +47,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_spaces import RandomStream  # noqa: E402
 
-from nasrun.config import compose, to_typed  # noqa: E402
+from nasrun.config.schema import compose, to_typed  # noqa: E402
 from nasrun.errors import ConfigError  # noqa: E402
 from nasrun.methods import ArchObjective, make_estimator, make_perturbation, make_schedule  # noqa: E402
-from nasrun.search import train_epoch  # noqa: E402
-from nasrun.search_state import SearchState  # noqa: E402
+from nasrun.search.loop import train_epoch  # noqa: E402
+from nasrun.search.state import SearchState  # noqa: E402
 
 PRESETS = {"first_order": "darts", "amended": "amended"}
 MODES = ("eager", "fused", "compile", "graph", "fused+compile", "fused+graph")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
-    print(f"search step (nasrun.search.train_epoch), C={args.C}, {args.layers} cells, {args.size}x{args.size}x3; "
+    print(f"search step (nasrun.search.loop.train_epoch), C={args.C}, {args.layers} cells, {args.size}x{args.size}x3; "
           f"{where}; torch {torch.__version__}; cudnn.benchmark={bool(args.cudnn_benchmark)}; median of "
           f"{args.repeats} steps after {args.warmup}; load average {load}", flush=True)
     started, failed = time.time(), 0

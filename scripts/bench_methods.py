@@ -46,10 +46,10 @@ def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
     import torch
     import torch.nn.functional as F
 
-    from nasrun.config import compose, to_typed
+    from nasrun.config.schema import compose, to_typed
     from nasrun.methods import (ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation,
                                 make_schedule)
-    from nasrun.search_state import build_supernet
+    from nasrun.search.state import build_supernet
     from nasrun.spaces.space import Space
     from nasrun.supernet import keep_strongest
 

@@ -3,8 +3,8 @@
     python scripts/bench_methods_zero.py --threads 1              # CPU-sized default: C=4, 5 cells, batch 16 of 3x8x8
     python scripts/bench_methods_zero.py --C 16 --layers 8 --batch 64 --size 32 --inner-batch 48 --device cuda
 
-Each measurement runs ``nasrun.search.train_epoch`` (the one loop every method composes, on a
-``nasrun.search_state.SearchState`` built from the method's preset) for ``--every`` steps on random
+Each measurement runs ``nasrun.search.loop.train_epoch`` (the one loop every method composes, on a
+``nasrun.search.state.SearchState`` built from the method's preset) for ``--every`` steps on random
 data, so a ZARTS figure includes exactly one architecture update and its amortised cost is spread
 over the steps between updates, as in a search. The methods take turns window by window, so a
 change in the machine's load affects them alike. Printed per method: the median over ``--repeats``
@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.methods import ArchObjective, make_estimator, make_perturbation, make_schedule
-from nasrun.search import train_epoch
-from nasrun.search_state import SearchState
+from nasrun.search.loop import train_epoch
+from nasrun.search.state import SearchState
 
 
 class RandomStream:

@@ -5,8 +5,8 @@
 
 Each setting (precision fp32/bf16 x channels_last off/on) builds the network of ``recipe=imagenet``
 from the genotype (224 px, 14 cells, C = 48, auxiliary head), moves it to the device as a retraining
-does (``nasrun.precision.Numerics.prepare``), and times the retraining's own training pass
-(``nasrun.retrain._train_epoch``: forward under the run's autocast, label-smoothed loss plus the
+does (``nasrun.train.precision.Numerics.prepare``), and times the retraining's own training pass
+(``nasrun.train.retrain._train_epoch``: forward under the run's autocast, label-smoothed loss plus the
 auxiliary loss, backward, clip, SGD step) over a stream that hands it the same random batch, so the
 data pipeline is not in the figure. It prints, per setting, the median and spread of the step time
 over ``--repeats`` timed runs of ``--steps`` steps after one warm-up run, images/s, and the peak
@@ -25,11 +25,11 @@ import time
 
 import torch
 
-from nasrun.config import compose, to_typed
-from nasrun.genotype import resolve_genotype
-from nasrun.precision import Numerics
-from nasrun.retrain import _train_epoch, build_network
-from nasrun.runs import resolve_device
+from nasrun.config.schema import compose, to_typed
+from nasrun.genotype.genotype import resolve_genotype
+from nasrun.train.precision import Numerics
+from nasrun.train.retrain import _train_epoch, build_network
+from nasrun.run.folder import resolve_device
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_loader import machine  # noqa: E402

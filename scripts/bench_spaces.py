@@ -5,9 +5,9 @@
     python scripts/bench_spaces.py --repeats 1 --warmup 0 --batch 8   # a quick check that it runs
 
 For every space of ``nasrun/conf/space/*.yaml`` (or ``--spaces``) the config
-``space=<name> method=darts`` is composed and a :class:`nasrun.search_state.SearchState` built from it
+``space=<name> method=darts`` is composed and a :class:`nasrun.search.state.SearchState` built from it
 (the supernet, both optimisers, the first-order estimator, no perturbation). One step is one call of
-``nasrun.search.train_epoch`` on streams of ``batches_per_pass = 1``: exactly what the search loop
+``nasrun.search.loop.train_epoch`` on streams of ``batches_per_pass = 1``: exactly what the search loop
 does per step, an architecture step on a validation batch (first-order estimator, Adam) then a weight
 step on the training batch (SGD, gradient clipping). The streams cycle through a few fixed random
 batches, so data loading and augmentation are not timed.
@@ -39,10 +39,10 @@ from pathlib import Path
 import torch
 
 import nasrun.conf
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.methods import ArchObjective, make_estimator, make_perturbation, make_schedule
-from nasrun.search import train_epoch
-from nasrun.search_state import SearchState
+from nasrun.search.loop import train_epoch
+from nasrun.search.state import SearchState
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
-    print(f"one first-order search step (architecture step + weight step, nasrun.search.train_epoch); "
+    print(f"one first-order search step (architecture step + weight step, nasrun.search.loop.train_epoch); "
           f"C={args.C}; cells: {args.layers} (DARTS stack) or {args.nb201_layers} per stage x 3 stages (nb201); "
           f"batch {args.batch} per split of {args.channels}x{args.size}x{args.size}; {where}; "
           f"torch {torch.__version__}; median of {args.repeats} steps after {args.warmup}; "

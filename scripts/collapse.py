@@ -40,8 +40,8 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, dict[s
     import torch
 
     torch.set_num_threads(threads)
-    from nasrun.config import compose, to_typed
-    from nasrun.search import run_search
+    from nasrun.config.schema import compose, to_typed
+    from nasrun.search.loop import run_search
 
     folder = Path(out) / "runs" / f"{name}_s{seed}"
     cfg = to_typed(compose("search", [*overrides, *METHODS[name], f"seed={seed}", "progress=false"]))

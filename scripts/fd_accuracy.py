@@ -62,10 +62,10 @@ def setup(args: argparse.Namespace, seed: int):
     import torch
     import torch.nn.functional as F
 
-    from nasrun.config import compose, to_typed
+    from nasrun.config.schema import compose, to_typed
     from nasrun.data import load_dataset, search_split
     from nasrun.data.augment import normalize, to_unit_float
-    from nasrun.search_state import build_supernet
+    from nasrun.search.state import build_supernet
 
     if args.synthetic:
         data_over = ["dataset=synthetic", "dataset.num_classes=10", f"dataset.image_size={args.size}",
@@ -127,7 +127,7 @@ def errors(args: argparse.Namespace, radii: list[float]) -> tuple[dict, float]:
     from nasrun.methods import ArchBatch, ArchObjective, make_estimator
     from nasrun.methods.estimators import (_restore, amended_product, virtual_step, exact_mixed, finite_difference_hvp,
                                            finite_difference_mixed, preserved_buffers)
-    from nasrun.options import SecondOrderConf
+    from nasrun.config.options import SecondOrderConf
 
     loss = lambda m, x, y: ArchObjective()(m, x, y).total  # noqa: E731 - what the estimators differentiate
     out: dict = {}
@@ -175,7 +175,7 @@ def errors(args: argparse.Namespace, radii: list[float]) -> tuple[dict, float]:
 
 def _estimator(method: str, hvp: str | None):
     from nasrun.methods import make_estimator
-    from nasrun.options import AmendedConf, FirstOrderConf, SecondOrderConf
+    from nasrun.config.options import AmendedConf, FirstOrderConf, SecondOrderConf
 
     conf = {"first_order": lambda: FirstOrderConf(), "second_order": lambda: SecondOrderConf(hvp=hvp),
             "amended": lambda: AmendedConf(hvp=hvp)}[method]()

@@ -50,8 +50,8 @@ def _content(lines: list[str]) -> bytes:
 
 
 def fingerprint(preset: str, extra: list[str] = ()) -> str:
-    from nasrun.config import compose, to_typed
-    from nasrun.search import run_search
+    from nasrun.config.schema import compose, to_typed
+    from nasrun.search.loop import run_search
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from conftest import TINY_SYNTH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.methods.estimators import amended_product, finite_difference_hvp
-from nasrun.options import AmendedConf, FirstOrderConf
-from nasrun.search import run_search
+from nasrun.config.options import AmendedConf, FirstOrderConf
+from nasrun.search.loop import run_search
 
 
 def _rel(a, b) -> float:

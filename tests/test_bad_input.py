@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
 
 # (command, overrides, text the message must contain: the key, or the path, named)
@@ -102,7 +102,7 @@ BAD = [
 
 def _error(command: str, overrides: list[str]) -> str:
     """What the CLI checks before any work: composition, values, and (retrain) the genotype."""
-    from nasrun.retrain import prepare_retrain
+    from nasrun.train.retrain import prepare_retrain
 
     with pytest.raises(ConfigError) as err:
         typed = to_typed(compose(command, overrides))

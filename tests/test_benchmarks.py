@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from nasrun.benchmarks import API_METRICS, BenchmarkError, BenchmarkTable, export_csv, load_table
+from nasrun.genotype.benchmarks import API_METRICS, BenchmarkError, BenchmarkTable, export_csv, load_table
 from nasrun.errors import NasrunError
-from nasrun.genotype import NB201_OPS, PUBLISHED, parse_nb201
+from nasrun.genotype.genotype import NB201_OPS, PUBLISHED, parse_nb201
 
 # spaces.md §3.3: the best CIFAR-10 cell (94.37%) and the all-skip collapse cell (54.30%).
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"

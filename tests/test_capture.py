@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_SEARCH, TINY_SYNTH
-from nasrun.capture import Capture
-from nasrun.config import compose, to_typed
+from nasrun.search.capture import Capture
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods import ArchBatch, make_estimator
-from nasrun.options import AmendedConf, FirstOrderConf, SecondOrderConf
-from nasrun.runs import load_checkpoint
-from nasrun.search import run_search
+from nasrun.config.options import AmendedConf, FirstOrderConf, SecondOrderConf
+from nasrun.run.folder import load_checkpoint
+from nasrun.search.loop import run_search
 from nasrun.supernet import SuperNet
 
 CPU = torch.device("cpu")
@@ -65,7 +65,7 @@ def test_failed_compilation_falls_back_to_the_eager_search(tmp_path, monkeypatch
     eager, eager_model, eager_alphas = _search(tmp_path, "eager", TINY_SYNTH, "search.epochs=2")
     calls: list = []
     monkeypatch.setattr(torch, "compile", _failing_compile(calls))
-    with caplog.at_level(logging.WARNING, logger="nasrun.capture"):
+    with caplog.at_level(logging.WARNING, logger="nasrun.search.capture"):
         result, model, alphas = _search(tmp_path, "graph", TINY_SYNTH, "search.epochs=2", "search.compile=graph")
     assert result["status"] == "completed" and len(calls) == 1  # one failure, then eager for good
     assert calls[0]["mode"] == "default" and calls[0]["dynamic"] is False

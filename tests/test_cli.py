@@ -13,7 +13,7 @@ import pytest
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
 
-NASRUN = [sys.executable, "-c", "from nasrun.cli import main; main()"]
+NASRUN = [sys.executable, "-c", "from nasrun.cli.dispatch import main; main()"]
 
 
 def nasrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

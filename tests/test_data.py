@@ -12,7 +12,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import RandomCrop
 
-from nasrun.config import DatasetConf
+from nasrun.config.schema import DatasetConf
 from nasrun.data import (
     BatchStream,
     ImageSet,

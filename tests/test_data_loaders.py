@@ -13,11 +13,11 @@ import torch
 import torchvision.transforms.functional as TF
 
 from conftest import TINY_SEARCH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.data import BatchStream, ImageSet, TorchStream, make_stream
 from nasrun.data.loaders import Cutout, memory_transform
 from nasrun.errors import DataError
-from nasrun.search import run_search
+from nasrun.search.loop import run_search
 
 MEAN, STD = (0.2, 0.3, 0.4), (0.5, 0.25, 0.5)
 

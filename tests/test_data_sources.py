@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nasrun.config import DATASETS, DatasetConf, compose, to_typed
+from nasrun.config.schema import DATASETS, DatasetConf, compose, to_typed
 from nasrun.data import eval_batches, index_hash, load_dataset, make_stream, per_class_subset, search_split
 from nasrun.data import formats
 from nasrun.errors import ConfigError, DataError

@@ -28,13 +28,13 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.data.datasets import ImageSet
 from nasrun.data.loaders import make_shard_stream, make_stream
 from nasrun.data.streams import check_shardable, shard_bounds
-from nasrun.distributed import FAIL_HOOK, PIPELINE_REFUSED
+from nasrun.parallel.distributed import FAIL_HOOK, PIPELINE_REFUSED
 from nasrun.errors import DataError
-from nasrun.retrain import run_retrain
+from nasrun.train.retrain import run_retrain
 
 DDP_RETRAIN = ["genotype=DARTS_V2", "dataset=digits", *TINY_RETRAIN, "recipe.epochs=2", "recipe.lr=0.01",
                "recipe.sync_bn=true", "threads=1", "device=cpu"]

@@ -22,9 +22,9 @@ import pytest
 import torch
 
 from conftest import TINY_SEARCH
-from nasrun.config import compose, to_typed
-from nasrun.distributed import FAIL_HOOK
-from nasrun.search import run_search
+from nasrun.config.schema import compose, to_typed
+from nasrun.parallel.distributed import FAIL_HOOK
+from nasrun.search.loop import run_search
 from test_distributed import LOSS_RTOL, assert_same_weights, metrics, nasrun_as_rank, torchrun
 
 DDP_SEARCH = [*TINY_SEARCH, "search.sync_bn=true", "threads=1", "device=cpu", "seed=0"]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS
-from nasrun.eigen import dominant_eigenvalue
+from nasrun.search.eigen import dominant_eigenvalue
 from nasrun.methods.alpha_maps import Argmax
 from nasrun.supernet import SuperNet
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from nasrun.methods import ArchBatch, make_estimator
-from nasrun.options import FirstOrderConf, SecondOrderConf
+from nasrun.config.options import FirstOrderConf, SecondOrderConf
 
 
 def _rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

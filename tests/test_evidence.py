@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEARCH
-from nasrun.config import compose, to_typed
-from nasrun.search import run_search
+from nasrun.config.schema import compose, to_typed
+from nasrun.search.loop import run_search
 
 
 def _rows(folder) -> list[dict]:
@@ -78,7 +78,7 @@ def test_benchmark_lookups_go_into_every_metrics_row_and_the_result(tmp_path, nb
 
 
 def test_the_report_shows_the_evidence_columns_and_curves(tmp_path, nb201_table):
-    from nasrun.report import collect, columns, curve_keys, table_rows
+    from nasrun.report.summary import collect, columns, curve_keys, table_rows
 
     for seed in (0, 1):
         cfg = to_typed(compose("search", ["space=nb201", "dataset=digits", "dataset.subset=16", "search.epochs=1",

@@ -11,7 +11,7 @@ import torch
 
 import nasrun.conf
 from nasrun.errors import GenotypeError
-from nasrun.genotype import FORMAT, FORMAT_V1, PUBLISHED, Genotype, known_spaces, resolve_genotype
+from nasrun.genotype.genotype import FORMAT, FORMAT_V1, PUBLISHED, Genotype, known_spaces, resolve_genotype
 from nasrun.nets.cifar import NetworkCIFAR
 from nasrun.spaces import DARTS_OPS
 from nasrun.spaces.space import derive

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from nasrun.errors import GenotypeError
-from nasrun.genotype import PUBLISHED, Genotype
+from nasrun.genotype.genotype import PUBLISHED, Genotype
 from nasrun.nets.cifar import NetworkCIFAR
 from nasrun.spaces.ops import DARTS_OPS, OPS
 

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import nasrun.retrain as retrain
-from nasrun.config import compose, to_typed
+import nasrun.train.retrain as retrain
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.genotype import PUBLISHED, parse_nb201
+from nasrun.genotype.genotype import PUBLISHED, parse_nb201
 from nasrun.nets import AuxiliaryHeadCIFAR, NetworkImageNet, build_network, count_macs, count_parameters
 from nasrun.nets.imagenet import AuxiliaryHeadImageNet
-from nasrun.retrain import LinearWarmup, lr_schedule, resolve_inputs, run_retrain
-from nasrun.training import evaluate, evaluate_topk, topk_correct
+from nasrun.train.retrain import LinearWarmup, lr_schedule, resolve_inputs, run_retrain
+from nasrun.train.steps import evaluate, evaluate_topk, topk_correct
 
 DARTS_V2 = PUBLISHED["DARTS_V2"]
 NB201_BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -102,7 +102,7 @@ def test_refusals_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="recipe.network='vit'"):
         build_network(DARTS_V2, 4, 10, 3, True, input_size=224, network="vit")
     # through the CLI's show: the NB201 cell with recipe=imagenet
-    from nasrun.show import show
+    from nasrun.cli.show import show
 
     with pytest.raises(ConfigError, match="recipe.network=imagenet"):
         show([f"genotype={NB201_BEST}", "recipe=imagenet"])
@@ -170,7 +170,7 @@ def test_published_sizes_at_224(name):
 
 
 def test_show_prints_the_imagenet_sizes_without_imagenet_files(tmp_path, monkeypatch, capsys):
-    from nasrun.show import show
+    from nasrun.cli.show import show
 
     monkeypatch.chdir(tmp_path)  # no data/ here: show only builds the network
     monkeypatch.setenv("NASRUN_DATA", str(tmp_path / "nowhere"))

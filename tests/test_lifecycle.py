@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
-from nasrun.config import compose, to_typed
-from nasrun.retrain import run_retrain
-from nasrun.runs import Interrupted
+from nasrun.config.schema import compose, to_typed
+from nasrun.train.retrain import run_retrain
+from nasrun.run.folder import Interrupted
 
 RETRAIN = ["genotype=DARTS_V2", "dataset=digits", *TINY_RETRAIN, "recipe.epochs=3", "recipe.drop_path_prob=0.3",
            "recipe.auxiliary=true", "recipe.layers=3", "seed=4"]
@@ -89,7 +89,7 @@ def test_a_failed_run_prints_one_line_and_exits_1(tmp_path):
 
 def test_a_supernet_that_cannot_fit_is_refused_before_it_is_allocated(tmp_path):
     from nasrun.errors import ConfigError
-    from nasrun.search import run_search
+    from nasrun.search.loop import run_search
 
     cfg = to_typed(compose("search", [*TINY_SEARCH, "supernet.C=4096", "supernet.layers=40", "space.nodes=4",
                                       "space.ops=[none,skip_connect,sep_conv_5x5]"]))

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator, make_perturbation
 from nasrun.methods.alpha_maps import Argmax
 from nasrun.methods.nasp import op_param_fractions
-from nasrun.options import ArgmaxConf, DiscreteConf, ProximalConf
-from nasrun.retrain import run_retrain
-from nasrun.search import run_search
+from nasrun.config.options import ArgmaxConf, DiscreteConf, ProximalConf
+from nasrun.train.retrain import run_retrain
+from nasrun.search.loop import run_search
 from nasrun.spaces.space import derive
 from nasrun.supernet import MixedOp
 from nasrun.supernet.projection import discrete_architecture, project

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nasrun.errors import ConfigError
-from nasrun.genotype import PUBLISHED, Genotype
+from nasrun.genotype.genotype import PUBLISHED, Genotype
 from nasrun.nets import Cell, NetworkCIFAR, count_macs, count_parameters
 from nasrun.spaces import Identity
 

@@ -22,7 +22,7 @@ def test_op_output_shape(name, stride, size, affine):
 
 
 def test_darts_ops_are_known_and_match_config():
-    from nasrun.config import DARTS_PRIMITIVES
+    from nasrun.config.schema import DARTS_PRIMITIVES
 
     assert set(DARTS_OPS) <= set(OPS)
     assert DARTS_OPS == tuple(DARTS_PRIMITIVES)

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.genotype import Genotype
-from nasrun.retrain import run_retrain
-from nasrun.search import run_search
+from nasrun.genotype.genotype import Genotype
+from nasrun.train.retrain import run_retrain
+from nasrun.search.loop import run_search
 from nasrun.spaces import DARTS_OPS
 from nasrun.spaces.space import Space, derive
 from nasrun.supernet import MixedOp, SuperNet, keep_strongest, refine_skips, skip_dropout_rate

@@ -15,9 +15,9 @@ import yaml
 
 pytest.importorskip("matplotlib")
 
-from nasrun import plot  # noqa: E402
-from nasrun import report as rep  # noqa: E402
-from nasrun.genotype import PUBLISHED, Cell, Genotype, parse_nb201  # noqa: E402
+from nasrun.report import plot  # noqa: E402
+from nasrun.report import summary as rep  # noqa: E402
+from nasrun.genotype.genotype import PUBLISHED, Cell, Genotype, parse_nb201  # noqa: E402
 from nasrun.spaces.ops import DARTS_OPS, NB201_OPS  # noqa: E402
 from nasrun.spaces.space import cell_edges  # noqa: E402
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SYNTH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods import ArchObjective
 from nasrun.methods.estimators import SecondOrder, amended_product, central_difference, exact_mixed
 from nasrun.methods.estimators import finite_difference_mixed
-from nasrun.precision import Numerics, full_precision
-from nasrun.retrain import run_retrain
-from nasrun.search import run_search
+from nasrun.train.precision import Numerics, full_precision
+from nasrun.train.retrain import run_retrain
+from nasrun.search.loop import run_search
 from nasrun.supernet import SuperNet
 
 BF16 = Numerics("bf16")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from nasrun import report as rep
-from nasrun.genotype import PUBLISHED
+from nasrun.report import summary as rep
+from nasrun.genotype.genotype import PUBLISHED
 
 GENOTYPE = PUBLISHED["DARTS_V2"].to_dict()
 
@@ -143,7 +143,7 @@ def test_report_without_runs_exits_2(tmp_path: Path, capsys):
 
 def test_show_plot_draws_one_genotype(tmp_path: Path, capsys):
     pytest.importorskip("matplotlib")
-    from nasrun.show import show
+    from nasrun.cli.show import show
 
     target = tmp_path / "cells.png"
     show(["genotype=DARTS_V2", "recipe=quick", "dataset=digits", f"--plot={target}"])

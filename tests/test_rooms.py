@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 import nasrun
-from nasrun.compose_errors import group_options
-from nasrun.config import compose, to_typed
+from nasrun.config.compose_errors import group_options
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods.registry import IMPLEMENTATIONS
-from nasrun.options import AXES
+from nasrun.config.options import AXES
 
 PRESETS = group_options("method")
 
@@ -151,7 +151,7 @@ def test_every_module_imports_on_its_own(module):
 
 
 def test_no_function_of_the_search_loop_is_over_sixty_lines():
-    for module in ("nasrun.search", "nasrun.search_state", "nasrun.methods.schedules", "nasrun.training"):
+    for module in ("nasrun.search.loop", "nasrun.search.state", "nasrun.methods.schedules", "nasrun.train.steps"):
         tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -169,7 +169,7 @@ def test_the_op_names_known_without_torch_are_the_ops_nasrun_builds():
 def test_checking_a_command_line_does_not_import_torch():
     import subprocess
 
-    code = ("import sys\nfrom nasrun.config import compose, to_typed\n"
+    code = ("import sys\nfrom nasrun.config.schema import compose, to_typed\n"
             "to_typed(compose('search', ['method=amended', 'space=nb201', 'estimator.eta=0.5']))\n"
             "try:\n    compose('search', ['serach.epochs=2'])\nexcept Exception:\n    pass\n"
             "print('torch' in sys.modules)")

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from nasrun.errors import RunFolderError
-from nasrun.runs import (
+from nasrun.run.folder import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
     METRICS,
@@ -74,7 +74,7 @@ def test_lock_held_by_another_process_until_it_is_killed(tmp_path: Path):
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from nasrun.runs import RunFolder
+            from nasrun.run.folder import RunFolder
             run = RunFolder({str(folder)!r}, "search").open()
             print("ready", flush=True)
             time.sleep(120)
@@ -248,7 +248,7 @@ def test_truncated_checkpoint_is_refused(tmp_path: Path):
 
 def test_torn_last_line_is_dropped_with_a_warning(tmp_path: Path, caplog):
     (tmp_path / METRICS).write_text('{"epoch": 0, "loss": 1.5}\n{"epoch": 1, "loss": 1.2}\n{"epoch": 2, "lo')
-    with RunFolder(tmp_path, "search") as run, caplog.at_level(logging.WARNING, logger="nasrun.runs"):
+    with RunFolder(tmp_path, "search") as run, caplog.at_level(logging.WARNING, logger="nasrun.run.folder"):
         assert run.rows(METRICS) == [{"epoch": 0, "loss": 1.5}, {"epoch": 1, "loss": 1.2}]
         assert "torn line 3" in caplog.text
         run.append(METRICS, {"epoch": 2, "loss": 1.0})  # starts on its own line, the torn bytes are gone
@@ -258,7 +258,7 @@ def test_torn_last_line_is_dropped_with_a_warning(tmp_path: Path, caplog):
 
 def test_invalid_last_line_with_newline_is_dropped(tmp_path: Path, caplog):
     (tmp_path / METRICS).write_text('{"epoch": 0}\n\x00\x00\x00\n')
-    with caplog.at_level(logging.WARNING, logger="nasrun.runs"):
+    with caplog.at_level(logging.WARNING, logger="nasrun.run.folder"):
         assert read_jsonl(tmp_path / METRICS) == [{"epoch": 0}]
     assert "unreadable last line 2" in caplog.text
 

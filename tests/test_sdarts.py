@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods import make_estimator, make_perturbation, make_schedule
 from nasrun.methods.perturbations import epsilon_at, pgd_attack, project_ball_simplex, renorm, uniform_noise
-from nasrun.options import AdversarialConf, FirstOrderConf, NoPerturbationConf, RandomConf
-from nasrun.retrain import run_retrain
-from nasrun.search import run_search, train_epoch
-from nasrun.search_state import SearchState
+from nasrun.config.options import AdversarialConf, FirstOrderConf, NoPerturbationConf, RandomConf
+from nasrun.train.retrain import run_retrain
+from nasrun.search.loop import run_search, train_epoch
+from nasrun.search.state import SearchState
 
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SYNTH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import RunFolderError
-from nasrun.search import run_search
+from nasrun.search.loop import run_search
 
 
 class Stop(Exception):

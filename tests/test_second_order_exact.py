@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from conftest import TINY_SYNTH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods import ArchBatch, make_estimator
-from nasrun.options import SecondOrderConf
-from nasrun.search import run_search
+from nasrun.config.options import SecondOrderConf
+from nasrun.search.loop import run_search
 
 MU, WD, XI = 0.9, 3e-4, 0.05
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from nasrun import distributed
+from nasrun.parallel import distributed
 from test_distributed import DDP_RETRAIN, _env, assert_same_metrics, assert_same_weights, metrics, weights
 from test_distributed import one_process  # noqa: F401 - a fixture, used by name
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.genotype import Genotype, parse_nb201
+from nasrun.genotype.genotype import Genotype, parse_nb201
 from nasrun.nets import build_network, count_parameters
 from nasrun.spaces.space import Space
 from nasrun.supernet import SuperNet
@@ -184,8 +184,8 @@ def test_combinations_that_cannot_make_sense_are_refused_before_any_work(overrid
 def test_a_resumed_search_with_the_noise_op_draws_the_same_noise(tmp_path):
     import numpy as np
 
-    from nasrun.runs import Interrupted
-    from nasrun.search import run_search
+    from nasrun.run.folder import Interrupted
+    from nasrun.search.loop import run_search
 
     cfg = to_typed(compose("search", ["space=rdarts_s4", "dataset=digits", "dataset.subset=16", "search.epochs=2",
                                       "search.batch_size=32", "supernet.C=4", "supernet.layers=3", "space.nodes=2",

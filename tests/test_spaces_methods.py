@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from nasrun.compose_errors import group_options
-from nasrun.config import compose, to_typed
+from nasrun.config.compose_errors import group_options
+from nasrun.config.schema import compose, to_typed
 from nasrun.errors import ConfigError
-from nasrun.retrain import run_retrain
-from nasrun.search import run_search
+from nasrun.train.retrain import run_retrain
+from nasrun.search.loop import run_search
 
 PRESETS = group_options("method")
 # no none, per-edge lists, the noise op, the residual skeleton, searched edges and independent cells

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-NASRUN = [sys.executable, "-c", "from nasrun.cli import main; main()"]
+NASRUN = [sys.executable, "-c", "from nasrun.cli.dispatch import main; main()"]
 OPS = "space.ops=[none,max_pool_3x3,skip_connect,sep_conv_3x3]"
 TINY_NET = ["search.epochs=1", "supernet.C=2", "supernet.layers=3", "space.nodes=2", OPS, "progress=false"]
 DIGITS = ["dataset=digits", "search.batch_size=64", *TINY_NET]
@@ -60,8 +60,8 @@ def test_pipeline_sweep_writes_one_folder_per_job(pipeline_sweep: Path):
         assert search["seed"] == retrain["seed"] == int(job[-1])
         assert (folder / "pipeline.log").exists() and (folder / "search" / "search.log").exists()
         # each stage logs into its own folder (and both into pipeline.log)
-        assert "nasrun.retrain" not in (folder / "search" / "search.log").read_text()
-        assert "nasrun.retrain" in (folder / "pipeline.log").read_text()
+        assert "nasrun.train.retrain" not in (folder / "search" / "search.log").read_text()
+        assert "nasrun.train.retrain" in (folder / "pipeline.log").read_text()
 
 
 def test_report_on_the_sweep(pipeline_sweep: Path):
@@ -100,7 +100,7 @@ def test_sweep_folders_are_unique_within_a_second():
     from hydra.core.utils import setup_globals
     from omegaconf import OmegaConf
 
-    from nasrun.config import register
+    from nasrun.config.schema import register
 
     register()  # nasrun's resolvers (and schemas)
     setup_globals()  # Hydra's ${now:} resolver
@@ -114,8 +114,8 @@ def test_sweep_folders_are_unique_within_a_second():
 
 
 def test_rerun_pipeline_skips_the_search_and_resumes_the_retraining(tmp_path: Path):
-    from nasrun.config import compose, to_typed
-    from nasrun.pipeline import run_pipeline
+    from nasrun.config.schema import compose, to_typed
+    from nasrun.run.pipeline import run_pipeline
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

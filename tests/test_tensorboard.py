@@ -16,8 +16,8 @@ pytest.importorskip("matplotlib")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from nasrun.errors import ConfigError  # noqa: E402
-from nasrun.genotype import PUBLISHED  # noqa: E402
-from nasrun.tensorboard import FOLDER, TensorBoardWriter, scalar_tag, scalars  # noqa: E402
+from nasrun.genotype.genotype import PUBLISHED  # noqa: E402
+from nasrun.report.tensorboard import FOLDER, TensorBoardWriter, scalar_tag, scalars  # noqa: E402
 
 DARTS_V2 = PUBLISHED["DARTS_V2"]
 OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
@@ -118,7 +118,7 @@ def test_resume_appends(tmp_path):
 
 def test_drawing_failure_is_a_warning(tmp_path, caplog):
     bad = {"ops": np.array(OPS)}  # no alpha kinds: plot_alphas refuses it
-    with caplog.at_level(logging.DEBUG, logger="nasrun.tensorboard"), TensorBoardWriter(tmp_path, "search") as w:
+    with caplog.at_level(logging.DEBUG, logger="nasrun.report.tensorboard"), TensorBoardWriter(tmp_path, "search") as w:
         w.epoch(0, search_row(0), genotype=DARTS_V2, alphas=bad)
         w.epoch(1, search_row(1), genotype=DARTS_V2, alphas=bad)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -153,8 +153,8 @@ def test_logger_tensorboard_writes_every_epoch_of_a_search(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from conftest import TINY_SEARCH
-    from nasrun.config import compose, to_typed
-    from nasrun.search import run_search
+    from nasrun.config.schema import compose, to_typed
+    from nasrun.search.loop import run_search
 
     run_search(to_typed(compose("search", [*TINY_SEARCH, "logger=tensorboard"])), tmp_path / "run")
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from conftest import TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.config import compose, to_typed
+from nasrun.config.schema import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.methods.objective import ObjectiveValue
 from nasrun.methods.zarts import MGS, finetune_copy
-from nasrun.options import GLDConf, MGSConf, RSConf
-from nasrun.retrain import run_retrain
-from nasrun.search import run_search
+from nasrun.config.options import GLDConf, MGSConf, RSConf
+from nasrun.train.retrain import run_retrain
+from nasrun.search.loop import run_search
 
 TARGET = torch.tensor([[0.6, -0.4, 0.3], [-0.2, 0.5, -0.7]], dtype=torch.float64)
 

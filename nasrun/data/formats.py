@@ -1,6 +1,6 @@
 """Readers of the published on-disk formats of the in-memory datasets.
 
-Each ``load_*`` function takes a :class:`nasrun.config.DatasetConf` and returns
+Each ``load_*`` function takes a :class:`nasrun.config.schema.DatasetConf` and returns
 ``(train, test, num_classes, info)`` with uint8 (N, C, H, W) :class:`ImageSet` parts. Files are
 read directly (no torchvision dataset object), so that a missing, truncated or foreign file ends in
 one :class:`DataError` line naming the path, the expected layout and how to get the data, and so

@@ -38,7 +38,7 @@ def _loaders() -> dict:
 
 
 def load_dataset(cfg: Any) -> DataBundle:
-    """Load the dataset described by a :class:`nasrun.config.DatasetConf`.
+    """Load the dataset described by a :class:`nasrun.config.schema.DatasetConf`.
 
     Raises :class:`DataError` (one line, naming the path or config key to change) when the files are
     missing or unreadable, or when the data does not match ``dataset.in_channels``,

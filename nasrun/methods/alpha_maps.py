@@ -7,7 +7,7 @@
   alphas. Its regulariser is NASP's parameter-size term (``param_reg``, 0 = off).
 
 A new map (DrNAS' Dirichlet, GDAS' Gumbel) is a class with the same four methods plus an option in
-``nasrun.options.AXES['alpha_map']`` and a line in ``nasrun.methods.registry``.
+``nasrun.config.options.AXES['alpha_map']`` and a line in ``nasrun.methods.registry``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from nasrun.options import ArgmaxConf, SoftmaxConf
+from nasrun.config.options import ArgmaxConf, SoftmaxConf
 from nasrun.supernet.projection import column_ops, discrete_architecture, kinds_of
 
 

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from nasrun.methods.gradients import grad
 from nasrun.methods.objective import ArchObjective
-from nasrun.options import AmendedConf, FirstOrderConf, SecondOrderConf
-from nasrun.precision import full_precision
+from nasrun.config.options import AmendedConf, FirstOrderConf, SecondOrderConf
+from nasrun.train.precision import full_precision
 
 
 @dataclass

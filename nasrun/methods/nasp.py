@@ -42,7 +42,7 @@ from nasrun.methods.alpha_maps import op_param_fractions
 from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator
 from nasrun.methods.objective import ArchObjective
 from nasrun.methods.perturbations import Perturbation
-from nasrun.options import DiscreteConf, ProximalConf
+from nasrun.config.options import DiscreteConf, ProximalConf
 from nasrun.supernet.projection import column_ops, discrete_architecture, kinds_of, none_mask, project, straight_through
 
 

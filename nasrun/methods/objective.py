@@ -3,7 +3,7 @@
 Every estimator and perturbation evaluates the supernet through :class:`ArchObjective`, so the
 loss is written once. The mixing weights default to the supernet's own alpha map; the map may
 declare a regulariser on them (NASP's parameter-size term), which is added here. The forward runs in
-the run's precision (:class:`~nasrun.precision.Numerics`); the loss is always taken of fp32 logits.
+the run's precision (:class:`~nasrun.train.precision.Numerics`); the loss is always taken of fp32 logits.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.precision import FP32, Numerics, upcast
+from nasrun.train.precision import FP32, Numerics, upcast
 
 Mix = dict[str, Tensor]
 

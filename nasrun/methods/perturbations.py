@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from nasrun.methods.objective import ArchObjective
-from nasrun.options import AdversarialConf, NoPerturbationConf, RandomConf
+from nasrun.config.options import AdversarialConf, NoPerturbationConf, RandomConf
 
 Mix = Optional[dict[str, Tensor]]
 

@@ -1,7 +1,7 @@
-"""The implementation of every axis option, keyed by its config schema (the names live in ``nasrun.options``).
+"""The implementation of every axis option, keyed by its config schema (the names live in ``nasrun.config.options``).
 
 A new estimator, perturbation, alpha map or schedule is a class here plus its schema in
-``nasrun.options.AXES``; a test checks that the two lists cover each other.
+``nasrun.config.options.AXES``; a test checks that the two lists cover each other.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from nasrun.methods.objective import ArchObjective
 from nasrun.methods.perturbations import AdversarialPGD, NoPerturbation, Perturbation, RandomSmoothing
 from nasrun.methods.schedules import Progressive, Schedule, Single
 from nasrun.methods.zarts import GLD, MGS, RS
-from nasrun import options as o
-
+from nasrun.config import options as o
 ESTIMATORS: dict[type, type[Estimator]] = {
     o.FirstOrderConf: FirstOrder, o.SecondOrderConf: SecondOrder, o.AmendedConf: Amended, o.ProximalConf: Proximal,
     o.MGSConf: MGS, o.RSConf: RS, o.GLDConf: GLD,

@@ -16,8 +16,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from nasrun.genotype import Genotype
-from nasrun.options import ProgressiveConf, SingleConf
+from nasrun.genotype.genotype import Genotype
+from nasrun.config.options import ProgressiveConf, SingleConf
 from nasrun.supernet.stages import keep_strongest, refine_skips, skip_dropout_rate
 
 log = logging.getLogger(__name__)

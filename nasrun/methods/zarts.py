@@ -56,8 +56,8 @@ from torch import Tensor, nn
 
 from nasrun.methods.estimators import ArchBatch, ArchGrad, Estimator, global_norm, preserved_buffers
 from nasrun.methods.objective import ArchObjective
-from nasrun.precision import full_precision
-from nasrun.options import GLDConf, MGSConf, RSConf, ZeroOrderConf
+from nasrun.train.precision import full_precision
+from nasrun.config.options import GLDConf, MGSConf, RSConf, ZeroOrderConf
 
 log = logging.getLogger(__name__)
 

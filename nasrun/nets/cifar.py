@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from nasrun.errors import ConfigError
-from nasrun.genotype import Cell as GenotypeCell
-from nasrun.genotype import Genotype
+from nasrun.genotype.genotype import Cell as GenotypeCell
+from nasrun.genotype.genotype import Genotype
 from nasrun.spaces.ops import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
 
 #: The auxiliary head's 5x5/3 pool then 2x2 conv need at least 8x8 maps.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from nasrun.errors import ConfigError
-from nasrun.genotype import Genotype
+from nasrun.genotype.genotype import Genotype
 from nasrun.nets.cifar import stack_cells, stack_reductions
 
 #: The side of the last cell's maps: the head is a fixed AvgPool 7x7 (as in DARTS), then a linear layer.

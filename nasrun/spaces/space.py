@@ -1,6 +1,6 @@
 """A search space as data: the one description the supernet, the genotype, the networks and the plots read.
 
-:class:`Space` is built from the ``space`` config (``nasrun.config.SpaceConf``) and answers every
+:class:`Space` is built from the ``space`` config (``nasrun.config.schema.SpaceConf``) and answers every
 question about the space's shape: the op vocabulary (alpha column order), the ops of every edge,
 the edges of a cell and their order (alpha row order), which alphas exist for a number of cells
 (one normal and one reduction set when cells are shared, one set per position otherwise), which
@@ -17,11 +17,11 @@ from dataclasses import asdict, is_dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from nasrun.checks import check, int_range, one_of
+from nasrun.config.checks import check, int_range, one_of
 from nasrun.spaces.names import OP_NAMES as OPS
 
 if TYPE_CHECKING:
-    from nasrun.genotype import Genotype
+    from nasrun.genotype.genotype import Genotype
 
 DERIVATIONS = ("top_k", "argmax", "searched")
 SHARING = ("shared", "independent")
@@ -181,7 +181,7 @@ class Space:
         """The genotype the mixing weights encode: per alpha kind, ``weights[kind]`` is ``(num_edges,
         len(ops))`` on the vocabulary (0 for ops an edge does not have); ``edge_ops[kind]`` (default:
         the space's) are the ops each edge may pick."""
-        from nasrun.genotype import Cell, Genotype
+        from nasrun.genotype.genotype import Cell, Genotype
 
         positions = dict(self.positions(layers))
         cells = {}

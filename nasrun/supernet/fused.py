@@ -140,7 +140,7 @@ class _BNGroup:
         if x.dtype in (torch.bfloat16, torch.float16):  # precision=bf16: statistics in fp32, as every BN of a run
             x = x.float()
         if training and _GLOBAL_BN.get():
-            from nasrun.distributed import rank_batch_norm
+            from nasrun.parallel.distributed import rank_batch_norm
 
             return rank_batch_norm(x, self.mean, self.var, weight, None, b.momentum, b.eps)
         return F.batch_norm(x, self.mean, self.var, weight, None, training, b.momentum, b.eps)
@@ -153,7 +153,7 @@ _GLOBAL_BN: ContextVar[bool] = ContextVar("nasrun_fused_global_batch_norm", defa
 def global_batch_norm() -> Iterator[None]:
     """Inside, fused BatchNorms in training mode normalise over every torchrun rank's batch (``search.sync_bn``).
 
-    The plain supernet gets this by swapping its BatchNorm modules (:func:`nasrun.distributed.sync_batchnorm`);
+    The plain supernet gets this by swapping its BatchNorm modules (:func:`nasrun.parallel.distributed.sync_batchnorm`);
     a fused op normalises many BNs at once with their buffers, so it is told instead.
     """
     token = _GLOBAL_BN.set(True)

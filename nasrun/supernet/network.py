@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.genotype import Genotype
+from nasrun.genotype.genotype import Genotype
 from nasrun.spaces.space import Space, reduction_indices
 from nasrun.supernet.cell import SearchCell, SingleInputCell
 from nasrun.supernet.mixed_op import MixedOp

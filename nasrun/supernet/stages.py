@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from nasrun.genotype import Genotype
+from nasrun.genotype.genotype import Genotype
 
 
 def keep_strongest(

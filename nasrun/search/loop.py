@@ -1,0 +1,405 @@
+"""The search loop: the one implementation of the bilevel loop that every method composes.
+
+Per step: an architecture step on a validation batch (the estimator, applied by
+:func:`apply_arch_step`), then a weight step on the training batch under the perturbation's mixing
+weights. Per epoch: a metrics row, a genotype row, the alpha history and an atomic checkpoint of
+the :class:`SearchState`. The schedule says what each epoch does and what ends a stage.
+``run_search`` takes a typed config and an output folder, so it runs the same from the CLI, from
+Python and from tests.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nasrun.parallel import distributed
+from nasrun.config.schema import DatasetConf, NasrunConf, as_plain_dict
+from nasrun.data import index_hash, load_dataset, make_stream, search_split
+from nasrun.data.loaders import make_shard_stream
+from nasrun.parallel.distributed import Job
+from nasrun.search.evidence import EpochLog, Evidence
+from nasrun.run.lifecycle import recorded
+from nasrun.methods import ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule
+from nasrun.methods.schedules import EpochPlan, public
+from nasrun.run.folder import (
+    METRICS,
+    RunFolder,
+    atomic_write_bytes,
+    atomic_write_json,
+    environment,
+    resolve_device,
+    seed_everything,
+)
+from nasrun.train.memory import check_fits
+from nasrun.train.precision import Numerics, check_available, upcast
+from nasrun.parallel.rank_runs import NoEpochLog, reseed_rank, run_ranks
+from nasrun.parallel.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
+from nasrun.search.state import CHECKPOINT_SCHEMA, SearchState, build_supernet
+from nasrun.spaces.ops import NOISE
+from nasrun.train.steps import Progress, apply_threads, count, evaluate, sgd_step
+
+log = logging.getLogger(__name__)
+
+GENOTYPES = "genotypes.jsonl"
+ALPHAS = "alphas.npz"
+STAGES = "stages.json"
+
+EpochHook = Callable[[int, dict], None]
+
+
+def alpha_entropy(weights: torch.Tensor) -> float:
+    """Mean over edges of the entropy of the mixing weights (log K when uniform, 0 when one-hot)."""
+    w = weights.detach().clamp_min(1e-12)
+    return float(-(w * w.log()).sum(-1).mean())
+
+
+def run_search(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[EpochHook] = None) -> dict:
+    """Search a genotype into ``out_dir``; resume from its checkpoint if there is one.
+
+    Under torchrun every process runs this; rank 0 writes the run folder (see :mod:`nasrun.parallel.search_ranks`).
+    """
+    config = as_plain_dict(cfg)
+    check_search_ranks(cfg)
+    holder: dict = {}
+
+    def last_epoch() -> Optional[int]:
+        return holder["state"].epoch - 1 if "state" in holder else None
+
+    if distributed.is_distributed():
+        return run_ranks("search", out_dir, config, "search.log", cfg.device,
+                         lambda run, job: _search(cfg, config, run, holder, on_epoch_end, job), last_epoch)
+    with RunFolder(out_dir, "search", "search.log") as run:
+        previous = run.completed(config)
+        if previous is not None:
+            log.info("%s already holds a completed search; nothing to do", run.path)
+            return previous
+        with recorded(run, config, last_epoch):
+            return _search(cfg, config, run, holder, on_epoch_end)
+
+
+def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoch_end: Optional[EpochHook],
+            job: Optional[Job] = None) -> dict:
+    started = time.time()
+    device = resolve_device(cfg.device) if job is None else job.device
+    check_available(cfg.precision, device)
+    dataset_cfg = cfg.dataset or DatasetConf()
+    stages = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), 1, 0).stages
+    deepest = max(stage.layers for stage in stages)
+    check_fits(lambda: build_supernet(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, deepest), device,
+               f"the supernet (supernet.C={cfg.supernet.C}, {deepest} cells)")
+    seed_everything(cfg.seed)
+    apply_threads(cfg.threads)
+    NOISE.seed(cfg.seed)  # R-DARTS S4's noise op: its own stream, kept in the checkpoint
+    data = load_dataset(dataset_cfg)
+    train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
+    state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device, job)
+    evidence = Evidence(cfg, data, val_idx, device) if run.writes else None  # rank 0's (eval mode): no collectives
+    epoch_log = EpochLog(cfg, run.path, "search") if run.writes else NoEpochLog()
+    ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA) if run.writes else None
+    if job is not None:  # rank 0 read it; every rank resumes from it (no shared file system needed)
+        ckpt = job.share(ckpt)
+    if ckpt is not None:
+        state.load_state_dict(ckpt)
+        log.info("resuming %s after epoch %d (of %d)", run.path, state.epoch, state.schedule.total_epochs)
+    if job is not None:
+        _join(state, job)
+    for name in (METRICS, GENOTYPES):
+        run.truncate(name, state.epoch)
+    schedule = state.schedule
+    stages = f" in {len(schedule.stages)} stages" if schedule.staged else ""
+    log.info("search: %s on %s, %s, %s%s, %s per epoch, device %s -> %s", cfg.method.name, dataset_cfg.name,
+             cfg.space.name, count(schedule.total_epochs, "epoch"), stages,
+             count(state.train_stream.batches_per_pass, "step"), device, run.path)
+    for epoch in range(state.epoch, schedule.total_epochs):
+        plan = schedule.plan(epoch)
+        if plan.stage != state.stage:  # the previous stage is over: keep its strongest ops, start the next
+            _next_stage(state, run, plan.stage)
+        row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence)
+        epoch_log.epoch(epoch, row, lambda: (state.model.genotype(), _history(state)))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+    epoch_log.close()
+    if job is None:
+        return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
+    result = _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started) if run.writes \
+        else None
+    return job.share(result)  # also the last barrier: no rank ends before rank 0 has written the result
+
+
+def _join(state: SearchState, job: Job) -> None:
+    """This process as a rank of the job: DDP (and global BN), and random draws of its own on ranks other than 0."""
+    attach_ranks(state, job)
+    if job.rank > 0:
+        reseed_rank(state.cfg.seed, job.rank, state.epoch)
+
+
+def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_idx, device,
+               job: Optional[Job] = None) -> SearchState:
+    s = cfg.search
+    common = dict(mean=data.mean, std=data.std, crop_padding=dataset_cfg.crop_padding, device=device,
+                  loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
+    stream = make_stream if job is None else partial(make_shard_stream, job.rank, job.world)
+    train_stream = stream(data.train, train_idx, s.batch_size, seed=cfg.seed * 1000 + 1,
+                          augment=dataset_cfg.train_augment, **common)
+    val_stream = stream(data.train, val_idx, s.batch_size, seed=cfg.seed * 1000 + 2,
+                        augment=dataset_cfg.train_augment if dataset_cfg.augment_val else (), **common)
+    schedule = make_schedule(cfg.schedule, cfg.supernet.layers, list(cfg.supernet.skip_dropout), s.epochs,
+                             s.arch_warmup_epochs)
+    objective = ArchObjective(Numerics.of(cfg))
+    return SearchState(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, device, schedule,
+                       make_estimator(cfg.estimator, objective), make_perturbation(cfg.perturbation, objective),
+                       train_stream, val_stream)
+
+
+def _next_stage(state: SearchState, run: RunFolder, stage: int) -> None:
+    _end_stage(state, run)
+    state.start_stage(stage, state.stages[-1]["next_edge_ops"])
+    if state.job is not None:  # the stage's new supernet, in DDP like the last one
+        attach_ranks(state, state.job)
+    log.info("stage %d/%d: %d cells, %d ops per edge", stage + 1, len(state.schedule.stages),
+             state.schedule.stages[stage].layers, state.model.alpha_shape("normal")[1])
+
+
+def _end_stage(state: SearchState, run: RunFolder) -> None:
+    record = state.schedule.end_stage(state.model, state.stage)
+    state.stages.append(record)
+    if run.writes:
+        atomic_write_json(run.path / STAGES, [public(r) for r in state.stages])
+    log.info("stage %d/%d done: %d ops per edge kept; genotype %s", state.stage + 1, len(state.schedule.stages),
+             len(record["kept"]["normal"][0]), record["genotype"])
+
+
+def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,
+                  started: float, evidence: Optional[Evidence]) -> dict:
+    """Train one epoch, evaluate, write its rows and the checkpoint; return the metrics row."""
+    cfg, model, schedule = state.cfg, state.model, state.schedule
+    t0 = time.time()
+    lr = state.lr_schedule.get_last_lr()[0]
+    if schedule.stages[plan.stage].skip_dropout > 0:
+        model.set_skip_dropout(plan.skip_dropout)
+    stats = train_epoch(state, plan, lr)
+    state.lr_schedule.step()
+    if state.job is None:
+        val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,
+                                     state.device, numerics=state.numerics)
+    else:
+        val_loss, val_acc = evaluate_ranks(state, data, val_idx)
+    seconds = time.time() - t0
+    genotype = model.genotype()
+    state.record_alphas()
+    row = {**_metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds),
+           **(evidence.measure(model, genotype) if evidence is not None else {})}
+    run.append(METRICS, row)
+    run.append(GENOTYPES, {"epoch": plan.epoch, **({"stage": plan.stage} if schedule.staged else {}),
+                           "genotype": genotype.to_dict()})
+    if run.writes:
+        _save_alphas(run.path / ALPHAS, state)
+    state.epoch = plan.epoch + 1
+    run.save_checkpoint({"config": config, **state.state_dict(), "elapsed": state.elapsed + (time.time() - started)})
+    log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  skip %d  %.1fs",
+             plan.epoch + 1, schedule.total_epochs, stats["train_loss"], stats["train_acc"], val_loss, val_acc,
+             row["skip_normal"], seconds)
+    log.debug("epoch %d genotype: %s", plan.epoch + 1, genotype)
+    return row
+
+
+def _metrics_row(state: SearchState, plan: EpochPlan, lr: float, stats: dict, val_loss: float, val_acc: float,
+                 genotype, seconds: float) -> dict:
+    mix = state.model.mixing_weights()
+    staged = state.schedule.staged
+    return {
+        "epoch": plan.epoch,
+        **({"stage": plan.stage, "stage_epoch": plan.stage_epoch,
+            "layers": state.schedule.stages[plan.stage].layers} if staged else {}),
+        **({"skip_dropout": plan.skip_dropout} if state.schedule.stages[plan.stage].skip_dropout > 0 else {}),
+        "lr": lr,
+        "arch_active": plan.arch_active,
+        **stats,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        **{f"alpha_entropy_{kind}": alpha_entropy(w) for kind, w in mix.items()},
+        "skip_normal": genotype.count("skip_connect", "normal"),
+        "skip_reduce": genotype.count("skip_connect", "reduce"),
+        "param_free_normal": genotype.count_parameter_free("normal"),
+        "param_free_reduce": genotype.count_parameter_free("reduce"),
+        "seconds": seconds,
+        "images_per_s": stats["images"] / seconds,
+    }
+
+
+class _Totals:
+    """Running sums of one epoch's losses and accuracies, and the estimator's per-step diagnostics."""
+
+    def __init__(self) -> None:
+        self.loss = self.arch_loss = 0.0
+        self.correct = self.n = self.arch_correct = self.arch_n = 0
+        self.arch_stats: dict[str, list[float]] = {}
+
+    def add_ranks(self, job: Optional[Job]) -> None:
+        """Under torchrun: the sums of every rank's slices (the diagnostics are of global gradients already)."""
+        if job is not None:
+            sums = job.sum([self.loss, self.correct, self.n, self.arch_loss, self.arch_correct, self.arch_n])
+            self.loss, self.arch_loss = sums[0], sums[3]
+            self.correct, self.n, self.arch_correct, self.arch_n = (int(v) for v in sums[1:3] + sums[4:])
+
+    def summary(self) -> dict:
+        n, an = max(self.n, 1), max(self.arch_n, 1)
+        return {
+            "train_loss": self.loss / n,
+            "train_acc": self.correct / n,
+            "arch_val_loss": self.arch_loss / an if self.arch_n else None,
+            "arch_val_acc": self.arch_correct / an if self.arch_n else None,
+            "images": self.n + self.arch_n,
+            # per-step diagnostics of the estimator, averaged over the epoch (||g1||, ||second term||, cosine)
+            **{key: sum(values) / len(values) for key, values in self.arch_stats.items()},
+        }
+
+
+def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
+    """One pass of the search-train stream: an architecture step (when active), then a weight step."""
+    model, job = state.model, state.job
+    model.train()
+    steps = state.train_stream.batches_per_pass
+    totals = _Totals()
+    show = state.cfg.progress and (job is None or job.rank == 0)
+    bar = Progress(show, f"epoch {plan.epoch + 1}/{state.schedule.total_epochs}", steps)
+    with rank_steps(state) if job is not None else nullcontext():
+        for step in range(steps):
+            if job is not None:
+                job.injected_failure(plan.epoch, step)
+            x, y = next(state.train_stream)
+            xv, yv = next(state.val_stream)
+            if plan.arch_active:
+                _arch_step(state, plan, lr, step, (x, y, xv, yv), totals)
+            _weight_step(state, plan, lr, x, y, totals)
+            bar.advance()
+    bar.stop()
+    totals.add_ranks(job)
+    return totals.summary()
+
+
+def _arch_step(state: SearchState, plan: EpochPlan, lr: float, step: int, batches: tuple, totals: _Totals) -> None:
+    x, y, xv, yv = batches
+    epochs = state.schedule.epochs
+    batch = ArchBatch(x, y, xv, yv, state.w_opt, lr, plan.stage_epoch, epochs, step, state.train_stream,
+                      state.val_stream)
+    arch = state.estimator(state.model, batch)  # None: the estimator skips this step
+    if arch is None:
+        return
+    for key, value in arch.stats.items():
+        totals.arch_stats.setdefault(key, []).append(value)
+    apply_arch_step(state.model, arch, state.a_opt, state.estimator, state.cfg.search.arch_grad_clip)
+    totals.arch_loss += arch.val_loss * len(yv)
+    totals.arch_correct += arch.val_correct
+    totals.arch_n += len(yv)
+
+
+def _weight_step(state: SearchState, plan: EpochPlan, lr: float, x, y, totals: _Totals) -> None:
+    model = state.model
+    mix = state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
+    if state.parallel is not None:
+        logits, loss_sum = _weight_step_ranks(state, lr, x, y, shared_mix(state.job, mix))
+    else:
+        logits = _logits(state, model, x, mix)
+        loss = F.cross_entropy(logits, y)
+        loss_sum = len(y) * sgd_step(loss, state.w_opt, model.weight_parameters(), state.cfg.search.grad_clip, lr,
+                                     clear=model.arch_parameters())
+    totals.loss += loss_sum
+    totals.correct += int((logits.argmax(1) == y).sum())
+    totals.n += len(y)
+
+
+def _logits(state: SearchState, module: torch.nn.Module, x: torch.Tensor, mix=None) -> torch.Tensor:
+    """fp32 logits of the supernet (or its DDP wrapper) under the run's precision and memory format."""
+    xs = state.numerics.inputs(x)
+    with state.numerics.autocast(x.device):
+        return upcast(module(xs) if mix is None else module(xs, mix))
+
+
+def _weight_step_ranks(state: SearchState, lr: float, x, y, mix=None) -> tuple[torch.Tensor, float]:
+    """The weight step through DDP: this rank's logits and its slice's summed loss.
+
+    The loss is the slice's sum times world/B (B: the global batch); DDP averages the ranks' gradients,
+    which gives the global batch's mean-loss gradient even when a short last batch splits unevenly.
+    """
+    scale = state.job.world / state.train_stream.global_batch
+    logits = _logits(state, state.parallel, x, mix)
+    loss = F.cross_entropy(logits, y, reduction="sum") * scale
+    value = sgd_step(loss, state.w_opt, state.model.weight_parameters(), state.cfg.search.grad_clip, lr,
+                     clear=state.model.arch_parameters())
+    return logits, value / scale
+
+
+def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, train_idx, val_idx, config: dict,
+            device: torch.device, started: float) -> dict:
+    """After the last epoch: the final stage record, genotype.json, cells.png and result.json."""
+    cfg = state.cfg
+    rows = run.rows(METRICS)
+    last_row = rows[-1] if rows else {}
+    if state.schedule.staged:
+        _end_stage(state, run)
+    genotype, refinement = state.schedule.final_genotype(state.model)
+    genotype.save(run.path / "genotype.json")
+    _draw_cells(genotype, run.path / "cells.png", f"{cfg.method.name} on {dataset_cfg.name}, seed {cfg.seed}")
+    split = {"seed": cfg.seed, "fraction": dataset_cfg.search_split, "train": len(train_idx), "val": len(val_idx),
+             "train_hash": index_hash(train_idx), "val_hash": index_hash(val_idx)}
+    result = run.write_result(
+        "completed",
+        command="search",
+        method=cfg.method.name,
+        space=cfg.space.name,
+        dataset=dataset_cfg.name,
+        seed=cfg.seed,
+        epochs=state.schedule.total_epochs,
+        final={**{k: last_row.get(k) for k in ("train_acc", "val_acc", "val_loss", "skip_normal", "skip_reduce")},
+               **{k: v for k, v in last_row.items() if k == "eigenvalue" or k.startswith("bench_")}},
+        genotype=genotype.to_dict(),
+        **({"stages": [public(r) for r in state.stages]} if state.schedule.staged else {}),
+        **({"skip_refinement": refinement} if refinement is not None else {}),
+        wall_seconds=state.elapsed + (time.time() - started),
+        split=split,
+        data=data.info,
+        environment=environment(device),
+        **state.numerics.record(),
+        compile=state.capture.record(),  # search.compile asked for, the mode used, and why they differ
+        world_size=1 if state.job is None else state.job.world,
+        config=config,
+    )
+    log.info("search finished: val_acc %.4f -> %s\n%s", last_row.get("val_acc", float("nan")),
+             run.path / "genotype.json", genotype)
+    return result
+
+
+def _draw_cells(genotype, path: Path, title: str) -> None:
+    """cells.png beside genotype.json; a drawing problem must never fail a finished search."""
+    try:
+        from nasrun.report.plot import plot_genotype
+
+        plot_genotype(genotype, path, title)
+    except Exception as exc:  # noqa: BLE001 - the genotype is already saved
+        log.warning("could not draw %s: %s", path, exc)
+
+
+def _history(state: SearchState) -> dict:
+    """The alpha history as alphas.npz holds it: per kind (epochs, edges, ops), plus the op names."""
+    return {**{k: np.stack(v) for k, v in state.history.items()}, "ops": np.array(list(state.model.ops))}
+
+
+def _save_alphas(path: Path, state: SearchState) -> None:
+    """alphas.npz: mixing weights per epoch, (epochs, edges, ops) per cell type, plus the op names."""
+    buf = io.BytesIO()
+    np.savez(buf, **_history(state))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+__all__ = ["run_search", "train_epoch", "alpha_entropy", "evaluate"]

@@ -1,0 +1,123 @@
+"""Everything a search carries from step to step, and how it is saved and restored as one object.
+
+:class:`SearchState` holds the supernet, both optimisers, the learning-rate schedule, the data
+streams, the estimator's own state, the stage, the op sets of the current stage, the finished
+stage records and the alpha history. ``state_dict()`` is the checkpoint (only tensors, numbers,
+strings, lists and dicts, so it loads with ``weights_only=True``); ``load_state_dict()`` resumes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from nasrun.search.capture import Capture
+from nasrun.config.schema import NasrunConf
+from nasrun.methods import Estimator, Perturbation, make_alpha_map
+from nasrun.methods.schedules import Schedule
+from nasrun.config.options import DiscreteConf
+from nasrun.train.precision import Numerics
+from nasrun.run.folder import rng_state, set_rng_state
+from nasrun.spaces.ops import NOISE
+from nasrun.spaces.space import Space
+from nasrun.supernet import SuperNet
+
+#: What a search checkpoint must hold, with the type of each entry (checked before resuming).
+CHECKPOINT_SCHEMA: dict[str, Any] = {
+    "config": dict, "epoch": int, "elapsed": (int, float), "model": dict, "weight_optimizer": dict,
+    "arch_optimizer": dict, "scheduler": dict, "train_stream": dict, "val_stream": dict, "rng": dict,
+    "stage": int, "edge_ops": dict, "stages": list, "alpha_history": dict,
+}
+
+
+def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: int,
+                   edge_ops: Optional[dict] = None) -> SuperNet:
+    """The supernet of one stage, with the run's alpha map."""
+    net = cfg.supernet
+    return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
+                    partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
+                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
+                    # a weight step on one path per edge leaves the others without gradient: no stacked weights
+                    batched=not isinstance(cfg.perturbation, DiscreteConf))
+
+
+class SearchState:
+    """The model, optimisers and streams of a search, stage by stage."""
+
+    def __init__(self, cfg: NasrunConf, num_classes: int, in_channels: int, device: torch.device,
+                 schedule: Schedule, estimator: Estimator, perturbation: Perturbation, train_stream: Any,
+                 val_stream: Any) -> None:
+        self.cfg, self.num_classes, self.in_channels, self.device = cfg, num_classes, in_channels, device
+        self.schedule, self.estimator, self.perturbation = schedule, estimator, perturbation
+        self.train_stream, self.val_stream = train_stream, val_stream
+        self.numerics = Numerics.of(cfg)  # precision and memory format of the supernet and its weight step
+        # search.compile, decided once for every stage
+        self.capture = Capture.plan(cfg.search.compile, device, cfg.estimator, cfg.supernet.skip_dropout)
+        self.epoch = 0  # the next epoch to run
+        self.elapsed = 0.0  # seconds spent in earlier sessions of this run
+        self.stages: list[dict] = []  # records of finished stages
+        self.history: dict[str, list[np.ndarray]] = {}
+        # under torchrun: the supernet in DistributedDataParallel (weight steps run through it) and the job
+        self.parallel: Optional[torch.nn.Module] = None
+        self.job: Optional[Any] = None
+        self.start_stage(0, None)
+
+    def start_stage(self, stage: int, edge_ops: Optional[dict]) -> None:
+        """A fresh supernet over ``edge_ops`` (all ops when None), with fresh optimisers and schedule."""
+        s = self.cfg.search
+        self.stage, self.edge_ops = stage, edge_ops
+        self.model = self.numerics.prepare(build_supernet(
+            self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers, edge_ops).to(self.device))
+        self.capture.apply(self.model)  # every stage's supernet, in place
+        self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
+                                     weight_decay=s.weight_decay)
+        self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
+                                      weight_decay=s.arch_weight_decay)
+        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=s.epochs, eta_min=s.lr_min)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch - 1,  # the last finished epoch
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "weight_optimizer": self.w_opt.state_dict(),
+            "arch_optimizer": self.a_opt.state_dict(),
+            "scheduler": self.lr_schedule.state_dict(),
+            "train_stream": self.train_stream.state_dict(),
+            "val_stream": self.val_stream.state_dict(),
+            "rng": rng_state(self.device),
+            "noise": NOISE.state_dict(),
+            "stage": self.stage,
+            "edge_ops": self.model.edge_ops,
+            "stages": self.stages,
+            "estimator": self.estimator.state_dict(),
+            "alpha_history": {k: [a.tolist() for a in v] for k, v in self.history.items()},
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Resume: rebuild the checkpoint's stage, then restore every part of it."""
+        self.start_stage(ckpt["stage"], ckpt["edge_ops"] if ckpt["stage"] > 0 else None)
+        self.stages = list(ckpt["stages"])
+        self.model.load_state_dict(ckpt["model"])
+        self.w_opt.load_state_dict(ckpt["weight_optimizer"])
+        self.a_opt.load_state_dict(ckpt["arch_optimizer"])
+        self.lr_schedule.load_state_dict(ckpt["scheduler"])
+        self.train_stream.load_state_dict(ckpt["train_stream"])
+        self.val_stream.load_state_dict(ckpt["val_stream"])
+        set_rng_state(ckpt["rng"], self.device)
+        NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())  # absent before spaces had noise
+        self.estimator.load_state_dict(ckpt.get("estimator") or {})  # absent before ZARTS kept state
+        self.history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
+        self.epoch, self.elapsed = ckpt["epoch"] + 1, float(ckpt["elapsed"])
+
+    def record_alphas(self) -> None:
+        """Append this epoch's mixing weights (full op vocabulary, + edge weights) to the alpha history."""
+        with torch.no_grad():
+            weights = {k: v.cpu().numpy() for k, v in self.model.vocabulary_weights(with_edges=False).items()}
+            edges = self.model.edge_weights()
+            if edges is not None:
+                weights.update({f"edges_{k}": v.cpu().numpy() for k, v in edges.items()})
+        for kind, w in weights.items():
+            self.history.setdefault(kind, []).append(w)

@@ -1,0 +1,1 @@
+"""Retraining a genotype, and the training parts the search shares (SGD step, evaluation, precision, memory)."""
