@@ -177,3 +177,30 @@ def test_unified_retrain_takes_the_search_settings(searched: Path, tmp_path: Pat
 def test_unify_needs_a_search_run_folder(tmp_path: Path):
     proc = nasrun("retrain", "genotype=DARTS_V2", "recipe.unify=true", "dataset=digits", cwd=tmp_path)
     assert proc.returncode == 2 and "recipe.unify" in proc.stderr
+
+
+def _console_script() -> list[str]:
+    """The installed ``nasrun`` entry point when there is one (a checkout without install: ``python -m nasrun``)."""
+    import shutil
+
+    found = shutil.which("nasrun")
+    return [found] if found else [sys.executable, "-m", "nasrun"]
+
+
+@pytest.mark.parametrize("args, status", [(["--help"], 0), (["search", "--help"], 0), (["retrain", "--help"], 0),
+                                          (["search", "serach.epochs=2"], 2), (["frobnicate"], 2)])
+def test_help_and_a_mistyped_key_do_not_import_torch(args: list[str], status: int, tmp_path: Path):
+    """The console entry point answers help and a typo without importing torch (seconds saved on every typo).
+
+    ``PYTHONPROFILEIMPORTTIME`` makes the interpreter list every module it imports on stderr.
+    """
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.run([*_console_script(), *args], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == status, proc.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert len(imported) > 50  # the listing is there: hydra and omegaconf alone import dozens of modules
+    assert not [m for m in imported if m.split(".")[0] == "torch"]
+    if status == 2:
+        errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+        assert len(errors) == 1 and errors[0].startswith("nasrun ") and "Traceback" not in proc.stderr, errors

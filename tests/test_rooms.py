@@ -13,7 +13,7 @@ import pytest
 
 import nasrun
 from nasrun.config.compose_errors import group_options
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods.registry import IMPLEMENTATIONS
 from nasrun.config.options import AXES
@@ -169,9 +169,177 @@ def test_the_op_names_known_without_torch_are_the_ops_nasrun_builds():
 def test_checking_a_command_line_does_not_import_torch():
     import subprocess
 
-    code = ("import sys\nfrom nasrun.config.schema import compose, to_typed\n"
+    code = ("import sys\nfrom nasrun.config.compose import compose, to_typed\n"
             "to_typed(compose('search', ['method=amended', 'space=nb201', 'estimator.eta=0.5']))\n"
             "try:\n    compose('search', ['serach.epochs=2'])\nexcept Exception:\n    pass\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# ------------------------------------------------------------------------------- capabilities
+def _option_classes() -> dict[str, dict[str, type]]:
+    from nasrun.config.options import STORED_GROUPS
+
+    return STORED_GROUPS
+
+
+def _axis_base(schema: type) -> type:
+    """The class that names the axis (``axis = ...`` in its own body): where the refusing defaults live."""
+    return next(c for c in schema.__mro__ if "axis" in vars(c))
+
+
+def _declared_by(schema: type, capability: str) -> type:
+    return next(c for c in schema.__mro__ if capability in vars(c))
+
+
+def _default(schema: type) -> object:
+    """An option with its defaults (a benchmark table needs a path to exist as an object)."""
+    return schema(**({"path": "table.csv"} if "path" in {f.name for f in fields(schema)} else {}))
+
+
+def _sample_args() -> dict[str, tuple]:
+    from nasrun.config.schema import SpaceConf
+
+    return {"space_refusal": (SpaceConf(),)}
+
+
+_SAMPLE_ARGS = _sample_args()  # what a capability method is asked about
+
+
+@pytest.mark.smoke
+def test_every_option_declares_every_capability_of_its_axis():
+    """Declared on the option itself, or on a family base that is not an option (the ZARTS rules share theirs);
+    never inherited from the axis base's refusing default or from a sibling option (SDARTS-ADV from -RS)."""
+    groups = _option_classes()
+    registered = {schema for options in groups.values() for schema in options.values()}
+    for group, options in groups.items():
+        for name, schema in options.items():
+            base = _axis_base(schema)
+            assert base.axis == group and base.capabilities, (group, name)
+            option = _default(schema)
+            for capability in base.capabilities:
+                owner = _declared_by(schema, capability)
+                assert owner is schema or (owner not in registered and base in owner.__mro__[1:]), (
+                    f"{group}={name} does not declare {capability} (it comes from {owner.__name__})")
+                answer = getattr(option, capability)
+                if callable(answer):  # a method answers for the option's values
+                    answer(*_SAMPLE_ARGS.get(capability, ()))
+                else:
+                    assert isinstance(answer, bool), (group, name, capability)
+
+
+def test_every_option_class_is_registered_under_its_axis():
+    """An option (a subclass of an axis base with its own ``name``) that is missing from AXES would never be
+    offered; a family base without a name (ZeroOrderConf) is not an option."""
+    from nasrun.config.options import AxisOption, BenchmarkOption
+
+    def below(cls: type) -> list[type]:
+        return [c for sub in cls.__subclasses__() for c in [sub, *below(sub)]]
+
+    groups = _option_classes()
+    for cls in below(AxisOption) + below(BenchmarkOption):
+        if "axis" in vars(cls) or "name" not in getattr(cls, "__dataclass_fields__", {}):
+            continue
+        assert groups[cls.axis].get(cls.__dataclass_fields__["name"].default) is cls, cls.__name__
+
+
+def test_the_capabilities_answer_what_the_checks_ask():
+    from nasrun.config.options import AmendedConf, SecondOrderConf, options_with
+
+    torchrun = {axis: options_with(axis, "runs_under_torchrun") for axis in AXES}
+    assert torchrun == {"estimator": ["first_order", "second_order", "amended"], "perturbation": ["none", "random"],
+                        "alpha_map": ["softmax"], "schedule": ["single", "progressive"]}
+    assert options_with("perturbation", "single_path") == ["discrete"]
+    assert options_with("alpha_map", "single_path") == ["argmax"]
+    assert options_with("schedule", "changes_cell_count") == ["progressive"]
+    exact = SecondOrderConf(hvp="exact").double_backward()
+    assert exact is not None and (exact.setting, exact.instead) == ("estimator.hvp=exact",
+                                                                    "estimator.hvp=finite_difference")
+    assert AmendedConf(hvp="exact").double_backward() == exact
+    assert AmendedConf(hvp="exact", eta=0.0).double_backward() is None  # eta = 0 takes no products
+    assert [n for n, s in AXES["estimator"].items() if _default(s).double_backward() is not None] == []
+
+
+def test_an_option_that_declares_nothing_is_refused():
+    from dataclasses import dataclass
+
+    from nasrun.config.options import (AlphaMapOption, BenchmarkOption, EstimatorOption, PerturbationOption,
+                                       ScheduleOption)
+    from nasrun.config.schema import SpaceConf
+
+    @dataclass
+    class NewEstimator(EstimatorOption):
+        name: str = "new"
+
+    assert not any(base.runs_under_torchrun for base in (EstimatorOption, PerturbationOption, AlphaMapOption,
+                                                         ScheduleOption))
+    assert NewEstimator().double_backward() is not None  # stays eager and off the ranks' global BatchNorm
+    assert PerturbationOption.single_path and AlphaMapOption.single_path  # per-edge parameters: always correct
+    assert ScheduleOption.changes_cell_count  # refused on per-position spaces
+    assert BenchmarkOption().space_refusal(SpaceConf()) is not None
+
+
+#: Where option names may be compared and schema classes named: the options themselves and their implementations.
+_CAPABILITY_HOMES = ("config/options.py", "methods/")
+
+
+def _option_name_use(node: ast.AST, names: dict[str, set[str]], schemas: set[str], keys: set[str]) -> str | None:
+    """Why ``node`` keeps a capability outside the options, or None. ``keys``: the fields only some options of an
+    axis have (``getattr(estimator, "hvp", None)`` asks which option it is, by its keys)."""
+    every = set().union(*names.values()) - {"none"}  # "none" is also an op; alone it names no capability
+
+    def literals(n: ast.AST) -> list | None:
+        if isinstance(n, ast.Constant) and isinstance(n.value, str):
+            return [n.value]
+        if isinstance(n, (ast.Tuple, ast.List, ast.Set)) and n.elts and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in n.elts):
+            return [e.value for e in n.elts]
+        return None
+
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        if any(isinstance(s, ast.Attribute) and s.attr == "name" for s in sides):
+            for s in sides:
+                found = literals(s)
+                if found and set(found) & every:
+                    return f"compares .name with {found}"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("isinstance", "issubclass"):
+        named = {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node.args[1])
+                 if isinstance(n, (ast.Name, ast.Attribute))} if len(node.args) > 1 else set()
+        if named & schemas:
+            return f"{node.func.id} against {sorted(named & schemas)}"
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+            and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and node.args[1].value in keys):
+        return f"{node.func.id} probes the option key {node.args[1].value!r}"
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        found = literals(node)
+        if found and set(found) & every and any(set(found) <= axis for axis in names.values()):
+            return f"a list of option names {found}"
+    if isinstance(node, ast.Dict):
+        keys = [k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+        if keys and set(keys) & every and any(set(keys) <= axis for axis in names.values()):
+            return f"a table keyed by option names {keys}"
+    return None
+
+
+def test_no_capability_lists_of_option_names_outside_the_options():
+    """The loops and checks ask the option (``option.runs_under_torchrun``, ``estimator.double_backward()``, ...);
+    a list of names or an isinstance against a schema elsewhere would miss a new option silently."""
+    from nasrun.config import options
+
+    names = {group: set(opts) for group, opts in _option_classes().items()}
+    schemas = {n for n, c in vars(options).items() if isinstance(c, type) and c.__module__ == options.__name__}
+    keys = {k for opts in AXES.values() for schema in opts.values() for k in options.option_keys(schema)
+            if not all(k in options.option_keys(other) for other in opts.values())}
+    root = Path(nasrun.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(_CAPABILITY_HOMES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            why = _option_name_use(node, names, schemas, keys)
+            if why:
+                found.append(f"{rel}:{node.lineno}: {why}")
+    assert not found, "\n".join(found)

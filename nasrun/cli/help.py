@@ -16,7 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 from nasrun.config.compose_errors import group_options, groups
-from nasrun.config.schema import compose, one_line, to_typed
+from nasrun.config.compose import compose, to_typed
+from nasrun.config.schema import one_line
 
 #: Groups whose chosen option's keys are listed (the rest are listed as options only).
 KEYED_GROUPS = ("space", "dataset", "estimator", "perturbation", "alpha_map", "schedule", "benchmark", "search",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.config.labels import genotype_label
 
@@ -85,7 +85,7 @@ def show(args: list[str]) -> None:
     print(f"multiply-adds: {info['macs'] / 1e6:.1f}M per image (inference, auxiliary head not run)")
     print(describe_space(space, genotype))
     if path is not None:
-        from nasrun.report.plot import plot_genotype
+        from nasrun.report.cell_diagram import plot_genotype
 
         plot_genotype(genotype, path, title=genotype_label(typed.genotype))
         print(f"cell diagrams: {path}")

@@ -110,3 +110,23 @@ def _unwritable(path: Path) -> str | None:
     if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None
+
+
+def is_multirun(args: Iterable[str]) -> bool:
+    """``-m``/``--multirun`` among the arguments: a sweep."""
+    return any(a in ("-m", "--multirun") for a in args)
+
+
+def name_jobs_by_swept_keys(args: list[str]) -> list[str]:
+    """Leave the keys every job shares out of the sweep's job-folder names (multirun.yaml records them)."""
+    key = "hydra.job.config.override_dirname.exclude_keys"
+    tokens = override_tokens(args)
+    if any(a.startswith(key + "=") for a in args) or not tokens:
+        return args
+    fixed = swept_free_keys(tokens)
+    if not fixed:
+        return args
+    excluded = ["hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "progress", "device"]
+    excluded += [k for k in fixed if k not in excluded]
+    first = args.index(tokens[0])  # beside the other overrides, for Hydra's argument parser
+    return [*args[:first], f"{key}=[{','.join(excluded)}]", *args[first:]]

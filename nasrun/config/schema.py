@@ -1,4 +1,5 @@
-"""Typed schemas of every config group, and the validation that runs before any work starts.
+"""Typed schemas of every config group, and the validation that runs before any work starts (composition is
+in :mod:`nasrun.config.compose`).
 
 Hydra checks types while composing; ranges and cross-field rules are checked here, in
 ``__post_init__``, which ``OmegaConf.to_object`` runs for every node. Every check raises
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
 from nasrun.config.checks import (
     MAX_SEED,
@@ -25,8 +26,8 @@ from nasrun.config.checks import (
     sgd,
     shorten,
 )
-from nasrun.config.compose_errors import CONFIG_MODULE, check_appends, explain, one_line
-from nasrun.errors import ConfigError, NasrunError
+from nasrun.config.compose_errors import CONFIG_MODULE, one_line
+from nasrun.errors import ConfigError
 from nasrun.config.options import (
     STORED_GROUPS,
     FirstOrderConf,
@@ -389,9 +390,8 @@ class NasrunConf:
         for group, options in STORED_GROUPS.items():
             value = getattr(self, group)
             check(type(value) in options.values(), group, value, "one of " + ", ".join(options))
-        if self.benchmark.name == "nb201":
-            check(self.space.skeleton == "nb201" and self.space.nodes == 3, "benchmark", self.benchmark.name,
-                  f"none for space={self.space.name}: the NAS-Bench-201 table scores only space=nb201 cells")
+        unfit = self.benchmark.space_refusal(self.space)
+        check(unfit is None, "benchmark", self.benchmark.name, f"none for space={self.space.name}: {unfit}")
         net, sched = self.supernet, self.schedule
         check(len(net.skip_dropout) in (1, sched.stages), "supernet.skip_dropout", net.skip_dropout,
               f"one rate, or one per stage ({sched.stages} with schedule={sched.name})")
@@ -405,11 +405,7 @@ class NasrunConf:
         check(self.supernet.layers >= space.min_layers, "supernet.layers", self.supernet.layers,
               f"at least {space.min_layers} for space={space.name} ({space.layers_meaning})")
         fewest = min(len(row) for kind in space.cell_types for row in space.edge_ops(kind))
-        if sched.name == "progressive":
-            check(space.sharing == "shared", "schedule", sched.name,
-                  f"single for space={space.name}: its cells are per position, and stages change the number of cells")
-            check(sched.stage_keep[0] <= fewest, "schedule.stage_keep", sched.stage_keep,
-                  f"at most {fewest} ops per edge in the first stage: space={space.name} has {fewest} on some edge")
+        sched.check_fits(space, fewest)
         if sched.max_skips is not None:
             check(space.derivation == "top_k" and space.sharing == "shared" and "skip_connect" in space.ops,
                   "schedule.max_skips", sched.max_skips,
@@ -417,93 +413,6 @@ class NasrunConf:
                   "with skip_connect among the ops")
 
 
-# ------------------------------------------------------------------------------ composition
-COMMAND_CONFIGS = ("search", "retrain", "pipeline")
-def register() -> None:
-    """Put the schemas and the axis options into Hydra's ConfigStore, and the resolvers the configs use.
-
-    Idempotent; called by :func:`compose` and by the CLI before Hydra starts.
-    """
-    from hydra.core.config_store import ConfigStore
-
-    from nasrun.config.labels import genotype_label, job_label, unique_id
-
-    cs = ConfigStore.instance()
-    schema = OmegaConf.structured(NasrunConf)
-    for group in STORED_GROUPS:  # left open in the schema: a preset or group=NAME fills each with its option
-        schema[group] = MISSING
-    cs.store(name="nasrun_schema", node=schema)
-    for group, options in STORED_GROUPS.items():
-        for name, option in options.items():
-            cs.store(group=group, name=name, node=option)
-    for name, fn, cache in (("nasrun_label", genotype_label, False), ("nasrun_job", job_label, False),
-                            ("nasrun_uid", unique_id, True), ("nasrun_if", choose, False)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn, use_cache=cache)
-
-
-def choose(value: Any, match: Any, then: Any, otherwise: Any) -> Any:
-    """``${nasrun_if:${dataset.name},cifar10,36,16}``: a preset value that depends on another choice."""
-    return then if str(value) == str(match) else otherwise
-
-
-def compose(command: str, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The composed (not yet validated) config of ``nasrun <command> overrides...``, without the CLI.
-
-    Problems Hydra would report in its own words (unknown key, wrong type, unknown option, ``+key``)
-    raise :class:`ConfigError` with one line that names the key, the value and what is allowed.
-    """
-    if command not in COMMAND_CONFIGS:
-        raise ConfigError(f"unknown command {command!r}; one of {', '.join(COMMAND_CONFIGS)}")
-    from nasrun.config.overrides import quote_genotype
-
-    register()
-    overrides = quote_genotype(list(overrides))
-    check_appends(command, overrides, _hydra_compose)
-    try:
-        return _hydra_compose(command, overrides)
-    except NasrunError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every Hydra/OmegaConf error becomes one ConfigError line
-        raise explain(command, overrides, exc, _hydra_compose) from None
-
-
-def _hydra_compose(command: str, overrides: list[str], hydra: bool = False) -> DictConfig:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    with initialize_config_module(version_base="1.3", config_module=CONFIG_MODULE):
-        return hydra_compose(config_name=command, overrides=overrides, return_hydra_config=hydra)
-
-
-def to_typed(cfg: DictConfig) -> NasrunConf:
-    """Turn a composed config into dataclasses, running every check; raise ConfigError on any problem."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        hint = " (a published name such as DARTS_V2, a genotype.json or a search run folder)" if "genotype" in missing else ""
-        raise ConfigError(f"{', '.join(missing)} must be given, e.g. {missing[0]}=...{hint}")
-    try:
-        typed = OmegaConf.to_object(cfg)
-    except NasrunError:
-        raise
-    except Exception as exc:  # omegaconf wraps errors raised inside __post_init__
-        cause = exc.__cause__ or exc.__context__
-        while cause is not None:
-            if isinstance(cause, NasrunError):
-                raise cause from None
-            cause = cause.__cause__ or cause.__context__
-        raise ConfigError(one_line(exc)) from None
-    if not isinstance(typed, NasrunConf):
-        raise ConfigError(f"the composed config is a {type(typed).__name__}, not a nasrun config")
-    return typed
-
-
-def as_plain_dict(cfg: NasrunConf | DictConfig) -> dict:
-    """A JSON-friendly dict of a config (for result.json and config comparison)."""
-    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
-    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-
 
 __all__ = ["NasrunConf", "DatasetConf", "SpaceConf", "MethodConf", "SearchConf", "SupernetConf", "RecipeConf",
-           "compose", "to_typed", "as_plain_dict", "register", "one_line", "ConfigError", "MISSING", "owners_of",
-           "shorten", "CONFIG_MODULE"]
+           "one_line", "ConfigError", "MISSING", "owners_of", "shorten", "CONFIG_MODULE"]

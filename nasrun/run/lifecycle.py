@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
 from nasrun.errors import NasrunError
-from nasrun.run.folder import Interrupted, RunFolder, interrupts
+from nasrun.run.signals import Interrupted, interrupts
+from nasrun.run.folder import RunFolder
 
 log = logging.getLogger(__name__)
 

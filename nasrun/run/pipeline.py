@@ -22,10 +22,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from nasrun.config.schema import NasrunConf, as_plain_dict
+from nasrun.config.schema import NasrunConf
+from nasrun.config.compose import as_plain_dict
 from nasrun.errors import ConfigError
 from nasrun.run.lifecycle import reason_of
-from nasrun.run.folder import Interrupted, write_result
+from nasrun.run.signals import Interrupted
+from nasrun.run.folder import write_result
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ finds the jobs that did not complete, so the dispatcher can list them and exit n
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -80,3 +81,16 @@ class SweepOutcome(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs, failed = failed_jobs(sweep_dir)
         SweepOutcome.last = (sweep_dir, jobs, failed)
+
+
+def finish_sweep(command: str) -> None:
+    """After a multirun: name the sweep folder, and exit 1 listing the jobs that did not complete."""
+    if SweepOutcome.last is None:
+        return
+    sweep_dir, count, failed = SweepOutcome.last
+    print(f"sweep folder: {sweep_dir}  ({count} jobs; summarise with: nasrun report {sweep_dir})")
+    if failed:
+        print(f"nasrun {command}: {len(failed)} of {count} jobs did not complete:", file=sys.stderr)
+        for folder, reason in failed:
+            print(f"  {folder}: {reason}", file=sys.stderr)
+        raise SystemExit(1)
