@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_spaces import RandomStream  # noqa: E402
 
-from nasrun.config.schema import compose, to_typed  # noqa: E402
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError  # noqa: E402
 from nasrun.methods import ArchObjective, make_estimator, make_perturbation, make_schedule  # noqa: E402
 from nasrun.search.loop import train_epoch  # noqa: E402

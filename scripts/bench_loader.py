@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.data import load_dataset, make_stream
 
 

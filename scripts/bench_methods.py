@@ -46,7 +46,7 @@ def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
     import torch
     import torch.nn.functional as F
 
-    from nasrun.config.schema import compose, to_typed
+    from nasrun.config.compose import compose, to_typed
     from nasrun.methods import (ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation,
                                 make_schedule)
     from nasrun.search.state import build_supernet

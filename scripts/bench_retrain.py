@@ -25,11 +25,11 @@ import time
 
 import torch
 
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.genotype.genotype import resolve_genotype
 from nasrun.train.precision import Numerics
 from nasrun.train.retrain import _train_epoch, build_network
-from nasrun.run.folder import resolve_device
+from nasrun.run.rng import resolve_device
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_loader import machine  # noqa: E402

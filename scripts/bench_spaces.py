@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 import nasrun.conf
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.methods import ArchObjective, make_estimator, make_perturbation, make_schedule
 from nasrun.search.loop import train_epoch
 from nasrun.search.state import SearchState

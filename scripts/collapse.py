@@ -40,7 +40,7 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, dict[s
     import torch
 
     torch.set_num_threads(threads)
-    from nasrun.config.schema import compose, to_typed
+    from nasrun.config.compose import compose, to_typed
     from nasrun.search.loop import run_search
 
     folder = Path(out) / "runs" / f"{name}_s{seed}"

@@ -62,7 +62,7 @@ def setup(args: argparse.Namespace, seed: int):
     import torch
     import torch.nn.functional as F
 
-    from nasrun.config.schema import compose, to_typed
+    from nasrun.config.compose import compose, to_typed
     from nasrun.data import load_dataset, search_split
     from nasrun.data.augment import normalize, to_unit_float
     from nasrun.search.state import build_supernet

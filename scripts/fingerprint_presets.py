@@ -50,7 +50,7 @@ def _content(lines: list[str]) -> bytes:
 
 
 def fingerprint(preset: str, extra: list[str] = ()) -> str:
-    from nasrun.config.schema import compose, to_typed
+    from nasrun.config.compose import compose, to_typed
     from nasrun.search.loop import run_search
 
     torch.set_num_threads(1)

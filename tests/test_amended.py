@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from conftest import TINY_SYNTH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.methods.estimators import amended_product, finite_difference_hvp
 from nasrun.config.options import AmendedConf, FirstOrderConf

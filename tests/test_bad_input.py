@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 
 # (command, overrides, text the message must contain: the key, or the path, named)
@@ -97,6 +97,24 @@ BAD = [
     ("retrain", ["genotype=DARTS_V2", "recipe.layers=2"], "recipe.layers"),
     ("retrain", ["genotype=DARTS_V2", "recipe.cutout=-1"], "recipe.cutout"),
     ("retrain", ["genotype=DARTS_V2", "recipe.epochs=0"], "recipe.epochs"),
+    # interpolations that cannot be resolved are bad values of their key
+    ("search", ["seed=${oc.env:NASRUN_UNSET_VARIABLE}"], "seed='${oc.env:NASRUN_UNSET_VARIABLE}'"),
+    ("search", ["seed=${seed}"], "seed='${seed}'"),
+    ("search", ["seed=${oc.env:HOME}"], "seed='${oc.env:HOME}'"),
+    ("search", ["method.name=${no.such.key}"], "method.name"),
+    # what Hydra accepts and nasrun would silently ignore or misread
+    ("search", ["channels_last=2"], "channels_last=2 is not allowed: must be true or false"),
+    ("search", ["channels_last=yes"], "channels_last"),
+    ("search", ["progress=0"], "progress"),
+    ("search", ["~seed"], "~seed"),
+    ("search", ["~method"], "~method"),
+    ("search", ["+hydra.foo=1"], "hydra.foo"),
+    ("search", ["+search.epochs=1"], "++search.epochs"),
+    ("search", ["++search.epoch=1"], "did you mean search.epochs?"),
+    # what cannot be read as an override names the argument
+    ("search", [""], "empty argument"),
+    ("search", ["search.epochs=[1"], "search.epochs=[1"),
+    ("search", ["seed=" + "9" * 10000], "10000 digits"),
 ]
 
 
@@ -150,6 +168,10 @@ def _nasrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     (["search", "-m", "seed=0,1", "estimator.eta=0.1,0.5"], "estimator.eta"),
     (["retrain", "genotype=nas201"], "genotype"),
     (["show", "genotype=DARTS_V2", "--plot=/nonexistent/dir/x.png"], "/nonexistent/dir"),
+    (["search", "seed=${oc.env:NASRUN_UNSET_VARIABLE}"], "seed"),
+    (["search", ""], "empty argument"),
+    (["search", "recipe.epochs=3"], "recipe"),
+    (["search", "-m", "seed=glob(*)"], "seed=glob(*)"),
 ])
 def test_the_console_script_exits_2_with_one_line(tmp_path, args, named):
     proc = _nasrun(*args, cwd=tmp_path)
@@ -158,3 +180,197 @@ def test_the_console_script_exits_2_with_one_line(tmp_path, args, named):
     assert len(lines) == 1 and named in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not Path("/nonexistent").exists()
+
+
+_LONG_DIR = "/".join(["d" * 200] * 30)  # 30 names of 200 characters: past the system's path limit
+# (command line, words the one line must hold): each was a traceback, a silent accept or a raw Hydra error
+COMMAND_LINES = [
+    (["search", "seed=${oc.env:NASRUN_UNSET_VARIABLE}"], ["seed=", "NASRUN_UNSET_VARIABLE"]),
+    (["search", "seed=${seed}"], ["seed=", "Recursive"]),
+    (["search", "hydra.run.dir=${oc.env:NASRUN_UNSET_VARIABLE}"], ["hydra.run.dir=", "NASRUN_UNSET_VARIABLE"]),
+    (["search", f"hydra.run.dir={_LONG_DIR}"], ["hydra.run.dir=", "at most 3840"]),
+    (["search", "-m", "seed=0,1", f"hydra.sweep.dir=/tmp/{'n' * 300}"], ["hydra.sweep.dir=", "at most 255"]),
+    (["search", "channels_last=2"], ["channels_last=2", "true or false"]),
+    (["search", "~seed"], ["~seed", "seed=VALUE"]),
+    (["search", "+hydra.foo=1"], ["+hydra.foo", "--cfg hydra"]),
+    (["search", "-m", "seed=glob(*)"], ["seed=glob(*)", "seed=0,1,2"]),
+    (["search", "-m", "method=glob(nope*)"], ["method=glob(nope*)", "amended"]),
+    (["search", "-m", "seed=range(3,3)"], ["seed=range(3,3)", "no job would run"]),
+    (["search", "-m", "seed=interval(0,1)"], ["seed=interval(0,1)", "sweeper"]),
+    (["search", "recipe.epochs=3"], ["recipe.epochs=3", "nasrun search does not read recipe",
+                                     "nasrun retrain and nasrun pipeline read it"]),
+    (["search", "genotype=DARTS_V2"], ["genotype=DARTS_V2", "nasrun retrain reads it"]),
+    (["search", "-m", "recipe.epochs=1,2"], ["recipe.epochs=1,2", "does not read recipe"]),
+    (["retrain", "genotype=DARTS_V2", "search.epochs=1"], ["search.epochs=1", "nasrun retrain does not read search",
+                                                           "nasrun search and nasrun pipeline read it"]),
+    (["retrain", "genotype=DARTS_V2", "method=amended"], ["method=amended", "does not read method"]),
+    (["pipeline", "genotype=DARTS_V2"], ["genotype=DARTS_V2", "its own search finds"]),
+    (["search", ""], ["empty argument"]),
+    (["search", "search.epochs=[1"], ["search.epochs=[1", "cannot be read"]),
+    (["search", "seed=" + "9" * 10000], ["seed=", "10000 digits"]),
+    (["search", "frobnicate"], ["'frobnicate' is not an override"]),
+    (["search", "--cfg", "yaml"], ["--cfg", "invalid choice"]),
+    (["retrain", "genotype=DARTS_V2", "dataset.root=/data"], ["dataset.root", "e.g. dataset=cifar10 dataset.root="]),
+    (["search", "-m", "seed=0,1", "--cfg", "job"], ["--multirun and --cfg"]),
+]
+
+
+@pytest.mark.parametrize("args,words", COMMAND_LINES, ids=[" ".join(a)[:60] for a, _ in COMMAND_LINES])
+def test_a_bad_command_line_exits_2_with_one_line_naming_it(args, words, tmp_path, monkeypatch, capsys):
+    """In-process through the entry point: exit 2, one ``nasrun <command>: error:`` line, nothing written."""
+    from nasrun.cli.dispatch import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nasrun"])  # the dispatcher sets sys.argv for Hydra
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"nasrun {args[0]}: error: "), err
+    assert "Traceback" not in err and len(lines[0]) < 700
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not list(tmp_path.iterdir())  # refused before any folder was made
+
+
+# ------------------------------------------------- genotype files and benchmark tables: refused before any work
+def _genotype(name: str = "DARTS_V2", **top) -> dict:
+    """A published genotype as a format-/2 payload, top-level fields replaced."""
+    from nasrun.genotype.genotype import PUBLISHED, parse_nb201
+
+    g = parse_nb201(NB201_BEST) if name == "nb201" else PUBLISHED[name]
+    d = {**g.to_dict(), "format": "nasrun.genotype/2", **top}
+    if d["format"] == "nasrun.genotype/2":
+        del d["space_description"]  # a key of format /3
+    return d
+
+
+NB201_BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+
+
+def _without_cell(kind: str, fmt: str = "nasrun.genotype/2") -> dict:
+    d = _genotype(format=fmt)
+    del d["cells"][kind]
+    return d
+
+
+def _edges(change) -> dict:
+    d = _genotype()
+    change(d["cells"]["normal"]["edges"])
+    return d
+
+
+def _v1(**top) -> dict:
+    from nasrun.genotype.genotype import PUBLISHED
+
+    g = PUBLISHED["DARTS_V2"]
+    return {"format": "nasrun.genotype/1", "space": "darts", "ops": list(g.ops), "nodes": 4,
+            "normal": [list(p) for p in g.normal], "normal_concat": [2, 3, 4, 5],
+            "reduce": [list(p) for p in g.reduce], "reduce_concat": [2, 3, 4, 5], "cells": None, **top}
+
+
+def _v1_without_reduce() -> dict:
+    d = _v1()
+    del d["reduce"]
+    return d
+
+
+def _v3_of_nb201_named_darts() -> dict:
+    from nasrun.spaces.space import Space
+    from nasrun.config.compose import compose, to_typed
+
+    darts = Space(to_typed(compose("search", [])).space)
+    return _genotype("nb201", format="nasrun.genotype/3", space="darts", space_hash=darts.hash(),
+                     space_description=darts.describe(), nb201=None)
+
+
+# (what, payload, the field the line names)
+GENOTYPE_FILES = [
+    ("v2 without cells.normal", lambda: _without_cell("normal"), "cells.normal: missing"),
+    ("v2 without cells.reduce", lambda: _without_cell("reduce"), "cells.reduce: missing"),
+    ("v3 without cells.reduce", lambda: _without_cell("reduce", "nasrun.genotype/3"), "cells.reduce: missing"),
+    ("v1 without reduce", _v1_without_reduce, "missing key(s) 'reduce'"),
+    ("a duplicated edge", lambda: _edges(lambda e: e.append(list(e[0]))), "a second edge from state 0 to node 2"),
+    ("two ops on one edge", lambda: _edges(lambda e: e.__setitem__(1, ["skip_connect", 0, 2])),
+     "cells.normal.edges[1]: a second edge from state 0 to node 2"),
+    ("v1 two ops on one input", lambda: _v1(normal=[["sep_conv_3x3", 0]] * 2 + _v1()["normal"][2:]),
+     "normal[1]: input 0 is also node 0's other input"),
+    ("a node with one input", lambda: _edges(lambda e: e.pop()),
+     "cells.normal.edges: node 5 has 1 input; every node of the darts space keeps exactly 2 (top-2 derivation)"),
+    ("a node with three inputs", lambda: _edges(lambda e: e.append(["sep_conv_3x3", 3, 5])),
+     "cells.normal.edges: node 5 has 3 inputs"),
+    ("v2 DARTS cells named nb201", lambda: _genotype(space="nb201"), "space: 'nb201' does not fit these cells"),
+    ("v1 DARTS cells named nb201", lambda: _v1(space="nb201"), "space: 'nb201' does not fit these cells"),
+    ("v2 shared cells named large", lambda: _genotype(space="large"), "space: 'large' does not fit these cells"),
+    ("v2 NB201 cell named darts", lambda: _genotype("nb201", space="darts", nb201=None),
+     "space: 'darts' does not fit these cells: the darts space's cells have 2 inputs"),
+    ("v3 NB201 cell named darts", _v3_of_nb201_named_darts, "space: 'darts' does not fit these cells"),
+]
+
+
+@pytest.mark.parametrize("what,payload,named", GENOTYPE_FILES, ids=[c[0] for c in GENOTYPE_FILES])
+def test_a_genotype_file_that_breaks_a_rule_is_one_line_naming_the_field(tmp_path, capsys, what, payload, named):
+    """Through the console's own entry point (in-process: these are refused before Hydra starts), for show and
+    for retrain, before any folder is made or any network trained."""
+    import json
+
+    from nasrun.cli.dispatch import main
+
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(payload()))
+    for args in (["show", f"genotype={path}"], ["retrain", f"genotype={path}", f"hydra.run.dir={tmp_path / 'rt'}"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert exit_.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert lines[0].startswith(f"nasrun {args[0]}: error: {path}: ") and named in lines[0], lines[0]
+    assert not (tmp_path / "rt").exists()
+
+
+@pytest.mark.parametrize("what,payload,named", [GENOTYPE_FILES[0], GENOTYPE_FILES[1], GENOTYPE_FILES[9]],
+                         ids=["show without cells.normal", "retrain without cells.reduce", "DARTS cells named nb201"])
+def test_the_console_script_refuses_a_genotype_file_with_one_line(tmp_path, what, payload, named):
+    import json
+
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(payload()))
+    command = "retrain" if "retrain" in what else "show"
+    proc = _nasrun(command, f"genotype={path}", "recipe=quick", f"hydra.run.dir={tmp_path / 'rt'}"
+                   if command == "retrain" else "recipe.C=4", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and named in lines[0] and str(path) in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "rt").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_benchmark_table_that_is_a_pipe_is_refused_not_waited_on(tmp_path):
+    from conftest import TINY_SYNTH
+
+    fifo = tmp_path / "table.csv"
+    os.mkfifo(fifo)
+    tiny = [o for o in TINY_SYNTH if not o.startswith(("space.", "supernet.layers"))]
+    proc = _nasrun("search", "space=nb201", "benchmark=nb201", f"benchmark.path={fifo}", "search.epochs=1",
+                   "supernet.layers=1", *tiny, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"benchmark.path={fifo}: is a named pipe (FIFO), not a regular file" in lines[0], \
+        proc.stderr
+
+
+def test_every_key_and_group_is_read_by_some_command():
+    """A new top-level key or group must be placed in the table of what each command reads."""
+    from dataclasses import fields
+
+    from nasrun.config.compose_errors import groups
+    from nasrun.config.overrides import READS
+    from nasrun.config.schema import NasrunConf
+
+    every = set().union(*READS.values())
+    assert {f.name for f in fields(NasrunConf)} | set(groups()) <= every
+    assert "genotype" not in READS["search"] and "recipe" not in READS["search"]
+    assert not {"search", "supernet", "method", "estimator"} & READS["retrain"]
+    assert READS["pipeline"] >= READS["search"] and "recipe" in READS["pipeline"]

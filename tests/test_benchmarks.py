@@ -4,8 +4,11 @@ through a stand-in package module, and the CSV export round trip."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import socket
 import sys
+import time
 import types
 import zlib
 from pathlib import Path
@@ -13,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from nasrun.genotype.benchmarks import API_METRICS, BenchmarkError, BenchmarkTable, export_csv, load_table
+from nasrun.genotype.benchmarks import (API_METRICS, BenchmarkError, BenchmarkTable, check_table_path, export_csv,
+                                        load_table)
 from nasrun.errors import NasrunError
 from nasrun.genotype.genotype import NB201_OPS, PUBLISHED, parse_nb201
 
-# spaces.md §3.3: the best CIFAR-10 cell (94.37%) and the all-skip collapse cell (54.30%).
+# NAS-Bench-201 (Dong & Yang, ICLR 2020): the best CIFAR-10 cell (94.37%) and the all-skip collapse cell (54.30%).
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 METRICS = ["cifar10_valid", "cifar10_test", "cifar100_test", "imagenet16_120_test"]
@@ -232,6 +236,39 @@ def test_wrong_field_count_and_bad_csv(tmp_path: Path) -> None:
 def test_bad_kind_and_folder_as_csv(tmp_path: Path) -> None:
     refused(tmp_path, "expected one of auto, csv, nb201_api", kind="pandas")
     refused(tmp_path, "is a folder", kind="csv")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("make,what", [
+    (lambda p: os.mkfifo(p), "is a named pipe (FIFO)"),
+    (lambda p: p.symlink_to("/dev/zero"), "is a character device"),
+    (lambda p: socket.socket(socket.AF_UNIX).bind(str(p)), "is a socket"),
+])
+@pytest.mark.parametrize("name,kind", [("table.csv", "auto"), ("table.csv", "csv"), ("NAS-Bench-201.pth", "auto"),
+                                       ("x", "nb201_api")])
+def test_a_table_that_is_not_a_regular_file_is_refused_before_opening(tmp_path: Path, make, what: str, name: str,
+                                                                      kind: str) -> None:
+    path = tmp_path / name
+    make(path)
+    started = time.perf_counter()
+    with pytest.raises(BenchmarkError) as err:
+        check_table_path(path, kind)
+    assert str(err.value).startswith(f"benchmark.path={path}: {what}, not a regular file")
+    refused(path, f"benchmark.path={path}: {what}", kind=kind)  # load_table checks first too
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_folder_is_a_table_only_in_the_official_format(tmp_path: Path) -> None:
+    folder = tmp_path / "NATS-tss-v1_0-3ffb9-simple"
+    folder.mkdir()
+    assert check_table_path(folder) == folder and check_table_path(folder, "nb201_api") == folder
+    (tmp_path / "t.csv").mkdir()
+    with pytest.raises(BenchmarkError, match=r"t\.csv: is a folder, not a CSV file"):
+        check_table_path(tmp_path / "t.csv")
+    with pytest.raises(BenchmarkError, match="is a folder, not a CSV file"):
+        check_table_path(folder, "csv")
+    with pytest.raises(BenchmarkError, match="no such file or folder"):
+        check_table_path(tmp_path / ("x" * 5000))  # too long for the system: absent, one line
 
 
 # ------------------------------------------------------------------------------ the official file

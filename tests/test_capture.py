@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_SEARCH, TINY_SYNTH
 from nasrun.search.capture import Capture
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.config.options import AmendedConf, FirstOrderConf, SecondOrderConf
-from nasrun.run.folder import load_checkpoint
+from nasrun.run.checkpoint import load_checkpoint
 from nasrun.search.loop import run_search
 from nasrun.supernet import SuperNet
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.experimental.callback import Callback
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
 
@@ -49,8 +52,10 @@ def test_search_writes_the_run_folder(searched: Path):
     assert result["config"]["seed"] == 3 and result["config"]["dataset"]["name"] == "digits"
     assert result["split"]["train"] + result["split"]["val"] == result["data"]["num_train"]
     genotype = json.loads((searched / "genotype.json").read_text())
-    assert genotype["format"] == "nasrun.genotype/2" and genotype["nodes"] == 2
-    assert genotype == json.loads((searched / "genotypes.jsonl").read_text().splitlines()[-1])["genotype"]
+    assert genotype["format"] == "nasrun.genotype/3" and genotype["nodes"] == 2
+    assert genotype.pop("space_description")["nodes"] == 2  # genotype.json carries its space; the rows do not
+    last = json.loads((searched / "genotypes.jsonl").read_text().splitlines()[-1])["genotype"]
+    assert genotype == {k: v for k, v in last.items() if k != "space_description"}
     assert "epoch 2/2" in (searched / "search.log").read_text()
 
 
@@ -204,3 +209,133 @@ def test_help_and_a_mistyped_key_do_not_import_torch(args: list[str], status: in
     if status == 2:
         errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
         assert len(errors) == 1 and errors[0].startswith("nasrun ") and "Traceback" not in proc.stderr, errors
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["search", "++search.epochs=1"], "  epochs: 1\n"),  # ++ sets a key that exists
+    (["search", "experiment=quickstart"], "  epochs: 10\n"),  # the preset sets recipe keys too: not typed, not refused
+    (["retrain", "genotype=DARTS_V2", "experiment=quickstart"], "name: quick\n"),  # and search keys
+    (["pipeline", "recipe.epochs=2", "search.epochs=1"], "  epochs: 2\n"),  # a pipeline reads both stages
+    (["search", "seed=4", "--cfg", "job", "channels_last=true"], "channels_last: true\n"),  # a flag among overrides
+    (["search", "+hydra.job.env_set.NASRUN_FUZZ=1"], "seed: 2\n"),  # an open mapping of Hydra's takes new keys
+])
+def test_accepted_command_lines_print_their_config(args, shown, tmp_path, monkeypatch, capsys):
+    from nasrun.cli.dispatch import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nasrun"])
+    main([*args, *([] if "--cfg" in args else ["--cfg", "job"])])
+    captured = capsys.readouterr()
+    assert shown in captured.out and captured.err == "", captured.err
+    assert not list(tmp_path.iterdir())  # --cfg composes and prints; nothing runs
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (the SigCgt mask of /proc/<pid>/status)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def _sigterm(tmp_path: Path, ready) -> tuple[subprocess.CompletedProcess, Path]:
+    """Start a tiny search through the console script, send SIGTERM once ``ready(proc, started)``; its outcome."""
+    if not Path(f"/proc/{os.getpid()}/status").exists():
+        pytest.skip("needs /proc to see when the handlers are in place")
+    run = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    started = time.monotonic()
+    proc = subprocess.Popen([*_console_script(), "search", *TINY_SEARCH, "search.epochs=40", f"hydra.run.dir={run}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        while proc.poll() is None and not ready(proc, started):
+            assert time.monotonic() - started < 240, "the command never reached the point to interrupt"
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), run
+
+
+@pytest.mark.parametrize("after", [0.3, 1.5])
+def test_an_early_sigterm_exits_143_with_one_line(after: float, tmp_path: Path):
+    """SIGTERM while the command starts (imports, composing, checking): 143 and one line, never a silent -15."""
+    proc, run = _sigterm(tmp_path, lambda p, t0: time.monotonic() - t0 >= after and _catches_sigterm(p.pid))
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nasrun search: interrupted by SIGTERM"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    if run.exists():  # the signal came after Hydra made the run folder: the folder says what happened
+        assert json.loads((run / "result.json").read_text())["status"] == "interrupted"
+
+
+def test_a_sigterm_as_soon_as_the_run_folder_exists_is_recorded(tmp_path: Path):
+    """The folder appears before the run's own handling starts; the record must not depend on that."""
+    proc, run = _sigterm(tmp_path, lambda p, t0: (tmp_path / "run").exists())
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted by SIGTERM" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == "SIGTERM"
+
+
+class StopAtJobStart(Callback):
+    """A Hydra callback that is a SIGTERM arriving after Hydra made the job folder, before the job's code runs."""
+
+    def on_job_start(self, config, **kwargs) -> None:
+        from nasrun.run.signals import Interrupted
+
+        raise Interrupted(signal.SIGTERM)
+
+
+def test_a_signal_while_hydra_starts_the_job_is_recorded_in_its_folder(tmp_path, monkeypatch, capsys):
+    from nasrun.cli.dispatch import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nasrun"])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    before = signal.getsignal(signal.SIGINT)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", *TINY_SEARCH, f"hydra.run.dir={run}", "+hydra.callbacks.stop._target_=test_cli.StopAtJobStart"])
+    assert exit_.value.code == 143
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"nasrun search: interrupted by SIGTERM; recorded in {run / 'result.json'}: rerun the same command "
+                   "to resume"], err
+    result = json.loads((run / "result.json").read_text())
+    assert (result["status"], result["signal"], result["command"]) == ("interrupted", "SIGTERM", "search")
+    assert (run / ".hydra" / "config.yaml").exists()  # the folder Hydra made, found through its run_job
+    assert signal.getsignal(signal.SIGINT) is before  # an in-process caller keeps its handlers
+
+
+def test_an_early_interruption_is_recorded_only_where_nothing_else_is(tmp_path):
+    from nasrun.run.signals import record_interrupted
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert record_interrupted(fresh, "retrain", signal.SIGINT)
+    result = json.loads((fresh / "result.json").read_text())
+    assert (result["status"], result["signal"], result["command"], result["last_epoch"]) == (
+        "interrupted", "SIGINT", "retrain", None)
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "result.json").write_text('{"status": "completed"}')
+    assert record_interrupted(done, "search", signal.SIGTERM)  # the folder has a record: it is kept
+    assert json.loads((done / "result.json").read_text()) == {"status": "completed"}
+    assert not record_interrupted(tmp_path / "absent", "search", signal.SIGTERM)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(busy / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d\\n' % os.getpid())\n"
+                               "print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert not record_interrupted(busy, "search", signal.SIGTERM)  # another process's run: left alone
+        assert not (busy / "result.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

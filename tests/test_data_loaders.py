@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from conftest import TINY_SEARCH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.data import BatchStream, ImageSet, TorchStream, make_stream
 from nasrun.data.loaders import Cutout, memory_transform
 from nasrun.errors import DataError

@@ -5,6 +5,7 @@ errors for missing or broken files, and the seeded subsets."""
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from importlib import resources
 from pathlib import Path
@@ -13,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from nasrun.config.schema import DATASETS, DatasetConf, compose, to_typed
+from nasrun.config.schema import DATASETS, DatasetConf
+from nasrun.config.compose import compose, to_typed
 from nasrun.data import eval_batches, index_hash, load_dataset, make_stream, per_class_subset, search_split
 from nasrun.data import formats
+from nasrun.data.files import open_regular
 from nasrun.errors import ConfigError, DataError
 
 DATASET_CONFIGS = sorted(p.name[:-5] for p in resources.files("nasrun.conf").joinpath("dataset").iterdir()
@@ -341,6 +344,86 @@ def test_imagenet_errors(tmp_path):
     stream = make_stream(b.train, None, 12, seed=0, mean=b.mean, std=b.std, loader="torch", workers=0)
     with pytest.raises(DataError, match=f"image file {bad} cannot be read"):
         next(stream)
+
+
+# --------------------------------------------------------------------------- files that are not data files
+
+
+def _returns_within(seconds: float, fn):
+    """fn() run in a daemon thread: its outcome (value or exception) if it ends in time; a hang fails the test."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return box
+
+
+def test_fashion_mnist_images_of_another_size_name_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(formats, "FASHION_MNIST_DEBIAN", tmp_path / "no-debian")
+    write_fashion(tmp_path, gz=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    write_idx(path, np.zeros((20, 28, 27), dtype=np.uint8))
+    with pytest.raises(DataError) as err:
+        load_dataset(fashion_conf(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith(f"Fashion-MNIST file {path} holds 28x27 images, but Fashion-MNIST images are 28x28")
+    assert "\n" not in msg and "dataset.image_size" not in msg
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_in_place_of_a_data_file_is_refused_at_once(tmp_path, monkeypatch):
+    fifo = tmp_path / "pipe.bin"
+    os.mkfifo(fifo)
+    box = _returns_within(2, lambda: open_regular(fifo))
+    assert isinstance(box.get("error"), OSError) and "not a regular file" in str(box["error"])
+    with pytest.raises(OSError, match="not a regular file"):
+        open_regular("/dev/null")  # a device opens at once, and is no data file either
+
+    make_tiny_cifar100(tmp_path / "c100")
+    (tmp_path / "c100" / "cifar-100-python" / "train").unlink()
+    os.mkfifo(tmp_path / "c100" / "cifar-100-python" / "train")
+    box = _returns_within(2, lambda: load_dataset(DatasetConf(name="cifar100", root=str(tmp_path / "c100"),
+                                                              num_classes=100)))
+    assert isinstance(box.get("error"), DataError) and "missing: train (not a regular file)" in str(box["error"])
+
+    monkeypatch.setattr(formats, "FASHION_MNIST_DEBIAN", tmp_path / "no-debian")
+    write_fashion(tmp_path / "fm", gz=False)
+    (tmp_path / "fm" / "t10k-labels-idx1-ubyte").unlink()
+    os.mkfifo(tmp_path / "fm" / "t10k-labels-idx1-ubyte")
+    box = _returns_within(2, lambda: load_dataset(fashion_conf(tmp_path / "fm")))
+    assert isinstance(box.get("error"), DataError) and "Fashion-MNIST not found" in str(box["error"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_an_image_tree_with_a_pipe_or_a_broken_link_is_refused_when_listed(tmp_path):
+    make_image_tree(tmp_path)
+    fifo = tmp_path / "val" / "n002" / "n002_9.JPEG"
+    os.mkfifo(fifo)
+    box = _returns_within(5, lambda: load_dataset(imagenet_conf(tmp_path)))
+    assert isinstance(box.get("error"), DataError)
+    assert str(box["error"]).startswith(f"image file {fifo} is not a regular file (a pipe, a device, a socket or a "
+                                        "broken link)")
+    fifo.unlink()
+    link = tmp_path / "train" / "n001" / "gone.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(DataError, match=f"image file {link} is not a regular file"):
+        load_dataset(imagenet_conf(tmp_path))
+    link.unlink()
+    b = load_dataset(imagenet_conf(tmp_path))  # a pipe that appears after listing is refused when opened
+    os.mkfifo(fifo)
+    b.test.samples[0] = (str(fifo), 0)
+    box = _returns_within(2, lambda: b.test.load(0))
+    assert isinstance(box.get("error"), DataError) and f"image file {fifo} cannot be read" in str(box["error"])
 
 
 # --------------------------------------------------------------------------- subsets and split determinism

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.data.datasets import ImageSet
 from nasrun.data.loaders import make_shard_stream, make_stream
 from nasrun.data.streams import check_shardable, shard_bounds

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SEARCH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.search.loop import run_search
 
 
@@ -78,7 +78,8 @@ def test_benchmark_lookups_go_into_every_metrics_row_and_the_result(tmp_path, nb
 
 
 def test_the_report_shows_the_evidence_columns_and_curves(tmp_path, nb201_table):
-    from nasrun.report.summary import collect, columns, curve_keys, table_rows
+    from nasrun.report.run_plots import curve_keys
+    from nasrun.report.summary import collect, columns, table_rows
 
     for seed in (0, 1):
         cfg = to_typed(compose("search", ["space=nb201", "dataset=digits", "dataset.subset=16", "search.epochs=1",

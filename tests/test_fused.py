@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 import nasrun.supernet.fused as fused_module
 from conftest import TINY_SEARCH, TINY_SYNTH
-from nasrun.config.schema import DARTS_PRIMITIVES, compose, to_typed
+from nasrun.config.schema import DARTS_PRIMITIVES
+from nasrun.config.compose import compose, to_typed
 from nasrun.search.loop import run_search
 from nasrun.spaces.space import Space
 from nasrun.supernet import MixedOp, SuperNet

@@ -81,8 +81,8 @@ def test_json_round_trip(tmp_path):
     g = PUBLISHED["PDARTS"]
     d = g.to_dict()
     assert d == json.loads(json.dumps(d))
-    assert list(d) == ["format", "space", "space_hash", "ops", "nodes", "inputs", "cells", "nb201"]
-    assert d["format"] == FORMAT == "nasrun.genotype/2" and d["nb201"] is None
+    assert list(d) == ["format", "space", "space_hash", "ops", "nodes", "inputs", "cells", "nb201", "space_description"]
+    assert d["format"] == FORMAT == "nasrun.genotype/3" and d["nb201"] is None and d["space_description"] is None
     assert list(d["cells"]) == ["normal", "reduce"]
     assert d["cells"]["normal"] == {"edges": [[op, src, 2 + k // 2] for k, (op, src) in enumerate(g.normal)],
                                     "concat": [2, 3, 4, 5], "reduction": False}
@@ -149,7 +149,8 @@ BROKEN = [
     (_broken(normal_concat=[2, 3, 4, 6]), r"normal_concat\[3\]: expected a state index in 0\.\.5, got 6"),
     (_broken(reduce_concat=[]), r"reduce_concat: expected a non-empty list"),
     (_broken(reduce_concat=[2, 2]), r"reduce_concat: state indices must be distinct"),
-    (_broken(format="nasrun.genotype/9"), r"format: expected 'nasrun.genotype/2' \(or 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
+    (_broken(format="nasrun.genotype/9"), r"format: expected 'nasrun.genotype/3' \(or the earlier "
+     r"'nasrun.genotype/2', 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
     (_broken(format=KeyError), r"missing key\(s\) 'format'"),
     (_broken(reduce=KeyError), r"missing key\(s\) 'reduce'"),
     (_broken(normal_conact=[2, 3]), r"unknown key\(s\) 'normal_conact'"),
@@ -211,7 +212,8 @@ BROKEN_V2 = [
     (_cell_field("reduce", "concat", [0, 1]), r"cells\.reduce\.concat\[0\]: expected a state index in 2\.\.5, got 0"),
     (_cell_field("reduce", "reduction", False), r"cells\.reduce\.reduction: expected true for the reduce cell"),
     (_broken_v2(format="nasrun.genotype/9"),
-     r"format: expected 'nasrun.genotype/2' \(or 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
+     r"format: expected 'nasrun.genotype/3' \(or the earlier 'nasrun.genotype/2', 'nasrun.genotype/1'\), got "
+     r"'nasrun.genotype/9'"),
     (_broken_v2(cells=KeyError), r"missing key\(s\) 'cells'"),
     (_broken_v2(normal_conact=[2, 3]), r"unknown key\(s\) 'normal_conact'"),
     (_broken_v2(ops=OPS + ["warp_drive"]), r"ops\[8\]: unknown op 'warp_drive'"),
@@ -250,16 +252,22 @@ def test_python_literal_is_not_evaluated(tmp_path):
         Genotype.load(path)
 
 
-def test_optional_fields_default_and_repeated_sources_allowed():
+def test_optional_fields_default_and_round_trip_through_v3():
     d = _v1(PUBLISHED["DARTS_V2"])
     for k in ("space", "ops", "nodes", "cells"):
         del d[k]
-    d["normal"][0] = ["sep_conv_3x3", 1]  # same source twice in node 0: allowed
     g = Genotype.from_dict(d)
-    assert g.space == "darts" and g.ops == DARTS_OPS and g.nodes == 4
-    assert g.normal[:2] == (("sep_conv_3x3", 1), ("sep_conv_3x3", 1))
-    assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g  # and it round-trips through /2
+    assert g.space == "darts" and g.ops == DARTS_OPS and g.nodes == 4 and g == PUBLISHED["DARTS_V2"]
+    assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g  # and it round-trips through /3
     assert _builds(g) == (2, 10)
+
+
+def test_same_source_twice_in_a_node_is_refused():
+    d = _v1(PUBLISHED["DARTS_V2"])
+    d["normal"][0] = ["sep_conv_3x3", 1]  # node 0 already takes input 1 (normal[1])
+    with pytest.raises(GenotypeError, match=r"^genotype: normal\[1\]: input 1 is also node 0's other input "
+                                            r"\(normal\[0\]\); a node takes two different inputs"):
+        Genotype.from_dict(d)
 
 
 def test_direct_construction_is_validated():
@@ -439,7 +447,8 @@ def test_space_must_be_a_known_space(tmp_path):
     assert known_spaces() == tuple(yaml_names) and "darts" in yaml_names
     allowed = ", ".join(yaml_names)
     assert _load_error(tmp_path, _broken(space="nas201")) == \
-        f"space: unknown space 'nas201'; known spaces: {allowed} (the files in nasrun/conf/space/)"
+        f"space: unknown space 'nas201'; known spaces: {allowed} (the files in nasrun/conf/space/), or any space " \
+        "whose description the file carries (space_description, written by nasrun search since nasrun.genotype/3)"
     assert _load_error(tmp_path, _broken(space=" ")).startswith("space: expected a non-empty string")
     assert _load_error(tmp_path, _broken(space="DARTS")).startswith("space: unknown space 'DARTS'")
     assert Genotype.from_dict(_broken(space="darts")) == PUBLISHED["DARTS_V2"]

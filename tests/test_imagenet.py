@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nasrun.train.retrain as retrain
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.genotype.genotype import PUBLISHED, parse_nb201
 from nasrun.nets import AuxiliaryHeadCIFAR, NetworkImageNet, build_network, count_macs, count_parameters

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.train.retrain import run_retrain
-from nasrun.run.folder import Interrupted
+from nasrun.run.signals import Interrupted
 
 RETRAIN = ["genotype=DARTS_V2", "dataset=digits", *TINY_RETRAIN, "recipe.epochs=3", "recipe.drop_path_prob=0.3",
            "recipe.auxiliary=true", "recipe.layers=3", "seed=4"]

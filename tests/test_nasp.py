@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator, make_perturbation
 from nasrun.methods.alpha_maps import Argmax
 from nasrun.methods.nasp import op_param_fractions

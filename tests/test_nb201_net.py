@@ -11,7 +11,7 @@ ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 
 
 def parse_arch(arch: str) -> list[tuple[str, int, int]]:
-    """``|op~src|`` groups split by ``+`` are target nodes 1, 2, 3 (spaces.md §3.3); test-only helper."""
+    """``|op~src|`` groups split by ``+`` are target nodes 1, 2, 3 (NAS-Bench-201's arch string); test-only helper."""
     edges = []
     for target, group in enumerate(arch.split("+"), start=1):
         for token in group.strip("|").split("|"):

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY_OPS, TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.train.retrain import run_retrain
-from nasrun.run.folder import load_checkpoint
+from nasrun.run.checkpoint import load_checkpoint
 from nasrun.search.loop import run_search
 from nasrun.spaces import DARTS_OPS
 from nasrun.spaces.space import derive

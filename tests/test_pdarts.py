@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.genotype.genotype import Genotype
 from nasrun.train.retrain import run_retrain

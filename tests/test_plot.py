@@ -15,7 +15,7 @@ import yaml
 
 pytest.importorskip("matplotlib")
 
-from nasrun.report import plot  # noqa: E402
+from nasrun.report import alpha_figures, cell_diagram, cell_layout, curves  # noqa: E402
 from nasrun.report import summary as rep  # noqa: E402
 from nasrun.genotype.genotype import PUBLISHED, Cell, Genotype, parse_nb201  # noqa: E402
 from nasrun.spaces.ops import DARTS_OPS, NB201_OPS  # noqa: E402
@@ -73,7 +73,7 @@ def close(fig) -> None:
 def test_heatmap_shows_weight_minus_uniform_on_a_scale_centred_at_zero():
     weights = softmax_history(10, 14, 8, drift=0.002)  # a short search: every weight 0.12-0.13
     assert np.ptp(weights[-1]) < 0.03
-    fig = plot.alphas_figure({"normal": weights, "reduce": weights[:, ::-1], "ops": np.array(DARTS_OPS)})
+    fig = alpha_figures.alphas_figure({"normal": weights, "reduce": weights[:, ::-1], "ops": np.array(DARTS_OPS)})
     try:
         image = fig.axes[0].images[0]
         shown = np.ma.getdata(image.get_array())
@@ -88,7 +88,7 @@ def test_heatmap_shows_weight_minus_uniform_on_a_scale_centred_at_zero():
 
 def test_heatmap_marks_the_op_each_edge_would_pick():
     weights = softmax_history(50, 14, 8)
-    fig = plot.alphas_figure({"normal": weights, "ops": np.array(DARTS_OPS)})
+    fig = alpha_figures.alphas_figure({"normal": weights, "ops": np.array(DARTS_OPS)})
     try:
         picks = {p.get_gid() for p in fig.axes[0].patches if (p.get_gid() or "").startswith("pick:")}
         last = weights[-1]
@@ -105,11 +105,11 @@ def test_heatmap_masks_ops_an_edge_does_not_have():
         mask[e, rng.choice(8, 2, replace=False)] = 1  # R-DARTS S1: two ops per edge
     weights = softmax_history(20, 14, 8, mask=mask)
     assert np.all((weights[-1] == 0) == (mask == 0))
-    panel = plot.alpha_panel("normal", weights, list(DARTS_OPS))
+    panel = alpha_figures.alpha_panel("normal", weights, list(DARTS_OPS))
     np.testing.assert_array_equal(panel.present, mask == 1)
     np.testing.assert_array_equal(np.ma.getmaskarray(panel.deviation), mask == 0)
     np.testing.assert_allclose(panel.deviation.compressed(), (weights[-1] - 0.5)[mask == 1])  # 1/k with k = 2
-    fig = plot.alphas_figure({"normal": weights, "ops": np.array(DARTS_OPS)})
+    fig = alpha_figures.alphas_figure({"normal": weights, "ops": np.array(DARTS_OPS)})
     try:
         ax = fig.axes[0]
         assert np.array_equal(np.ma.getmaskarray(ax.images[0].get_array()), mask == 0)
@@ -123,36 +123,36 @@ def test_heatmap_masks_ops_an_edge_does_not_have():
 def test_raw_alphas_are_shown_against_their_edge_mean():
     alphas = np.random.default_rng(2).uniform(0, 1, (5, 14, 8))  # NASP ranks clipped raw alphas
     alphas[-1, 3, 2] = 0.0  # clipped to 0 now, not absent
-    panel = plot.alpha_panel("normal", alphas, list(DARTS_OPS))
+    panel = alpha_figures.alpha_panel("normal", alphas, list(DARTS_OPS))
     assert not panel.normalised and panel.present.all()
     np.testing.assert_allclose(panel.deviation, alphas[-1] - alphas[-1].mean(axis=1, keepdims=True))
 
 
 def test_edge_labels_use_the_genotype_state_numbers():
-    assert plot.edge_labels(14) == [f"{s} → {t}" for s, t in cell_edges(2, 4)]
-    assert plot.edge_labels(14)[:5] == ["0 → 2", "1 → 2", "0 → 3", "1 → 3", "2 → 3"]
-    assert plot.edge_labels(6) == ["0 → 1", "0 → 2", "1 → 2", "0 → 3", "1 → 3", "2 → 3"] == \
+    assert alpha_figures.edge_labels(14) == [f"{s} → {t}" for s, t in cell_edges(2, 4)]
+    assert alpha_figures.edge_labels(14)[:5] == ["0 → 2", "1 → 2", "0 → 3", "1 → 3", "2 → 3"]
+    assert alpha_figures.edge_labels(6) == ["0 → 1", "0 → 2", "1 → 2", "0 → 3", "1 → 3", "2 → 3"] == \
         [f"{s} → {t}" for s, t in cell_edges(1, 3)]
-    assert plot.edge_labels(5) == [f"{s} → {t}" for s, t in cell_edges(2, 2)]
-    assert plot.edge_labels(7) == [str(e) for e in range(7)]  # no cell has 7 edges
+    assert alpha_figures.edge_labels(5) == [f"{s} → {t}" for s, t in cell_edges(2, 2)]
+    assert alpha_figures.edge_labels(7) == [str(e) for e in range(7)]  # no cell has 7 edges
     # every edge of a genotype printed as "t=op(s)" is a heatmap row named "s → t"
-    labels = set(plot.edge_labels(14))
+    labels = set(alpha_figures.edge_labels(14))
     for cell in DARTS_V2.cells.values():
         assert {f"{s} → {t}" for _, s, t in cell.edges} <= labels
     assert "2=sep_conv_3x3(0)+sep_conv_3x3(1)" in str(DARTS_V2)
 
 
 def test_heatmap_rows_and_titles_for_nb201_and_per_position_cells():
-    fig = plot.alphas_figure({"normal": softmax_history(50, 6, 5), "ops": np.array(NB201_OPS)})
+    fig = alpha_figures.alphas_figure({"normal": softmax_history(50, 6, 5), "ops": np.array(NB201_OPS)})
     try:
         ax = fig.axes[0]
-        assert [t.get_text() for t in ax.get_yticklabels()] == plot.edge_labels(6)
+        assert [t.get_text() for t in ax.get_yticklabels()] == alpha_figures.edge_labels(6)
         assert ax.get_title(loc="left") == "cell, epoch 50 of 50"
     finally:
         close(fig)
     genotype = per_position(8)
     alphas = {**{f"cell{i}": softmax_history(50, 14, 10, seed=i) for i in range(8)}, "ops": np.array(LARGE_OPS)}
-    fig = plot.alphas_figure(alphas, genotype=genotype)
+    fig = alpha_figures.alphas_figure(alphas, genotype=genotype)
     try:
         titles = [ax.get_title(loc="left") for ax in fig.axes if ax.images]
         assert len(titles) == 8 and titles[2] == "cell 2 (reduction), epoch 50 of 50"
@@ -167,7 +167,7 @@ def test_heatmap_rows_and_titles_for_nb201_and_per_position_cells():
 def test_plot_alphas_writes_a_png(tmp_path: Path):
     alphas = {"normal": softmax_history(3, 14, 8), "reduce": softmax_history(3, 14, 8, seed=1),
               "ops": np.array(DARTS_OPS)}
-    path = plot.plot_alphas(alphas, tmp_path / "a" / "alphas.png", title="t", genotype=DARTS_V2)
+    path = alpha_figures.plot_alphas(alphas, tmp_path / "a" / "alphas.png", title="t", genotype=DARTS_V2)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -177,7 +177,7 @@ def test_layered_layout(name: str):
     genotype = GENOTYPES[name]
     inputs, nodes = genotype.inputs, genotype.nodes
     for cell in genotype.cells.values():
-        layout = plot.cell_layout(cell, nodes, inputs)
+        layout = cell_layout.cell_layout(cell, nodes, inputs)
         xs = [layout.pos[s][0] for s in range(inputs + nodes)] + [layout.pos[-1][0]]
         assert all(layout.pos[s][0] == 0.0 for s in range(inputs))  # the inputs: first column
         assert all(b > a for a, b in zip(xs[inputs - 1:], xs[inputs:]))  # a column per node, in state order
@@ -191,7 +191,7 @@ def test_layered_layout(name: str):
             for state, centre in layout.pos.items():
                 if state in (r.src, r.dst):
                     continue
-                assert np.hypot(*(dense - centre).T).min() > plot.RADIUS, (name, r, state)
+                assert np.hypot(*(dense - centre).T).min() > cell_layout.RADIUS, (name, r, state)
 
 
 def _boxes(fig, prefix: str):
@@ -204,7 +204,7 @@ def _boxes(fig, prefix: str):
 @pytest.mark.parametrize("name", list(GENOTYPES))
 def test_cell_labels_do_not_overlap(name: str):
     genotype = GENOTYPES[name]
-    fig = plot.genotype_figure(genotype, title=name)
+    fig = cell_diagram.genotype_figure(genotype, title=name)
     try:
         labels = list(_boxes(fig, "edge:").values())
         expected = sum(1 for c in genotype.cells.values() for op, _, _ in c.edges if op != "none")
@@ -223,7 +223,7 @@ def test_cell_labels_do_not_overlap(name: str):
 
 
 def test_cell_states_edges_and_titles_as_the_genotype_prints_them():
-    fig = plot.genotype_figure(DARTS_V2)
+    fig = cell_diagram.genotype_figure(DARTS_V2)
     try:
         axes = fig.axes
         assert [ax.get_title(loc="left") for ax in axes] == ["normal cell: 2 skip_connect",
@@ -235,7 +235,7 @@ def test_cell_states_edges_and_titles_as_the_genotype_prints_them():
         assert edges == {(f"edge:{s}->{d}", op) for op, s, d in DARTS_V2.cells["normal"].edges}
     finally:
         close(fig)
-    fig = plot.genotype_figure(NB201)
+    fig = cell_diagram.genotype_figure(NB201)
     try:
         ax = fig.axes[0]
         assert ax.get_title(loc="left") == "cell: 1 skip_connect"
@@ -244,19 +244,19 @@ def test_cell_states_edges_and_titles_as_the_genotype_prints_them():
         assert "edge:1->2" not in {t.get_gid() for t in ax.texts}  # the none edge is left out
     finally:
         close(fig)
-    titles = [plot._cell_title(n, c, 8, 2) for n, c in per_position(8).cells.items()]
+    titles = [cell_diagram._cell_title(n, c, 8, 2) for n, c in per_position(8).cells.items()]
     assert titles[2].startswith("cell 2 (reduction): ") and titles[0].startswith("cell 0 (normal): ")
 
 
 def test_op_colours_are_distinct_and_grouped_by_family():
-    colours = {op: plot._color(op) for op in DARTS_OPS}
+    colours = {op: cell_diagram._color(op) for op in DARTS_OPS}
     assert len(set(colours.values())) == len(DARTS_OPS)
     families = {}
     for op, c in colours.items():
-        families.setdefault(plot.op_family(op), set()).add(c)
+        families.setdefault(cell_diagram.op_family(op), set()).add(c)
     assert set(families) == {"none", "pool", "skip", "conv"}
     assert all(not (a & b) for f, a in families.items() for g, b in families.items() if f < g)
-    assert plot.op_family("noise") == "none" and plot.op_family("conv_7x1_1x7") == "conv"
+    assert cell_diagram.op_family("noise") == "none" and cell_diagram.op_family("conv_7x1_1x7") == "conv"
     from matplotlib.colors import to_rgb
 
     for op in ("sep_conv_3x3", "skip_connect", "max_pool_3x3", "dil_conv_5x5", "sep_conv_5x5"):
@@ -264,25 +264,25 @@ def test_op_colours_are_distinct_and_grouped_by_family():
 
 
 def test_plot_genotype_uses_matplotlib_without_dot(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(plot.shutil, "which", lambda name: None)
+    monkeypatch.setattr(cell_diagram.shutil, "which", lambda name: None)
     for name, genotype in GENOTYPES.items():
-        path = plot.plot_genotype(genotype, tmp_path / f"{name}.png", title=name)
+        path = cell_diagram.plot_genotype(genotype, tmp_path / f"{name}.png", title=name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cell_dot_is_a_layered_lr_graph():
-    text = plot.cell_dot(DARTS_V2.cells["normal"], 4, 2, "normal cell: 2 skip_connect")
+    text = cell_diagram.cell_dot(DARTS_V2.cells["normal"], 4, 2, "normal cell: 2 skip_connect")
     assert text.startswith("digraph cell {") and "rankdir=LR" in text
     assert "{ rank=same; s0 s1; }" in text and "s0 -> s1 [style=invis]" in text
     assert "s1 -> s2 -> s3 -> s4 -> s5 -> out [style=invis, weight=4]" in text  # a rank per node, in order
     assert 's0 [label=<c<sub>k-2</sub>>' in text and 's5 [label="5"' in text
     for op, src, dst in DARTS_V2.cells["normal"].edges:
-        assert f's{src} -> s{dst} [label="{op}", color="{plot._color(op)}"' in text
+        assert f's{src} -> s{dst} [label="{op}", color="{cell_diagram._color(op)}"' in text
     for s in DARTS_V2.cells["normal"].concat:
         assert f"s{s} -> out [style=dashed" in text
-    nb = plot.cell_dot(NB201.cells["normal"], 3, 1)
+    nb = cell_diagram.cell_dot(NB201.cells["normal"], 3, 1)
     assert 's0 [label="in"' in nb and "none" not in nb and "rank=same" not in nb and 'out [label="out"' in nb
-    assert list(plot.genotype_dot(per_position(8))) == [f"cell{i}" for i in range(8)]
+    assert list(cell_diagram.genotype_dot(per_position(8))) == [f"cell{i}" for i in range(8)]
 
 
 def _fake_dot(folder: Path, fail: bool = False) -> Path:
@@ -308,33 +308,33 @@ fig.savefig(out)
 
 def test_plot_genotype_uses_dot_when_installed(tmp_path: Path, monkeypatch):
     dot = _fake_dot(tmp_path)
-    monkeypatch.setattr(plot.shutil, "which", lambda name: str(dot) if name == "dot" else None)
-    path = plot.plot_genotype(DARTS_V2, tmp_path / "cells.png", title="DARTS_V2")
+    monkeypatch.setattr(cell_diagram.shutil, "which", lambda name: str(dot) if name == "dot" else None)
+    path = cell_diagram.plot_genotype(DARTS_V2, tmp_path / "cells.png", title="DARTS_V2")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     graphs = (tmp_path / "calls.txt").read_text().split("\n===\n")[:-1]
-    assert [g.strip() for g in graphs] == [g.strip() for g in plot.genotype_dot(DARTS_V2).values()]
+    assert [g.strip() for g in graphs] == [g.strip() for g in cell_diagram.genotype_dot(DARTS_V2).values()]
 
 
 def test_plot_genotype_falls_back_to_matplotlib_when_dot_fails(tmp_path: Path, monkeypatch, caplog):
     dot = _fake_dot(tmp_path, fail=True)
-    monkeypatch.setattr(plot.shutil, "which", lambda name: str(dot) if name == "dot" else None)
-    path = plot.plot_genotype(NB201, tmp_path / "cells.png")
+    monkeypatch.setattr(cell_diagram.shutil, "which", lambda name: str(dot) if name == "dot" else None)
+    path = cell_diagram.plot_genotype(NB201, tmp_path / "cells.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "drawing it with matplotlib" in caplog.text
 
 
-@pytest.mark.skipif(not plot.shutil.which("dot"), reason="graphviz dot is not installed")
+@pytest.mark.skipif(not cell_diagram.shutil.which("dot"), reason="graphviz dot is not installed")
 def test_real_dot_draws_every_genotype(tmp_path: Path):
     for name, genotype in GENOTYPES.items():
         path = tmp_path / f"{name}.png"
-        assert plot._plot_with_dot(plot.shutil.which("dot"), genotype, path, name)
+        assert cell_diagram._plot_with_dot(cell_diagram.shutil.which("dot"), genotype, path, name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------ curves and the report
 def test_curves_plot_accuracy_in_percent():
     rows = [{"epoch": e, "val_acc": 0.25 * (e + 1), "skip_normal": e} for e in range(3)]
-    fig = plot.curves_figure([("group", [("seed 0", rows)])])
+    fig = curves.curves_figure([("group", [("seed 0", rows)])])
     try:
         skip_ax, acc_ax = fig.axes
         np.testing.assert_allclose(acc_ax.lines[0].get_ydata(), [25.0, 50.0, 75.0])
@@ -343,7 +343,7 @@ def test_curves_plot_accuracy_in_percent():
         assert "(%)" in acc_ax.get_ylabel() and "%" not in skip_ax.get_ylabel()
     finally:
         close(fig)
-    fig = plot.curves_figure([("g", [("s", rows)])], keys=(("val_acc", "accuracy"),))
+    fig = curves.curves_figure([("g", [("s", rows)])], keys=(("val_acc", "accuracy"),))
     try:
         assert fig.axes[0].get_ylabel() == "accuracy (%)"
     finally:

@@ -19,22 +19,11 @@ import pytest
 import torch
 
 from nasrun.errors import RunFolderError
-from nasrun.run.folder import (
-    CHECKPOINT,
-    CHECKPOINT_FORMAT,
-    METRICS,
-    RESULT,
-    Interrupted,
-    RunFolder,
-    append_jsonl,
-    atomic_write_json,
-    exit_status,
-    interrupts,
-    load_checkpoint,
-    read_jsonl,
-    rng_state,
-    set_rng_state,
-)
+from nasrun.run.checkpoint import CHECKPOINT, CHECKPOINT_FORMAT, load_checkpoint
+from nasrun.run.folder import METRICS, RESULT, RunFolder
+from nasrun.run.signals import Interrupted, exit_status, interrupts
+from nasrun.run.files import append_jsonl, atomic_write_json, read_jsonl
+from nasrun.run.rng import rng_state, set_rng_state
 
 CONFIG = {"seed": 0, "search": {"epochs": 2}}
 SCHEMA = {"model": dict, "rng": dict}
@@ -309,6 +298,184 @@ def test_result_that_is_not_an_object_is_refused(tmp_path: Path):
     with RunFolder(tmp_path, "search") as run:
         with pytest.raises(RunFolderError, match=rf"{RESULT}: holds a list, expected a JSON object"):
             run.read_result()
+
+
+@pytest.mark.parametrize("result,field", [
+    ({"status": 5}, "status is 5, expected one of completed, failed, interrupted"),
+    ({"status": "done", "config": CONFIG}, "status is 'done', expected one of"),
+    ({"config": CONFIG}, "status is missing"),
+    ({"status": "completed"}, "a completed run's result has no config"),
+    ({"status": "completed", "config": {}}, "a completed run's result has no config"),
+    ({"status": "completed", "config": "seed: 0"}, "config is 'seed: 0', expected an object or null"),
+    ({"status": "completed", "config": CONFIG, "final": 5}, "final is 5, expected an object or null"),
+    ({"status": "completed", "config": CONFIG, "test_acc": "0.9"}, "test_acc is '0.9', expected a number or null"),
+    ({"status": "completed", "config": CONFIG, "params": True}, "params is True, expected a number or null"),
+    ({"status": "failed", "reason": ["boom"]}, "reason is ['boom'], expected a string or null"),
+    ({"status": "interrupted", "last_epoch": 1.5}, "last_epoch is 1.5, expected an integer or null"),
+])
+def test_result_fields_nasrun_reads_back_are_checked(tmp_path: Path, result: dict, field: str):
+    (tmp_path / RESULT).write_text(json.dumps(result))
+    with RunFolder(tmp_path, "search") as run:
+        with pytest.raises(RunFolderError) as info:
+            run.completed(CONFIG)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / RESULT}: {field}") and "\n" not in message, message
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_result_or_saved_config_that_is_a_pipe_is_refused_without_blocking(tmp_path: Path):
+    from nasrun.run.folder import read_result, read_saved_config
+
+    os.mkfifo(tmp_path / RESULT)
+    (tmp_path / ".hydra").mkdir()
+    os.mkfifo(tmp_path / ".hydra" / "config.yaml")
+    with pytest.raises(RunFolderError, match=rf"{RESULT}: not a regular file"):
+        read_result(tmp_path)
+    with pytest.raises(RunFolderError, match=r"config\.yaml: not a regular file"):
+        read_saved_config(tmp_path)
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("seed: [1\n", "not valid YAML at line 2, column 1"),
+    ("", "is empty, expected the mapping of config keys"),
+    ("{}\n", "is empty, expected the mapping of config keys"),
+    ("- seed\n- 2\n", "holds a list, expected the mapping of config keys"),
+    ("just text\n", "holds a str, expected the mapping of config keys"),
+    (b"\xff\xfe", "not UTF-8 text (invalid start byte at byte 0)"),
+])
+def test_a_damaged_saved_config_is_one_line_naming_the_file(tmp_path: Path, text, problem: str):
+    from nasrun.run.folder import read_saved_config
+
+    (tmp_path / ".hydra").mkdir()
+    path = tmp_path / ".hydra" / "config.yaml"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
+    with pytest.raises(RunFolderError) as info:
+        read_saved_config(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / '.hydra' / 'config.yaml'}: {problem}"), str(info.value)
+
+
+def test_saved_config_is_checked_only_where_a_run_resumes(tmp_path: Path):
+    """Hydra rewrites .hydra/config.yaml: in a folder with nothing to resume (a run that failed before its first
+    checkpoint) a new command line may start afresh; with a checkpoint or a completed result it may not."""
+    from nasrun.run.saved_config import check_saved_config
+
+    saved = tmp_path / ".hydra"
+    saved.mkdir()
+    (saved / "config.yaml").write_text("seed: 2\nsearch:\n  epochs: 2\n")
+    (saved / "overrides.yaml").write_text("- seed=2\n")
+    current = {"seed": 3, "search": {"epochs": 2}}
+    (tmp_path / RESULT).write_text(json.dumps({"status": "failed", "reason": "no data", "config": current}))
+    check_saved_config(tmp_path, ".hydra", current, ["seed=3"])  # nothing to resume: accepted
+    (tmp_path / RESULT).write_text(json.dumps({"status": "completed", "config": {"seed": 2}}))
+    with pytest.raises(RunFolderError, match=r"holds a run with a different config \(seed: 2 -> 3\); choose another"):
+        check_saved_config(tmp_path, ".hydra", current, ["seed=3"])
+    (tmp_path / RESULT).unlink()
+    (tmp_path / "search").mkdir()  # a pipeline job: its search stage's checkpoint
+    torch.save({"epoch": 0}, tmp_path / "search" / CHECKPOINT)
+    with pytest.raises(RunFolderError, match=r"config\.yaml: was edited after the run started \(seed: 2 -> 3: the "):
+        check_saved_config(tmp_path, ".hydra", current, ["seed=2"])
+    check_saved_config(tmp_path, ".hydra", {**current, "seed": 2, "progress": False}, ["seed=2"])  # the same run
+
+
+# ------------------------------------------------------------------ resume through the console script
+def _nasrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "nasrun", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> tuple[Path, list[str]]:
+    """One completed tiny search run folder (copied by each test) and its command line."""
+    from conftest import TINY_SYNTH
+
+    root = tmp_path_factory.mktemp("searched")
+    args = ["search", *[o.replace("search.epochs=2", "search.epochs=1") for o in TINY_SYNTH]]
+    proc = _nasrun(*args, f"hydra.run.dir={root / 'run'}", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "run", args
+
+
+def _copy(searched, tmp_path: Path) -> tuple[Path, list[str]]:
+    import shutil
+
+    folder, args = searched
+    run = tmp_path / "run"
+    shutil.copytree(folder, run)
+    (run / ".lock").unlink(missing_ok=True)
+    return run, [*args, f"hydra.run.dir={run}"]
+
+
+def test_resume_refuses_a_result_json_nasrun_cannot_have_written(searched, tmp_path: Path):
+    run, args = _copy(searched, tmp_path)
+    (run / RESULT).write_text('{"status": 5}')
+    line = _one_line(_nasrun(*args, cwd=tmp_path))
+    assert line.endswith(f"{run / RESULT}: status is 5, expected one of completed, failed, interrupted; move it away "
+                         "to start the run afresh")
+    assert (run / RESULT).read_text() == '{"status": 5}'  # kept as it was, for the user to see
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("seed: [2\n", "not valid YAML"), ("", "is empty"), ("- 2\n", "holds a list"),
+])
+def test_resume_refuses_a_damaged_saved_config_before_hydra_rewrites_it(searched, tmp_path: Path, text, problem):
+    run, args = _copy(searched, tmp_path)
+    (run / ".hydra" / "config.yaml").write_text(text)
+    line = _one_line(_nasrun(*args, cwd=tmp_path))
+    assert line.startswith(f"nasrun search: error: {run / '.hydra' / 'config.yaml'}: {problem}"), line
+    assert (run / ".hydra" / "config.yaml").read_text() == text
+
+
+def test_resume_refuses_an_edited_saved_config_and_keeps_the_run_s_own(searched, tmp_path: Path):
+    run, args = _copy(searched, tmp_path)
+    path = run / ".hydra" / "config.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("seed: 2\n", "seed: 77\n", 1))
+    line = _one_line(_nasrun(*args, cwd=tmp_path))
+    assert line.startswith(f"nasrun search: error: {path}: was edited after the run started (seed: 77 -> 2: ")
+    path.write_text(original)
+    result = (run / RESULT).read_text()
+    line = _one_line(_nasrun(*[a for a in args if not a.startswith("seed=")], "seed=3", cwd=tmp_path))
+    assert line == (f"nasrun search: error: {run} holds a run with a different config (seed: 2 -> 3); choose "
+                    "another hydra.run.dir or use the same overrides to resume")
+    assert path.read_text() == original and (run / RESULT).read_text() == result  # the refused line wrote nothing
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_as_the_saved_config_is_refused_not_waited_on(searched, tmp_path: Path):
+    run, args = _copy(searched, tmp_path)
+    (run / ".hydra" / "config.yaml").unlink()
+    os.mkfifo(run / ".hydra" / "config.yaml")
+    line = _one_line(_nasrun(*args, cwd=tmp_path))  # Hydra itself would block opening it for writing
+    assert f"{run / '.hydra' / 'config.yaml'}: not a regular file" in line
+
+
+def test_retrain_of_a_search_folder_with_a_bad_result_json_is_refused(searched, tmp_path: Path, capsys):
+    from nasrun.cli.dispatch import main
+
+    run, _ = _copy(searched, tmp_path)
+    (run / RESULT).write_text('{"status": "completed", "config": {"space": 5}, "final": {}}')
+    for command in ("retrain", "show"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, f"genotype={run}", f"hydra.run.dir={tmp_path / 'rt'}"][: 3 if command == "retrain" else 2])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"nasrun {command}: error: {run}: the search's saved config has a bad space (it is int, not a " \
+                      "mapping)", err
+    (run / RESULT).write_text('{"status": 5}')
+    with pytest.raises(SystemExit):
+        main(["retrain", f"genotype={run}", f"hydra.run.dir={tmp_path / 'rt'}"])
+    assert capsys.readouterr().err.strip().endswith(f"{run / RESULT}: status is 5, expected one of completed, "
+                                                    "failed, interrupted; move it away to start the run afresh")
+    assert not (tmp_path / "rt").exists()  # refused before any work
 
 
 def test_files_follow_the_umask(tmp_path: Path):

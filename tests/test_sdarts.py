@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import TINY_RETRAIN, TINY_SEARCH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.methods import make_estimator, make_perturbation, make_schedule
 from nasrun.methods.perturbations import epsilon_at, pgd_attack, project_ball_simplex, renorm, uniform_noise

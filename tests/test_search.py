@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SYNTH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import RunFolderError
 from nasrun.search.loop import run_search
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.genotype.genotype import Genotype, parse_nb201
 from nasrun.nets import build_network, count_parameters
@@ -18,7 +18,7 @@ from nasrun.supernet import SuperNet
 SPACES = ["darts", "s5", "rdarts_s1", "rdarts_s2", "rdarts_s3", "rdarts_s4", "nasp", "nb201", "large"]
 DARTS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
          "dil_conv_5x5"]
-# spaces.md §2.1, edge by edge (normal | reduce)
+# R-DARTS S1 (automl/RobustDARTS src/spaces.py), edge by edge (normal | reduce)
 S1 = [
     ("skip_connect dil_conv_3x3", "max_pool_3x3 avg_pool_3x3"),
     ("skip_connect dil_conv_5x5", "max_pool_3x3 dil_conv_3x3"),
@@ -151,7 +151,7 @@ def test_genotype_round_trip_and_retrain_network(name, tmp_path):
 
 
 @pytest.mark.parametrize("name,size", [
-    ("darts", (3 * 6 * 10 * 49**4) ** 2),   # spaces.md §1.6: 1,037,664,180 per cell
+    ("darts", (3 * 6 * 10 * 49**4) ** 2),   # 1·3·6·10 edge pairs x 7^8 ops = 1,037,664,180 per cell
     ("s5", (3 * 6 * 10 * 49**4) ** 2),       # no none: the same 7 choices per kept edge
     ("rdarts_s2", (3 * 6 * 10 * 2**8) ** 2),  # two ops per edge
     ("nb201", 5**6),
@@ -184,7 +184,7 @@ def test_combinations_that_cannot_make_sense_are_refused_before_any_work(overrid
 def test_a_resumed_search_with_the_noise_op_draws_the_same_noise(tmp_path):
     import numpy as np
 
-    from nasrun.run.folder import Interrupted
+    from nasrun.run.signals import Interrupted
     from nasrun.search.loop import run_search
 
     cfg = to_typed(compose("search", ["space=rdarts_s4", "dataset=digits", "dataset.subset=16", "search.epochs=2",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nasrun.config.compose_errors import group_options
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.errors import ConfigError
 from nasrun.train.retrain import run_retrain
 from nasrun.search.loop import run_search

@@ -100,7 +100,7 @@ def test_sweep_folders_are_unique_within_a_second():
     from hydra.core.utils import setup_globals
     from omegaconf import OmegaConf
 
-    from nasrun.config.schema import register
+    from nasrun.config.compose import register
 
     register()  # nasrun's resolvers (and schemas)
     setup_globals()  # Hydra's ${now:} resolver
@@ -114,7 +114,7 @@ def test_sweep_folders_are_unique_within_a_second():
 
 
 def test_rerun_pipeline_skips_the_search_and_resumes_the_retraining(tmp_path: Path):
-    from nasrun.config.schema import compose, to_typed
+    from nasrun.config.compose import compose, to_typed
     from nasrun.run.pipeline import run_pipeline
 
     threads = torch.get_num_threads()

@@ -153,7 +153,7 @@ def test_logger_tensorboard_writes_every_epoch_of_a_search(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from conftest import TINY_SEARCH
-    from nasrun.config.schema import compose, to_typed
+    from nasrun.config.compose import compose, to_typed
     from nasrun.search.loop import run_search
 
     run_search(to_typed(compose("search", [*TINY_SEARCH, "logger=tensorboard"])), tmp_path / "run")

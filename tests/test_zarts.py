@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from conftest import TINY_RETRAIN, TINY_SEARCH, TINY_SYNTH
-from nasrun.config.schema import compose, to_typed
+from nasrun.config.compose import compose, to_typed
 from nasrun.methods import ArchBatch, make_estimator
 from nasrun.methods.objective import ObjectiveValue
 from nasrun.methods.zarts import MGS, finetune_copy

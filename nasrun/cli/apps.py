@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
     from hydra.types import RunMode
 
     from nasrun.parallel.launch import join_job
-    from nasrun.run.signals import Interrupted, exit_status
+    from nasrun.run.signals import Interrupted, exit_status, hold, record_interrupted, signal_of
 
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
@@ -39,13 +40,14 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
     join_job(out_dir)
     try:
         return _run_command(to_typed(cfg), command, out_dir)
-    except Interrupted as exc:
-        print(f"nasrun {command}: interrupted; the checkpoint in {out_dir} is kept: rerun the same command to "
-              "resume", file=sys.stderr)
-        raise SystemExit(exit_status(exc.signum)) from None
-    except KeyboardInterrupt:
-        print(f"nasrun {command}: interrupted; rerun the same command to resume ({out_dir})", file=sys.stderr)
-        raise SystemExit(130) from None
+    except (Interrupted, KeyboardInterrupt) as exc:
+        hold()  # a second signal must not cut the record or the line short
+        signum = signal_of(exc)
+        if ranks.rank() == 0:
+            record_interrupted(out_dir, command, signum)  # stopped before the run recorded itself
+        print(f"nasrun {command}: interrupted by {signal.Signals(signum).name}; {out_dir} keeps what was done "
+              "(result.json says so): rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(exit_status(signum)) from None
     except Exception as exc:
         if full_error():
             raise

@@ -3,19 +3,18 @@
 Every job a command line asks for is composed and validated before a Hydra application starts
 (:mod:`nasrun.cli.preflight`), so a bad option, key or value ends the command with exit status 2 and
 one line. A run that fails prints one line (the reason and where it is recorded) and exits 1; an
-interrupted one exits with the signal's conventional status. ``HYDRA_FULL_ERROR=1`` shows the
-traceback instead. Nothing imported here imports torch: help and a mistyped key answer at once.
+interrupted one exits with the signal's conventional status, from the first line on: SIGTERM and
+SIGINT are caught before anything heavy is imported. ``HYDRA_FULL_ERROR=1`` shows the traceback
+instead. Nothing imported here imports torch: help and a mistyped key answer at once; the rest is
+imported when it is needed, so the signal handlers are in place within a few hundredths of a second.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from nasrun.config.compose import register
-from nasrun.config.compose_errors import group_options, groups
-from nasrun.config.overrides import is_multirun, name_jobs_by_swept_keys, override_tokens, quote_genotype
-from nasrun.errors import NasrunError
-from nasrun.parallel import ranks
+from nasrun.run.signals import Interrupted, interrupts, kept_handlers
 
 COMMANDS = {
     "search": "search a genotype (a method on a space and a dataset)",
@@ -24,15 +23,17 @@ COMMANDS = {
     "pipeline": "search, then retrain the genotype found, in one job folder",
     "report": "summarise run or sweep folders: mean ± std per group of overrides, plots",
 }
-# Hydra flags that need no composition check (help, config printing, completion).
-_NO_CHECK_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc",
-                   "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--resolve", "--version"}
+# Hydra flags that need no composition check (help, information, completion, a config of the user's own).
+_NO_CHECK_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc",
+                   "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--version"}
+# Hydra flags that print the config instead of running it: the command line is checked, no job runs.
+_PRINT_FLAGS = {"--cfg", "-c", "--resolve", "--package", "-p"}
 _LAUNCHER_HINT = " (the joblib and submitit launchers come with: pip install 'nasrun[sweep]')"
 EXAMPLES = [
     "nasrun search experiment=quickstart",
     "nasrun search method=darts_2nd dataset=digits seed=3 search.epochs=4 supernet.C=8",
     "nasrun search method=amended estimator.eta=0.5",
-    "nasrun retrain genotype=DARTS_V2 dataset.root=/data/cifar",
+    "nasrun retrain genotype=DARTS_V2 dataset=cifar10 dataset.root=/data/cifar",
     "nasrun search -m seed=0,1,2 estimator.eta=0.1,0.5 method=amended",
     "nasrun pipeline -m seed=0,1 method=darts,darts_2nd experiment=quickstart",
     "nasrun report multirun/pipeline/<date>/<time>_<id> --plot",
@@ -46,6 +47,8 @@ def fail(command: str, message: str, status: int = 2) -> None:
 
 
 def usage() -> str:
+    from nasrun.config.compose_errors import group_options, groups
+
     lines = ["usage: nasrun <command> [overrides...] [hydra flags]", "", "commands:"]
     lines += [f"  {name:<8} {text}" for name, text in COMMANDS.items()]
     lines += ["", "config groups (pick one with group=option):"]
@@ -56,14 +59,45 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``nasrun <command> args``: exit 0 on success, 2 on bad input, 1 on a failed run."""
-    try:
-        _main(list(sys.argv[1:] if argv is None else argv))
-    except BrokenPipeError:  # `nasrun --help | head`: the reader left; say nothing more
-        import os
+    """``nasrun <command> args``: exit 0 on success, 2 on bad input, 1 on a failed run, 130/143 when interrupted."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    with kept_handlers():  # an in-process caller gets its handlers back
+        try:
+            with interrupts():  # first: a SIGTERM from now on is one line and 143, never a silent death
+                _main(list(args))  # _main takes the command out; the line below names it
+        except BrokenPipeError:  # `nasrun --help | head`: the reader left; say nothing more
+            import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise SystemExit(0) from None
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0) from None
+        except (Interrupted, KeyboardInterrupt) as exc:
+            _interrupted(args, exc)
+
+
+def _interrupted(args: list[str], exc: BaseException) -> None:
+    """A signal outside a run's own handling (composing, starting, Hydra making the folder): one line, 130/143."""
+    import os
+
+    from nasrun.run.signals import exit_status, hold, job_folder_of, record_interrupted, signal_of
+
+    hold()
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    command = next((a for a in args if not a.startswith("-")), "")
+    signum = signal_of(exc)
+    name = signal.Signals(signum).name
+    folder = job_folder_of(exc)
+    where = " before the run started; nothing was recorded" if command in ("search", "retrain", "pipeline") else ""
+    if folder is not None and _is_rank0() and record_interrupted(folder, command, signum):
+        where = f"; recorded in {folder / 'result.json'}: rerun the same command to resume"
+    print(f"nasrun {command or '(no command)'}: interrupted by {name}{where}", file=sys.stderr)
+    raise SystemExit(exit_status(signum)) from None
+
+
+def _is_rank0() -> bool:
+    from nasrun.parallel import ranks
+
+    return ranks.rank() == 0
 
 
 def _main(args: list[str]) -> None:
@@ -81,6 +115,8 @@ def _main(args: list[str]) -> None:
         from nasrun.report.summary import main as report_main
 
         raise SystemExit(report_main(args))
+    from nasrun.errors import NasrunError
+
     try:
         if command == "show":
             from nasrun.cli.show import show
@@ -99,6 +135,10 @@ def _main(args: list[str]) -> None:
 
 def _dispatch(command: str, args: list[str]) -> None:
     """Check every job of the command line, then run the command's Hydra application over it."""
+    from nasrun.config.compose import register
+    from nasrun.config.overrides import hydra_arguments, is_multirun, name_jobs_by_swept_keys, quote_genotype
+    from nasrun.parallel import ranks
+
     multirun = is_multirun(args)
     if ranks.is_distributed():
         from nasrun.parallel.launch import check_torchrun
@@ -108,16 +148,19 @@ def _dispatch(command: str, args: list[str]) -> None:
     args = quote_genotype(args)
     if any(a in ("-h", "--help") for a in args):
         from nasrun.cli.help import render
+        from nasrun.config.overrides import override_tokens
 
         print(render(command, override_tokens(args)))
         return
-    runs_jobs = not any(a.split("=")[0] in _NO_CHECK_FLAGS for a in args)
-    if runs_jobs:
+    checked = not any(a.split("=")[0] in _NO_CHECK_FLAGS for a in args)
+    runs_jobs = checked and not any(a.split("=")[0] in _PRINT_FLAGS for a in args)
+    args = hydra_arguments(args)
+    if checked:
         _preflight(command, args)
-        if ranks.rank() != 0:
-            from nasrun.parallel.launch import follow_rank0
+    if runs_jobs and ranks.rank() != 0:
+        from nasrun.parallel.launch import follow_rank0
 
-            args = follow_rank0(args)
+        args = follow_rank0(args)
     if multirun:
         args = name_jobs_by_swept_keys(args)
     from nasrun.cli.apps import APPS

@@ -10,16 +10,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from nasrun.config.compose import compose, to_typed
-from nasrun.config.overrides import check_output_dirs, is_multirun, jobs, override_tokens
-from nasrun.errors import ConfigError
+from nasrun.config.overrides import check_command_reads, check_output_dirs, is_multirun, jobs, override_tokens
+from nasrun.errors import ConfigError, NasrunError
 
 
 def check_command_line(command: str, args: list[str]) -> None:
     """Compose and validate every job of ``nasrun <command> args``; raise NasrunError on the first problem."""
     tokens = override_tokens(args)
+    check_command_reads(command, tokens)
     check_output_dirs(tokens)
-    for job in jobs(tokens, is_multirun(args)):
+    listed = jobs(tokens, is_multirun(args))
+    for job in listed:
         check_job(command, to_typed(compose(command, job)))
+    interpolated = [t for t in tokens if "${" in t]
+    if interpolated:
+        check_output_dirs(interpolated, lambda key, value: resolved_dir(command, listed[0], key, value))
+
+
+def resolved_dir(command: str, job: list[str], key: str, value: str) -> str:
+    """The folder an output-dir value with an interpolation names, resolved as Hydra will resolve it."""
+    from omegaconf import OmegaConf
+
+    from nasrun.config.checks import shorten
+    from nasrun.config.compose import hydra_compose_raw
+    from nasrun.config.compose_errors import one_line
+    from nasrun.config.overrides import quote_genotype
+
+    try:
+        return str(OmegaConf.select(hydra_compose_raw(command, quote_genotype(job), hydra=True), key))
+    except NasrunError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an unset variable, a loop, an unknown resolver
+        reason = one_line(exc).split(" raised while resolving interpolation: ")[-1]
+        raise ConfigError(f"{key}={shorten(value)} cannot be resolved: {reason}") from None
 
 
 def check_job(command: str, typed) -> None:
@@ -42,7 +65,11 @@ def check_job(command: str, typed) -> None:
 def check_benchmark_file(conf) -> None:
     """A benchmark table named by the config must exist before any work starts (it is loaded when the run starts)."""
     path = getattr(conf, "path", None)
-    if path and not Path(path).expanduser().exists():
+    try:
+        found = bool(path) and Path(path).expanduser().exists()
+    except OSError as exc:  # a name too long, a loop of links
+        raise ConfigError(f"benchmark.path={path!r} cannot be read: {exc.strerror or exc}") from None
+    if path and not found:
         from nasrun.genotype.benchmarks import missing_file_message
 
         raise ConfigError(missing_file_message(Path(path)))

@@ -33,10 +33,11 @@ def _plot_path(plot_to: str, genotype_spec: str) -> Path:
 
 
 def space_config(genotype: Any, run_folder: Optional[Path]) -> Any:
-    """The space a genotype was searched in: the search run's own config, else the shipped space of that name."""
-    from nasrun.train.retrain import searched_space
+    """The space a genotype was searched in: the search run's own config, else the description the genotype
+    carries, else the shipped space of that name."""
+    from nasrun.train.inputs import genotype_space
 
-    saved = searched_space(run_folder)
+    saved = genotype_space(genotype, run_folder)
     if saved is not None:
         return saved
     return to_typed(compose("retrain", ["genotype=DARTS_V2", f"space={genotype.space}"])).space
@@ -67,9 +68,11 @@ def show(args: list[str]) -> None:
         raise ConfigError(f"unexpected argument {unknown[0]!r}; arguments are overrides such as genotype=DARTS_V2")
     typed = to_typed(compose("retrain", args))
     path = _plot_path(plot_to, typed.genotype) if plot_to is not None else None
-    from nasrun.train.retrain import build_network, describe_network, resolve_inputs
+    from nasrun.train.inputs import cells_for, layers_named, resolve_inputs
+    from nasrun.train.retrain import build_network, describe_network
 
     genotype, run_folder, dataset = resolve_inputs(typed)
+    typed = cells_for(genotype, typed, layers_given=layers_named(args))
     info = describe_network(build_network(genotype, typed, dataset), dataset)
     from nasrun.spaces.space import Space
 

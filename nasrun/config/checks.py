@@ -24,6 +24,12 @@ def shorten(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """An argument as typed, cut to about ``limit`` characters (no quotes added, unlike :func:`shorten`)."""
+    text = " ".join(str(text).split()) if "\n" in str(text) else str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={shorten(value)} is not allowed: {allowed}")

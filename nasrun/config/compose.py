@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from nasrun.config.compose_errors import CONFIG_MODULE, check_appends, explain, one_line
+from nasrun.config.compose_errors import CONFIG_MODULE, check_appends, check_booleans, explain, one_line, unresolvable
 from nasrun.config.options import STORED_GROUPS
 from nasrun.config.schema import NasrunConf
 from nasrun.errors import ConfigError, NasrunError
@@ -61,11 +61,13 @@ def compose(command: str, overrides: list[str] | tuple[str, ...] = ()) -> DictCo
     overrides = quote_genotype(list(overrides))
     check_appends(command, overrides, hydra_compose_raw)
     try:
-        return hydra_compose_raw(command, overrides)
+        cfg = hydra_compose_raw(command, overrides)
     except NasrunError:
         raise
     except Exception as exc:  # noqa: BLE001 - every Hydra/OmegaConf error becomes one ConfigError line
         raise explain(command, overrides, exc, hydra_compose_raw) from None
+    check_booleans(cfg, overrides)
+    return cfg
 
 
 def hydra_compose_raw(command: str, overrides: list[str], hydra: bool = False) -> DictConfig:
@@ -79,21 +81,27 @@ def hydra_compose_raw(command: str, overrides: list[str], hydra: bool = False) -
 
 def to_typed(cfg: DictConfig) -> NasrunConf:
     """Turn a composed config into dataclasses, running every check; raise ConfigError on any problem."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        hint = " (a published name such as DARTS_V2, a genotype.json or a search run folder)" if "genotype" in missing else ""
-        raise ConfigError(f"{', '.join(missing)} must be given, e.g. {missing[0]}=...{hint}")
+    from omegaconf.errors import InterpolationResolutionError
+
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            hint = (" (a published name such as DARTS_V2, a genotype.json or a search run folder)"
+                    if "genotype" in missing else "")
+            raise ConfigError(f"{', '.join(missing)} must be given, e.g. {missing[0]}=...{hint}")
         typed = OmegaConf.to_object(cfg)
     except NasrunError:
         raise
+    except InterpolationResolutionError as exc:  # ${oc.env:UNSET}, ${seed} in seed: a bad value
+        raise ConfigError(unresolvable(cfg, exc)) from None
     except Exception as exc:  # omegaconf wraps errors raised inside __post_init__
         cause = exc.__cause__ or exc.__context__
         while cause is not None:
             if isinstance(cause, NasrunError):
                 raise cause from None
             cause = cause.__cause__ or cause.__context__
-        raise ConfigError(one_line(exc)) from None
+        key = getattr(exc, "full_key", None)
+        raise ConfigError((f"{key}: " if key and key not in one_line(exc) else "") + one_line(exc)) from None
     if not isinstance(typed, NasrunConf):
         raise ConfigError(f"the composed config is a {type(typed).__name__}, not a nasrun config")
     return typed

@@ -2,26 +2,29 @@
 
 Hydra answers a mistyped key with "Could not override ... To append use +key", a wrong type with
 "Error merging override", and an unknown option with a list followed by the config search path.
-This module turns each into a :class:`ConfigError` that says what to type instead, and refuses
-``+key`` for keys no schema knows (they would be accepted and silently ignored).
+This module turns each into a :class:`ConfigError` that says what to type instead, and refuses what
+Hydra would accept and nasrun silently ignore or misread: ``+key`` for keys no schema knows, ``~key``,
+``+hydra.key`` Hydra does not have, ``2`` or ``yes`` for a true/false key, an interpolation that
+cannot be resolved. An override Hydra's grammar cannot read is named with the reason.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import sys
 from importlib import resources
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig
 
-from nasrun.config.checks import shorten
+from nasrun.config.checks import clip, shorten
 from nasrun.errors import ConfigError
 from nasrun.config.options import AXES, STORED_GROUPS, option_keys, owners_of
 
 CONFIG_MODULE = "nasrun.conf"
 #: ``compose(command, overrides)`` without the checks of this module (passed in by nasrun.config.schema).
-Composer = Callable[[str, list[str]], Any]
+Composer = Callable[..., Any]
 #: Keys of the previous layout (one flat ``method`` group); typing one names what to type now.
 RENAMED = {"method.alpha_init": "alpha_map.init", "method.param_reg": "alpha_map.param_reg",
            "supernet.nodes": "space.nodes (the space describes its cells)",
@@ -46,20 +49,54 @@ def groups() -> list[str]:
     return [*FILE_GROUPS, *STORED_GROUPS]
 
 
-def _parse(overrides: list[str]) -> list:
+def parse_overrides(tokens: list[str]) -> list:
+    """Hydra's parse of each override; one that cannot be read is a ConfigError naming it and why."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser = OverridesParser.create()
+    return [_parse_one(parser, text) for text in tokens]
+
+
+def _parse_one(parser: Any, text: str) -> Any:
+    if not text.strip():
+        raise ConfigError(f"an empty argument ({text!r}) is not an override: give key=value, e.g. seed=1")
+    key, sep, value = text.partition("=")
+    if not sep and not text.startswith("~"):
+        raise ConfigError(f"{clip(text)!r} is not an override: give key=value or group=option, e.g. seed=1")
+    if sep and not key.strip("+~ "):
+        raise ConfigError(f"{clip(text)} has no key before '=': give key=value, e.g. seed=1")
     try:
-        return OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:  # noqa: BLE001 - a malformed override
-        raise ConfigError(f"cannot read the overrides: {one_line(exc)}") from None
+        return parser.parse_overrides([text])[0]
+    except ValueError as exc:  # Python refuses to read an integer of more than 4300 digits
+        digits = re.search(r"value has (\d+) digits", str(exc))
+        if digits:
+            raise ConfigError(f"{key}={value[:20]}... is not allowed: a number of {digits.group(1)} digits "
+                              f"(Python reads at most {sys.get_int_max_str_digits()}; no key takes one that large)"
+                              ) from None
+        raise ConfigError(f"{clip(text)} cannot be read: {_parse_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - Hydra's grammar refused it
+        raise ConfigError(f"{clip(text)} cannot be read as an override: {_parse_reason(exc)} (the form is "
+                          "key=value; quote a value with spaces or brackets: key='...')") from None
 
 
-def _group_overrides(overrides: list[str]) -> list[str]:
-    """The overrides that choose group options (``method=amended``), for composing the chosen options."""
+def _parse_reason(exc: BaseException) -> str:
+    lines = [ln for ln in one_line(exc).split("; ") if not ln.startswith(("See https", "Error parsing override"))]
+    text = re.sub(r" expecting \{[^}]*\}", "", "; ".join(lines))  # the grammar's token names say nothing to a user
+    return text or type(exc).__name__
+
+
+def _parse(overrides: list[str]) -> list:
+    return parse_overrides(overrides)
+
+
+def _group_overrides(overrides: list[str], hydra: bool = False) -> list[str]:
+    """The overrides that choose group options (``method=amended``; with ``hydra``, ``hydra/launcher=...``
+    too), for composing the chosen options."""
     chosen = []
     for text, parsed in zip(overrides, _parse(overrides)):
-        if parsed.key_or_group in groups() and not parsed.is_sweep_override():
+        key = parsed.key_or_group
+        if (key in groups() or (hydra and key.startswith("hydra/"))) and not parsed.is_sweep_override() \
+                and not parsed.is_delete():
             chosen.append(text)
     return chosen
 
@@ -90,22 +127,118 @@ def nearest(key: str, candidates: list[str]) -> Optional[str]:
 
 
 def check_appends(command: str, overrides: list[str], composer: Composer) -> None:
-    """Refuse ``+key=value`` / ``++key=value`` for a key no schema has: it would run and be ignored."""
+    """Refuse what Hydra would accept and nasrun would silently ignore.
+
+    ``+key`` for a key no schema has (nothing reads it), ``+key`` for a key that exists (set it),
+    ``~key`` (the schema's default would come back: a key cannot be deleted), and ``+hydra.key``
+    for a key Hydra does not have; ``++key`` sets a key that exists and is refused like an unknown
+    key otherwise.
+    """
+    base: dict[bool, Any] = {}
+
+    def composed(hydra: bool) -> Any:
+        if hydra not in base:
+            base[hydra] = composer(command, _group_overrides(overrides, hydra), hydra)
+        return base[hydra]
+
     for parsed in _parse(overrides):
+        key = parsed.key_or_group
+        if "/" in key or key in groups():
+            if parsed.is_delete() and key in groups():
+                raise ConfigError(f"~{key}: a config group cannot be deleted; pick an option instead: "
+                                  f"{key}={'|'.join(group_options(key)[:4])}...")
+            continue
+        hydra = key.split(".")[0] == "hydra"
+        if parsed.is_delete():
+            if not hydra:
+                raise ConfigError(f"~{key}: a key cannot be deleted, nasrun's configs have a fixed set of keys "
+                                  f"(it would silently take its default); set it instead: {key}=VALUE")
+            continue
         if not parsed.is_add() and not parsed.is_force_add():
             continue
-        key = parsed.key_or_group
-        if key.startswith("hydra") or key in groups():
+        exists = node_at(composed(hydra), key) is not None
+        if exists and parsed.is_force_add():
             continue
+        if exists:
+            raise ConfigError(f"+{key}: the key exists, and + adds new keys only; set it: {key}=... (or ++{key}=...)")
+        if hydra:
+            if _open_dict(composed(True), key):
+                continue
+            raise ConfigError(f"+{key}: Hydra's config has no key {key} and would ignore it; "
+                              f"`nasrun {command} --cfg hydra` lists Hydra's keys")
+        if parsed.is_force_add():
+            raise ConfigError(_unchosen(composed(False), key) or unknown_key(command, overrides, key, composer))
         raise ConfigError(f"+{key}: a new key cannot be added, nasrun's configs have a fixed set of keys; "
                           + _suggestion(command, overrides, key, composer))
+
+
+def node_at(cfg: Any, key: str) -> Any:
+    """The node at a dotted key of a composed config (interpolations unresolved), None where there is none."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or node._is_none() or part not in node:  # noqa: SLF001
+            return None
+        node = node._get_node(part)  # noqa: SLF001 - reads the node without resolving interpolations
+    return node
+
+
+def _open_dict(cfg: Any, key: str) -> bool:
+    """Whether the nearest existing parent of ``key`` is a mapping open to new keys (``hydra.job.env_set``,
+    ``hydra.callbacks``), not a schema."""
+    from omegaconf import OmegaConf
+
+    parts = key.split(".")[:-1]
+    while parts and node_at(cfg, ".".join(parts)) is None:
+        parts.pop()
+    parent = node_at(cfg, ".".join(parts)) if parts else None
+    return isinstance(parent, DictConfig) and OmegaConf.get_type(parent) in (dict, None)
+
+
+def _unchosen(cfg: Any, key: str) -> Optional[str]:
+    """Why a key of a group the command leaves null (a retraining's ``dataset``) cannot be set on its own."""
+    top = key.split(".")[0]
+    node = node_at(cfg, top)
+    if "." not in key or not isinstance(node, DictConfig) or not node._is_none():  # noqa: SLF001
+        return None
+    example = (group_options(top) or ["NAME"])[0] if top in groups() else "NAME"
+    return (f"{key}: no {top} is chosen (the run picks one when it starts), so it has no keys to set yet; "
+            f"choose it with the key, e.g. {top}={example} {key}=...")
+
+
+def check_booleans(cfg: DictConfig, overrides: list[str]) -> None:
+    """A true/false key takes true or false only: OmegaConf would read ``2``, ``yes`` or ``on`` as true."""
+    from omegaconf.nodes import BooleanNode
+
+    for parsed in _parse(overrides):
+        if parsed.is_delete() or parsed.is_sweep_override() or not isinstance(node_at(cfg, parsed.key_or_group),
+                                                                              BooleanNode):
+            continue
+        value = parsed.value()
+        if value is None or isinstance(value, bool) or (isinstance(value, str) and "${" in value):
+            continue
+        raise ConfigError(f"{parsed.key_or_group}={shorten(value)} is not allowed: must be true or false")
+
+
+def unresolvable(cfg: Any, exc: BaseException) -> str:
+    """One line for an interpolation that cannot be resolved (an unset variable, a loop): the key and why."""
+    key = getattr(exc, "full_key", None) or ""
+    node = node_at(cfg, key) if key else None
+    raw = node._value() if node is not None else None  # noqa: SLF001 - the text as typed
+    reason = one_line(exc)
+    reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", reason)
+    if not key:
+        return f"an interpolation cannot be resolved: {reason}"
+    return f"{key}={shorten(raw)} cannot be resolved: {reason}"
 
 
 def explain(command: str, overrides: list[str], exc: BaseException, composer: Composer) -> ConfigError:
     """One ConfigError line for an error Hydra raised while composing."""
     text = str(exc)
-    found = re.search(r"Could not override '([^']+)'", text) or re.search(r"Could not append to config\. "
-                                                                           r"An item is already at '([^']+)'", text)
+    appended = re.search(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if appended:
+        key = appended.group(1)
+        return ConfigError(f"+{key}: the key exists, and + adds new keys only; set it: {key}=... (or ++{key}=...)")
+    found = re.search(r"Could not override '([^']+)'", text)
     if found:
         return ConfigError(unknown_key(command, overrides, found.group(1), composer))
     merging = re.search(r"Error merging override (\S+?)=(.*)", text)
@@ -114,6 +247,10 @@ def explain(command: str, overrides: list[str], exc: BaseException, composer: Co
     option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
     if option:
         return ConfigError(unknown_option(option.group(1), option.group(2)))
+    if "Unexpected type for root: NoneType" in text:  # a key set under a group left null
+        cfg = composer(command, _group_overrides(overrides))
+        reasons = [_unchosen(cfg, parsed.key_or_group) for parsed in _parse(overrides)]
+        return ConfigError(next((r for r in reasons if r), one_line(exc)))
     return ConfigError(one_line(exc))
 
 

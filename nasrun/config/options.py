@@ -1,18 +1,27 @@
 """The options of every method axis: one dataclass per option, one registry per axis.
 
-A method is a choice on four independent axes (DESIGN.md): the architecture-gradient
+A method is a choice on four independent axes: the architecture-gradient
 **estimator**, the **perturbation** of the mixing weights in the weight step, the **alpha map**
 that turns alphas into mixing weights (with its regulariser), and the **schedule** of stages.
 Each axis is a Hydra config group whose options are the dataclasses below, registered in
 :data:`AXES`, the single source of the allowed names. An option holds only its own keys, so a key
 of another option (``estimator.eta`` under ``estimator=first_order``) is refused when composing.
 ``__post_init__`` checks ranges; it runs when the composed config is turned into objects.
+
+Each option also says what it can do (its *capabilities*: runs under torchrun, takes a double
+backward, trains single paths, changes the number of cells, ...), as class attributes or small
+methods on the option itself. The loops and the checks ask the option, so adding an option never
+means adding its name to a list elsewhere. Every axis has a base class that lists its capabilities
+and gives each the refusing value: an option that forgets to declare one is refused, not allowed.
+
+This module is long because every option of the four axes and of the benchmarks, with its capabilities, sits
+in this one torch-free module, which the pre-work checks, the help and the composition errors read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import Any, ClassVar, NamedTuple, Optional
 
 from nasrun.config.checks import (
     check,
@@ -30,6 +39,26 @@ SIMPLEX_MODES = ("renorm", "project")
 EPSILON_RAMPS = ("code", "to_max")
 
 
+class AxisOption:
+    """What every option of an axis answers (the capabilities; each option declares all of them on itself).
+
+    The values here are the refusing ones, so an option that forgets a capability is refused, never
+    silently allowed; ``tests/test_rooms.py`` checks that every option declares every capability of its axis.
+    """
+
+    #: The config group of the axis.
+    axis: ClassVar[str] = ""
+    #: The capabilities every option of this axis declares (class attributes or methods).
+    capabilities: ClassVar[tuple[str, ...]] = ("runs_under_torchrun",)
+    #: A search under torchrun supports it (DDP weight step, estimator gradients all-reduced, rank 0's draws).
+    runs_under_torchrun: ClassVar[bool] = False
+
+
+def options_with(axis: str, capability: str, value: Any = True) -> list[str]:
+    """The names of ``axis``'s options whose ``capability`` class attribute is ``value`` (for "one of ..." lines)."""
+    return [name for name, schema in AXES[axis].items() if getattr(schema, capability) == value]
+
+
 def _own_name(group: str, option: object) -> None:
     """``name`` says which option this is; changing it by hand would mislabel the run."""
     expected = type(option).__dataclass_fields__["name"].default  # type: ignore[attr-defined]
@@ -38,24 +67,56 @@ def _own_name(group: str, option: object) -> None:
 
 
 # ------------------------------------------------------------------------------- estimators
+class DoubleBackward(NamedTuple):
+    """The setting that makes an estimator take a double backward through the supernet, and the one that avoids it."""
+
+    setting: str  # e.g. estimator.hvp=exact
+    instead: str  # e.g. estimator.hvp=finite_difference
+
+
+class EstimatorOption(AxisOption):
+    """An architecture-gradient estimator (``estimator=NAME``)."""
+
+    axis = "estimator"
+    capabilities = ("runs_under_torchrun", "double_backward")
+
+    def double_backward(self) -> Optional[DoubleBackward]:
+        """Why this estimator, as set, takes a double backward through the supernet (which compiled graphs and the
+        ranks' global BatchNorm cannot pass), or None when it takes none. Base: assumed, so it is refused."""
+        return DoubleBackward(f"estimator={self.name}", "an estimator that declares it takes none")  # type: ignore[attr-defined]
+
+
+def _exact_products(hvp: str) -> Optional[DoubleBackward]:
+    """The products of ``hvp=exact`` are double backwards; the finite differences are not."""
+    return DoubleBackward("estimator.hvp=exact", "estimator.hvp=finite_difference") if hvp == "exact" else None
+
+
 @dataclass
-class FirstOrderConf:
+class FirstOrderConf(EstimatorOption):
     """DARTS first order: the gradient of the validation loss at the current weights."""
 
     name: str = "first_order"
+    runs_under_torchrun = True
+
+    def double_backward(self) -> Optional[DoubleBackward]:
+        return None
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
 
 
 @dataclass
-class SecondOrderConf:
+class SecondOrderConf(EstimatorOption):
     """DARTS second order: one unrolled SGD step; B v' at the current weights, by a central difference of
     radius ``fd_radius`` (``hvp=finite_difference``, as the reference code) or by double backward (``exact``)."""
 
     name: str = "second_order"
     hvp: str = "finite_difference"
     fd_radius: float = 0.01  # r in epsilon = r / ||v'|| of the finite difference
+    runs_under_torchrun = True  # the finite differences' and the products' gradients are all-reduced
+
+    def double_backward(self) -> Optional[DoubleBackward]:
+        return _exact_products(self.hvp)
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
@@ -64,13 +125,17 @@ class SecondOrderConf:
 
 
 @dataclass
-class AmendedConf:
+class AmendedConf(EstimatorOption):
     """Amended-DARTS: g1 - eta * B (H v) at the current weights on the step's training batch."""
 
     name: str = "amended"
     eta: float = 0.1  # weight of the amending term (0 = first-order DARTS)
     hvp: str = "finite_difference"  # finite_difference (as the reference) | exact (double backward)
     fd_radius: float = 0.01  # r in epsilon = r / ||direction|| of both products
+    runs_under_torchrun = True
+
+    def double_backward(self) -> Optional[DoubleBackward]:
+        return _exact_products(self.hvp) if self.eta != 0 else None  # eta = 0 takes no products
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
@@ -80,19 +145,27 @@ class AmendedConf:
 
 
 @dataclass
-class ProximalConf:
+class ProximalConf(EstimatorOption):
     """NASP: the gradient at the discrete architecture, applied to the alphas, then the box [0, 1]."""
 
     name: str = "proximal"
+    runs_under_torchrun = False
+
+    def double_backward(self) -> Optional[DoubleBackward]:
+        return None
 
     def __post_init__(self) -> None:
         _own_name("estimator", self)
 
 
 @dataclass
-class ZeroOrderConf:
+class ZeroOrderConf(EstimatorOption):
     """What the ZARTS rules share: alpha moves every ``update_every`` weight steps; each of ``samples``
-    candidates is scored after ``inner_steps`` SGD steps on a copy of the weights."""
+    candidates is scored after ``inner_steps`` SGD steps on a copy of the weights.
+
+    The rules share their capabilities too (declared here for all three): no double backward (only losses
+    are compared), and not under torchrun (the candidates' fine-tuning runs on one process's weight copy).
+    """
 
     update_every: int = 10  # alpha moves once every this many weight steps
     inner_steps: int = 10  # SGD steps on a copy of the weights per candidate (0: score at the live weights)
@@ -102,6 +175,10 @@ class ZeroOrderConf:
     inner_weight_decay: float = 3e-4  # SGD weight decay of the fine-tuning
     inner_batch_size: int = 48  # images per fine-tuning step
     inner_data: str = "val"  # val | train: the half the fine-tuning batches come from
+    runs_under_torchrun = False
+
+    def double_backward(self) -> Optional[DoubleBackward]:
+        return None
 
     def _check_common(self) -> None:
         _own_name("estimator", self)
@@ -165,28 +242,42 @@ class GLDConf(ZeroOrderConf):
 
 
 # ---------------------------------------------------------------------------- perturbations
+class PerturbationOption(AxisOption):
+    """A perturbation of the mixing weights in the weight step (``perturbation=NAME``)."""
+
+    axis = "perturbation"
+    capabilities = ("runs_under_torchrun", "single_path")
+    #: The weight step trains one op per edge, so the ops that did not run keep no gradient (a fused supernet
+    #: then keeps every op's parameters apart instead of stacking them; True is always correct, only slower).
+    single_path: ClassVar[bool] = True
+
+
 @dataclass
-class NoPerturbationConf:
+class NoPerturbationConf(PerturbationOption):
     """The weight step trains under the clean mixing weights."""
 
     name: str = "none"
+    runs_under_torchrun = True
+    single_path = False
 
     def __post_init__(self) -> None:
         _own_name("perturbation", self)
 
 
 @dataclass
-class DiscreteConf:
+class DiscreteConf(PerturbationOption):
     """NASP: the weight step trains the single path of the projected one-hot architecture."""
 
     name: str = "discrete"
+    runs_under_torchrun = False
+    single_path = True
 
     def __post_init__(self) -> None:
         _own_name("perturbation", self)
 
 
 @dataclass
-class RandomConf:
+class RandomConf(PerturbationOption):
     """SDARTS-RS: A + U(-eps, eps) with eps ramped from ``epsilon_start`` to ``epsilon``, put back on the simplex."""
 
     name: str = "random"
@@ -194,6 +285,8 @@ class RandomConf:
     epsilon_start: float = 0.03  # radius in the first epoch (linear ramp)
     epsilon_ramp: str = "code"  # code (as released) | to_max
     simplex: str = "renorm"  # renorm (as released) | project
+    runs_under_torchrun = True  # rank 0 draws it and every rank trains under it
+    single_path = False
 
     def __post_init__(self) -> None:
         _own_name("perturbation", self)
@@ -215,6 +308,8 @@ class AdversarialConf(RandomConf):
     pgd_steps: int = 7  # PGD steps
     pgd_step_size: Optional[float] = None  # null: 2 * epsilon / pgd_steps
     pgd_random_start: bool = True  # start PGD from a random point in the ball
+    runs_under_torchrun = False  # declared here, not inherited from RandomConf: the attack is one process's
+    single_path = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -229,12 +324,24 @@ def _check_init(group: str, value: Optional[float]) -> None:
         finite(f"{group}.init", value)
 
 
+class AlphaMapOption(AxisOption):
+    """How the alphas become mixing weights, with its regulariser (``alpha_map=NAME``)."""
+
+    axis = "alpha_map"
+    capabilities = ("runs_under_torchrun", "single_path")
+    #: The mixing weights select one op per edge, so the ops that did not run keep no gradient (a fused supernet
+    #: then keeps every op's parameters apart instead of stacking them; True is always correct, only slower).
+    single_path: ClassVar[bool] = True
+
+
 @dataclass
-class SoftmaxConf:
+class SoftmaxConf(AlphaMapOption):
     """Mixing weights = softmax(alpha) per edge; ``init`` fills every alpha (null: 1e-3 * N(0, 1), as DARTS)."""
 
     name: str = "softmax"
     init: Optional[float] = None  # fill every alpha with this (null: 1e-3 * N(0, 1))
+    runs_under_torchrun = True
+    single_path = False
 
     def __post_init__(self) -> None:
         _own_name("alpha_map", self)
@@ -242,7 +349,7 @@ class SoftmaxConf:
 
 
 @dataclass
-class ArgmaxConf:
+class ArgmaxConf(AlphaMapOption):
     """NASP: one-hot on the largest alpha other than ``none`` (straight-through); raw alphas in [0, 1].
 
     ``param_reg`` weighs NASP's parameter-size regulariser on the normal cell (0 = off, as released).
@@ -251,6 +358,8 @@ class ArgmaxConf:
     name: str = "argmax"
     init: Optional[float] = 0.5  # fill every alpha with this (NASP: 0.5)
     param_reg: float = 0.0  # NASP's parameter-size regulariser (0 = off)
+    runs_under_torchrun = False
+    single_path = True  # one op per edge (straight-through)
 
     def __post_init__(self) -> None:
         _own_name("alpha_map", self)
@@ -264,12 +373,33 @@ def _check_max_skips(value: Optional[int]) -> None:
         int_range("schedule.max_skips", value, 0, 1000)
 
 
+class ScheduleOption(AxisOption):
+    """The stages of a search (``schedule=NAME``)."""
+
+    axis = "schedule"
+    capabilities = ("runs_under_torchrun", "changes_cell_count")
+    #: Stages change the number of cells, so the space's cells must be shared (a per-position space has one
+    #: cell per position, fixed by its layer count).
+    changes_cell_count: ClassVar[bool] = True
+
+    def check_fits(self, space: Any, fewest_ops: int) -> None:
+        """What the schedule asks of ``space`` (a :class:`nasrun.spaces.space.Space` whose sparsest edge has
+        ``fewest_ops`` ops): a ConfigError line naming the key before any work."""
+        if self.changes_cell_count:
+            fixed = ", ".join(options_with("schedule", "changes_cell_count", False))
+            check(space.sharing == "shared", "schedule", self.name,  # type: ignore[attr-defined]
+                  f"{fixed} for space={space.name}: its cells are per position, "
+                  "and stages change the number of cells")
+
+
 @dataclass
-class SingleConf:
+class SingleConf(ScheduleOption):
     """One stage of search.epochs epochs. ``max_skips`` caps the final normal cell's skip connections."""
 
     name: str = "single"
     max_skips: Optional[int] = None  # at most this many skips in the final normal cell (null = no limit)
+    runs_under_torchrun = True
+    changes_cell_count = False
 
     def __post_init__(self) -> None:
         _own_name("schedule", self)
@@ -281,7 +411,7 @@ class SingleConf:
 
 
 @dataclass
-class ProgressiveConf:
+class ProgressiveConf(ScheduleOption):
     """P-DARTS: stage i has supernet.layers + stage_add_layers[i] cells and ends keeping the
     stage_keep[i] strongest ops of every edge; search.epochs and arch_warmup_epochs are per stage."""
 
@@ -290,6 +420,14 @@ class ProgressiveConf:
     stage_add_layers: list[int] = field(default_factory=lambda: [0, 6, 12])
     stage_keep: list[int] = field(default_factory=lambda: [5, 3, 1])  # ops each edge keeps at the end of each stage
     max_skips: Optional[int] = None  # at most this many skips in the final normal cell (null = no limit)
+    runs_under_torchrun = True  # each stage's new supernet starts from rank 0's initialisation
+    changes_cell_count = True
+
+    def check_fits(self, space: Any, fewest_ops: int) -> None:
+        """Shared cells, and no more ops kept after the first stage than the sparsest edge has."""
+        super().check_fits(space, fewest_ops)
+        check(self.stage_keep[0] <= fewest_ops, "schedule.stage_keep", self.stage_keep,
+              f"at most {fewest_ops} ops per edge in the first stage: space={space.name} has {fewest_ops} on some edge")
 
     def __post_init__(self) -> None:
         _own_name("schedule", self)
@@ -319,24 +457,47 @@ AXES: dict[str, dict[str, type]] = {
 
 
 # ------------------------------------------------------------------------------- benchmarks
+class BenchmarkOption:
+    """A benchmark table that scores the derived cell (``benchmark=NAME``)."""
+
+    axis: ClassVar[str] = "benchmark"
+    capabilities: ClassVar[tuple[str, ...]] = ("has_table", "space_refusal")
+    #: The option has a table to open and look cells up in.
+    has_table: ClassVar[bool] = True
+
+    def space_refusal(self, space: Any) -> Optional[str]:
+        """Why the table cannot score the cells of ``space`` (a SpaceConf), or None when it can.
+        Base: refused, so a table that does not say which cells it scores is never looked up blindly."""
+        return "the table does not say which cells it scores"
+
+
 @dataclass
-class NoBenchmarkConf:
+class NoBenchmarkConf(BenchmarkOption):
     """No benchmark table: the derived cell is not looked up."""
 
     name: str = "none"
+    has_table = False
+
+    def space_refusal(self, space: Any) -> Optional[str]:
+        return None
 
     def __post_init__(self) -> None:
         _own_name("benchmark", self)
 
 
 @dataclass
-class NB201BenchmarkConf:
+class NB201BenchmarkConf(BenchmarkOption):
     """A NAS-Bench-201 table the user supplies (``path``): a CSV with an ``arch`` column and metric columns,
     or the official topology file read through its API package (``kind``: auto, csv, nb201_api)."""
 
     name: str = "nb201"
     path: str = ""  # the table: a CSV with an arch column, or the official file
     kind: str = "auto"  # auto | csv | nb201_api
+    has_table = True
+
+    def space_refusal(self, space: Any) -> Optional[str]:
+        fits = space.skeleton == "nb201" and space.nodes == 3
+        return None if fits else "the NAS-Bench-201 table scores only space=nb201 cells"
 
     def __post_init__(self) -> None:
         _own_name("benchmark", self)

@@ -37,21 +37,15 @@ from nasrun.config.options import (
     SoftmaxConf,
     owners_of,
 )
+from nasrun.data.names import DATASET_NAMES
+from nasrun.spaces.names import DARTS_OPS
 
-DARTS_PRIMITIVES = [
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-]
+#: The DARTS space's ops, in alpha column order (the default ``space.ops``).
+DARTS_PRIMITIVES = list(DARTS_OPS)
 CIFAR10_MEAN = [0.49139968, 0.48215827, 0.44653124]
 CIFAR10_STD = [0.24703233, 0.24348505, 0.26158768]
 
-DATASETS = ("cifar10", "cifar100", "svhn", "imagenet", "fashion_mnist", "digits", "synthetic")
+DATASETS = DATASET_NAMES
 AUGMENTATIONS = ("crop", "flip")
 #: Largest sizes a config may ask for: far above any real use, low enough that building never hangs.
 MAX_CHANNELS = 4096
@@ -60,13 +54,15 @@ MAX_NODES = 32
 MAX_BATCH = 1 << 20
 #: ``search.compile`` values (nasrun.search.capture.MODES): eager, torch.compile, CUDA graphs.
 COMPILE_MODES = ("off", "compile", "graph")
-#: ``precision`` values: fp32, or bf16 autocast (BatchNorm, the loss and the estimators' second-order terms in fp32).
-PRECISIONS = ("fp32", "bf16")
+#: ``precision`` values: fp32; bf16 autocast (BatchNorm, the loss and the estimators' second-order terms in fp32);
+#: fp64, float64 everywhere (to check a trajectory's exactness to 1e-8 and beyond; allowed on a GPU with a
+#: warning, as a slow but correct run: most GPUs compute float64 at a small fraction of their float32 rate).
+PRECISIONS = ("fp32", "bf16", "fp64")
 
 
 @dataclass
 class SpaceConf:
-    """What can be searched, as data (``nasrun.spaces.Space`` reads it; spaces.md §5).
+    """What can be searched, as data (``nasrun.spaces.Space`` reads it; docs/spaces.md).
 
     ``ops`` is the vocabulary: its order is the alpha column order. ``cell_ops`` gives a cell type
     ("normal", "reduce") its own op list; ``edge_ops`` gives every edge of a cell type its own list
@@ -174,7 +170,7 @@ class DatasetConf:
         check(self.mean is not None and self.std is not None, "dataset.mean/std", [self.mean, self.std],
               "given for imagenet (they cannot be computed from files on the fly)")
         check(not self.download, "dataset.download", self.download,
-              "false for imagenet: it cannot be downloaded automatically (see the README's Datasets section)")
+              "false for imagenet: it cannot be downloaded automatically (see docs/datasets.md)")
 
     def _check_subset(self) -> None:
         amount = self.subset
@@ -358,7 +354,9 @@ class NasrunConf:
     device: str = "auto"
     # torch's CPU threads (null: torch's default, one per core); recorded in result.json's environment
     threads: Optional[int] = None
-    precision: str = "fp32"  # fp32 | bf16 (autocast; BatchNorm, loss and second-order terms fp32); in result.json
+    # fp32 | bf16 (autocast; BatchNorm, loss and second-order terms fp32) | fp64 (float64 everywhere; slow on
+    # most GPUs, so a warning there, not a refusal); in result.json
+    precision: str = "fp32"
     channels_last: bool = False  # weights and batches in the channels_last memory format; in result.json
     genotype: Optional[str] = None
     progress: bool = True

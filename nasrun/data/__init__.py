@@ -4,44 +4,32 @@
 augments whole batches there. ``dataset.loader=torch``: :class:`TorchStream`, a DataLoader with
 workers and per-image torchvision transforms (the only path for ImageNet). :func:`make_stream`
 builds either; both resume exactly from their ``state_dict``.
+
+The names resolve on first use (PEP 562), so checking a config against :data:`nasrun.data.names.DATASET_NAMES`
+does not import torch.
 """
 
-from nasrun.data.augment import cutout, normalize, random_crop, random_flip, to_unit_float
-from nasrun.data.datasets import (
-    DataBundle,
-    ImageSet,
-    channel_stats,
-    first_classes,
-    index_hash,
-    per_class_subset,
-    search_split,
-    stratified_split,
-)
-from nasrun.data.folders import FolderSet
-from nasrun.data.load import load_dataset
-from nasrun.data.loaders import LOADERS, TorchStream, eval_batches, make_stream
-from nasrun.data.streams import BatchStream, pass_order
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "BatchStream",
-    "DataBundle",
-    "FolderSet",
-    "ImageSet",
-    "LOADERS",
-    "TorchStream",
-    "channel_stats",
-    "cutout",
-    "eval_batches",
-    "first_classes",
-    "index_hash",
-    "load_dataset",
-    "make_stream",
-    "normalize",
-    "pass_order",
-    "per_class_subset",
-    "random_crop",
-    "random_flip",
-    "search_split",
-    "stratified_split",
-    "to_unit_float",
-]
+_FROM = {
+    "cutout": "augment", "normalize": "augment", "random_crop": "augment", "random_flip": "augment",
+    "to_unit_float": "augment",
+    "DataBundle": "datasets", "ImageSet": "datasets", "channel_stats": "datasets", "first_classes": "datasets",
+    "index_hash": "datasets", "per_class_subset": "datasets", "search_split": "datasets",
+    "stratified_split": "datasets",
+    "FolderSet": "folders",
+    "load_dataset": "load",
+    "LOADERS": "loaders", "TorchStream": "loaders", "eval_batches": "loaders", "make_stream": "loaders",
+    "BatchStream": "streams", "pass_order": "streams",
+    "DATASET_NAMES": "names",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM:
+        return getattr(import_module(f"nasrun.data.{_FROM[name]}"), name)
+    raise AttributeError(f"module 'nasrun.data' has no attribute {name!r}")
+
+
+__all__ = sorted(_FROM)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nasrun.data.files import open_regular
 from nasrun.errors import DataError
 
 # The augmentations a folder dataset understands (the DARTS ImageNet training transform).
@@ -85,7 +86,7 @@ class FolderSet:
 
         path, label = self.samples[i]
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 image = Image.open(f)
                 image = image.convert("RGB")  # forces the full decode while the file is open
         except Exception as exc:
@@ -100,12 +101,30 @@ class FolderSet:
 
 
 def _list_images(folder: Path) -> list[str]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(os.path.join(dirpath, name))
+    """The image files under ``folder`` in ``os.walk`` order with sorted names (ImageFolder's order), links
+    followed. Something else with an image's name (a pipe, a device, a broken link) is refused here: a
+    DataLoader worker opening a pipe would wait forever."""
+    found: list[str] = []
+    stack = [str(folder)]
+    while stack:
+        where = stack.pop()
+        try:
+            with os.scandir(where) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:
+            raise DataError(f"image folder {where} cannot be listed ({exc.strerror or exc}); expected layout: "
+                            f"{imagenet_layout()}") from None
+        subfolders = []
+        for entry in entries:
+            if entry.is_dir():
+                subfolders.append(entry.path)
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                if not entry.is_file():
+                    raise DataError(f"image file {entry.path} is not a regular file (a pipe, a device, a socket or "
+                                    f"a broken link); replace it with an image or delete it (expected layout: "
+                                    f"{imagenet_layout()})")
+                found.append(entry.path)
+        stack.extend(reversed(subfolders))
     return found
 
 

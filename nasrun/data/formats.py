@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 
 from nasrun.data.datasets import ImageSet
+from nasrun.data.files import open_regular
 from nasrun.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,15 @@ def _root(cfg: Any) -> Path:
     return Path(str(cfg.root or ".")).expanduser().absolute()
 
 
+def _absent(folder: Path, name: str) -> str:
+    """How a message names a file that is not there: its name, and why when something else has that name."""
+    path = folder / name
+    return f"{name} (not a regular file)" if os.path.lexists(path) and not path.is_file() else name
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -101,7 +109,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def read_pickle(path: Path) -> dict:
     """A CIFAR pickle as a dict with str keys (numpy arrays only; other objects are refused)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         obj = _ArrayUnpickler(f, encoding="latin1").load()
     if not isinstance(obj, dict):
         raise ValueError(f"expected a dict, found {type(obj).__name__}")
@@ -178,7 +186,8 @@ def _cifar_layout(fmt: CifarFormat) -> str:
 
 
 def _cifar_missing_message(fmt: CifarFormat, folder: Path, missing: list[str]) -> str:
-    what = f"missing: {', '.join(missing)}" if folder.is_dir() else "the folder does not exist"
+    what = f"missing: {', '.join(_absent(folder, m) for m in missing)}" if folder.is_dir() else \
+        "the folder does not exist"
     return (
         f"{fmt.label} not found: looked in {folder} ({what}). Expected layout: {_cifar_layout(fmt)}. "
         "To get it, run once with dataset.download=true on a machine with internet access, "
@@ -350,9 +359,8 @@ def read_idx(path: Path) -> np.ndarray:
     Layout: two zero bytes, a type byte (0x08 = uint8), the number of dimensions, one big-endian
     uint32 per dimension, then the payload. Anything else raises :class:`ValueError`.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    with open_regular(path) as fh:
+        raw = gzip.GzipFile(fileobj=fh).read() if path.suffix == ".gz" else fh.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError("not an IDX file (bad magic number)")
     if raw[2] != 0x08:
@@ -379,6 +387,24 @@ def fashion_mnist_folders(cfg: Any) -> list[Path]:
     """Where Fashion-MNIST is looked for, in order: torchvision's layout under the root, the root, Debian's folder."""
     root = _root(cfg)
     return [root / "FashionMNIST" / "raw", root, FASHION_MNIST_DEBIAN]
+
+
+def _fashion_set(files: dict[str, Path], arrays: dict[str, np.ndarray], images_key: str, labels_key: str) -> ImageSet:
+    """One split from its two IDX arrays, refused (naming the files) unless they are Fashion-MNIST's."""
+    images, labels = arrays[images_key], arrays[labels_key].astype(np.int64)
+    if images.ndim == 3 and images.shape[1:] != (28, 28):
+        raise DataError(
+            f"Fashion-MNIST file {files[images_key]} holds {images.shape[1]}x{images.shape[2]} images, but "
+            "Fashion-MNIST images are 28x28: the file is not Fashion-MNIST or is damaged; replace it "
+            f"(apt-get install --reinstall dataset-fashion-mnist, or a fresh download from {FASHION_MNIST_URL})"
+        )
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0] or labels.max(initial=0) > 9:
+        raise DataError(
+            f"Fashion-MNIST files {files[images_key]} and {files[labels_key]} do not fit together "
+            f"(images {images.shape}, labels {labels.shape}, expected (N, 28, 28) and N labels in 0..9): "
+            "replace them with fresh copies"
+        )
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels))
 
 
 def load_fashion_mnist(cfg: Any) -> LoadResult:
@@ -427,18 +453,8 @@ def load_fashion_mnist(cfg: Any) -> LoadResult:
                 f"{FASHION_MNIST_URL})"
             ) from None
 
-    def make(images_key: str, labels_key: str) -> ImageSet:
-        images, labels = arrays[images_key], arrays[labels_key].astype(np.int64)
-        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0] or labels.max(initial=0) > 9:
-            raise DataError(
-                f"Fashion-MNIST files {files[images_key]} and {files[labels_key]} do not fit together "
-                f"(images {images.shape}, labels {labels.shape}, expected (N, 28, 28) and N labels in 0..9): "
-                "replace them with fresh copies"
-            )
-        return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels))
-
-    train = make("train_images", "train_labels")
-    test = make("test_images", "test_labels")
+    train = _fashion_set(files, arrays, "train_images", "train_labels")
+    test = _fashion_set(files, arrays, "test_images", "test_labels")
     info = {"source": str(folder), "class_names": list(FASHION_MNIST_CLASSES)}
     return train, test, 10, info
 

@@ -6,7 +6,7 @@ build on those without the two importing each other.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -22,10 +22,12 @@ from nasrun.data.datasets import (
     load_synthetic,
     per_class_subset,
 )
+from nasrun.data.names import DATASET_NAMES
 from nasrun.errors import DataError
 
 
-def _loaders() -> dict:
+def _loaders() -> dict[str, Callable]:
+    """The loader of every name in :data:`~nasrun.data.names.DATASET_NAMES` (a test keeps the two equal)."""
     return {
         "digits": load_digits,
         "synthetic": load_synthetic,
@@ -37,44 +39,41 @@ def _loaders() -> dict:
     }
 
 
-def load_dataset(cfg: Any) -> DataBundle:
-    """Load the dataset described by a :class:`nasrun.config.schema.DatasetConf`.
-
-    Raises :class:`DataError` (one line, naming the path or config key to change) when the files are
-    missing or unreadable, or when the data does not match ``dataset.in_channels``,
-    ``dataset.image_size`` or ``dataset.num_classes``.
-    """
-    loaders = _loaders()
-    if cfg.name not in loaders:
-        raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of {', '.join(loaders)}")
-    train, test, num_classes, info = loaders[cfg.name](cfg)
-    subset_record: dict[str, Any] = {}
+def _first_classes(cfg: Any, train, test, num_classes: int, info: dict) -> tuple[Any, Any, int, dict]:
+    """``dataset.subset_classes``: keep the first k classes. Returns train, test, the class count and the record."""
     k = getattr(cfg, "subset_classes", None)
-    if k is not None:
-        if k > num_classes:
-            raise DataError(f"dataset.subset_classes={k} is more than the {num_classes} classes of dataset {cfg.name!r}")
-        train, test = first_classes(train, k), first_classes(test, k)
-        if "class_names" in info:
-            info["class_names"] = info["class_names"][:k]
-        subset_record["subset_classes"] = int(k)
-        num_classes = int(k)
-    amount = getattr(cfg, "subset", None)
-    if amount is not None:
-        full = (len(train), len(test))
-        train_idx = per_class_subset(train.labels, amount, (int(cfg.split_seed), 1))
-        test_idx = per_class_subset(test.labels, amount, (int(cfg.split_seed), 2))
-        train, test = train.subset(torch.from_numpy(train_idx)), test.subset(torch.from_numpy(test_idx))
-        subset_record["subset"] = {
-            "amount": amount,
-            "per_class": "fraction" if isinstance(amount, float) else "count",
-            "seed": int(cfg.split_seed),
-            "num_train_full": full[0],
-            "num_test_full": full[1],
-            "train_index_hash": index_hash(torch.from_numpy(train_idx)),
-            "test_index_hash": index_hash(torch.from_numpy(test_idx)),
-        }
-    _check_matches_config(cfg, train, num_classes)
+    if k is None:
+        return train, test, num_classes, {}
+    if k > num_classes:
+        raise DataError(f"dataset.subset_classes={k} is more than the {num_classes} classes of dataset {cfg.name!r}")
+    if "class_names" in info:
+        info["class_names"] = info["class_names"][:k]
+    return first_classes(train, k), first_classes(test, k), int(k), {"subset_classes": int(k)}
 
+
+def _per_class_subset(cfg: Any, train, test) -> tuple[Any, Any, dict]:
+    """``dataset.subset``: a seeded count or fraction of every class. Returns train, test and the record."""
+    amount = getattr(cfg, "subset", None)
+    if amount is None:
+        return train, test, {}
+    full = (len(train), len(test))
+    train_idx = per_class_subset(train.labels, amount, (int(cfg.split_seed), 1))
+    test_idx = per_class_subset(test.labels, amount, (int(cfg.split_seed), 2))
+    train, test = train.subset(torch.from_numpy(train_idx)), test.subset(torch.from_numpy(test_idx))
+    record = {
+        "amount": amount,
+        "per_class": "fraction" if isinstance(amount, float) else "count",
+        "seed": int(cfg.split_seed),
+        "num_train_full": full[0],
+        "num_test_full": full[1],
+        "train_index_hash": index_hash(torch.from_numpy(train_idx)),
+        "test_index_hash": index_hash(torch.from_numpy(test_idx)),
+    }
+    return train, test, {"subset": record}
+
+
+def _normalisation(cfg: Any, train) -> tuple[tuple[float, ...], tuple[float, ...], dict[str, bool]]:
+    """Per-channel mean and std: from the config, or computed on the training images when not set."""
     if cfg.mean is None or cfg.std is None:
         if not isinstance(train, ImageSet):
             raise DataError(
@@ -90,7 +89,24 @@ def load_dataset(cfg: Any) -> DataBundle:
             f"the computed per-channel std of dataset {cfg.name!r} is {list(std)}: a channel is constant; "
             "set dataset.std explicitly"
         )
+    return mean, std, computed
 
+
+def load_dataset(cfg: Any) -> DataBundle:
+    """Load the dataset described by a :class:`nasrun.config.schema.DatasetConf`.
+
+    Raises :class:`DataError` (one line, naming the path or config key to change) when the files are
+    missing or unreadable, or when the data does not match ``dataset.in_channels``,
+    ``dataset.image_size`` or ``dataset.num_classes``.
+    """
+    loaders = _loaders()
+    if cfg.name not in loaders:
+        raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of {', '.join(DATASET_NAMES)}")
+    train, test, num_classes, info = loaders[cfg.name](cfg)
+    train, test, num_classes, classes_record = _first_classes(cfg, train, test, num_classes, info)
+    train, test, subset_record = _per_class_subset(cfg, train, test)
+    _check_matches_config(cfg, train, num_classes)
+    mean, std, computed = _normalisation(cfg, train)
     record = {
         "name": cfg.name,
         "num_train": len(train),
@@ -104,7 +120,6 @@ def load_dataset(cfg: Any) -> DataBundle:
         "loader": getattr(cfg, "loader", "device"),
     }
     record.update(info)
+    record.update(classes_record)
     record.update(subset_record)
     return DataBundle(train=train, test=test, mean=mean, std=std, info=record)
-
-

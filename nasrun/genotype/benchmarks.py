@@ -1,6 +1,6 @@
 """True accuracies of a derived NAS-Bench-201 cell, looked up in a benchmark table the user supplies.
 
-Nothing is downloaded and no table ships with nasrun (spaces.md §3.4, data.md §5). Two sources:
+Nothing is downloaded and no table ships with nasrun (docs/evidence.md). Two sources:
 
 - a CSV file (``kind="csv"``; the format to keep and reuse): a header row, an ``arch`` column holding
   NB201 arch strings (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``) and one numeric column per metric;
@@ -21,6 +21,7 @@ import gc
 import importlib
 import io
 import math
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
@@ -30,10 +31,10 @@ import numpy as np
 from nasrun.errors import GenotypeError, NasrunError
 from nasrun.genotype.genotype import Genotype, parse_nb201
 from nasrun.genotype.checks import short
-from nasrun.run.folder import atomic_write_text
+from nasrun.run.files import atomic_write_text
 
-__all__ = ["API_METRICS", "ARCH_COLUMN", "BenchmarkError", "BenchmarkTable", "KINDS", "PREFIX", "export_csv",
-           "load_table"]
+__all__ = ["API_METRICS", "ARCH_COLUMN", "BenchmarkError", "BenchmarkTable", "KINDS", "PREFIX", "check_table_path",
+           "export_csv", "load_table"]
 
 ARCH_COLUMN = "arch"
 PREFIX = "bench_"
@@ -41,7 +42,7 @@ KINDS = ("auto", "csv", "nb201_api")
 _LIMIT = 200
 
 #: What the official file gives per architecture: (metric, API dataset, ``get_more_info`` key), at 200 epochs
-#: averaged over seeds (spaces.md §3.4). ``cifar10-valid`` trains on the 25k half (valid = the other half,
+#: averaged over seeds (as NAS-Bench-201 reports). ``cifar10-valid`` trains on the 25k half (valid = the other half,
 #: test = the original test set); ``cifar10`` trains on all 50k (test only, the number papers report);
 #: CIFAR-100 and ImageNet16-120 valid/test are the ``x-valid``/``x-test`` halves of their test sets.
 API_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -176,12 +177,36 @@ def load_table(path: Union[str, Path], kind: str = "auto") -> BenchmarkTable:
     else, a folder included, is the official file)."""
     if kind not in KINDS:
         raise BenchmarkError(f"benchmark kind {short(kind)}: expected one of {', '.join(KINDS)}")
-    path = Path(path).expanduser()
-    if not _exists(path):
-        raise BenchmarkError(missing_file_message(path))
+    path = check_table_path(path, kind)
     if kind == "csv" or (kind == "auto" and path.suffix.lower() == ".csv" and not path.is_dir()):
         return _read_csv(path)
     return _read_api(path, guessed=kind == "auto")
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_table_path(path: Union[str, Path], kind: str = "auto") -> Path:
+    """The table's path, refused before anything opens it unless it is a regular file, or a folder for the
+    official NATS-Bench ``-simple`` format: a pipe, a device or a socket would block a reader forever.
+
+    Raises :class:`BenchmarkError` naming ``benchmark.path``; called before a run starts and by :func:`load_table`.
+    """
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode  # stat never blocks, not even on a pipe
+    except (OSError, ValueError):  # absent, a name the system refuses (too long, NUL byte, ...)
+        raise BenchmarkError(missing_file_message(path)) from None
+    if stat.S_ISREG(mode):
+        return path
+    if stat.S_ISDIR(mode):
+        if kind == "csv" or (kind == "auto" and path.suffix.lower() == ".csv"):
+            raise BenchmarkError(f"benchmark.path={_cut(str(path))}: is a folder, not a CSV file; accepted: {_FORMATS}")
+        return path
+    what = next((name for test, name in _SPECIAL if test(mode)), "not a file or a folder")
+    raise BenchmarkError(f"benchmark.path={_cut(str(path))}: is {what}, not a regular file (reading it could wait "
+                         f"forever); accepted: {_FORMATS}")
 
 
 def missing_file_message(path: Path) -> str:
@@ -372,7 +397,7 @@ def _collect(api: Any, fast: bool, path: Path) -> tuple[dict[str, int], np.ndarr
 
 
 def _api_info(api: Any, i: int, dataset: str, path: Path) -> dict[str, Any]:
-    """200-epoch metrics of arch ``i`` averaged over its seeds (``is_random=False``, spaces.md §3.4)."""
+    """200-epoch metrics of arch ``i`` averaged over its seeds (``is_random=False``, as NAS-Bench-201 reports)."""
     try:
         return api.get_more_info(i, dataset, hp="200", is_random=False)
     except Exception as exc:  # a version without 200-epoch results, an older API signature, ...

@@ -3,32 +3,34 @@ the field, the (shortened) value and what is allowed.
 
 A genotype file is untrusted input: every check here is linear in the (bounded) size of a field,
 huge integers are never converted, deep nesting is reported by field, and nothing is ever eval'd.
-Format ``nasrun.genotype/1`` (shared DARTS cells as ``[op, input]`` pairs) is still read;
-``nasrun.genotype/2`` describes any space: named cells of ``[op, source, target]`` edges.
+Format ``nasrun.genotype/1`` (shared DARTS cells as ``[op, input]`` pairs) and ``nasrun.genotype/2``
+(named cells of ``[op, source, target]`` edges) are still read; ``nasrun.genotype/3`` is /2 plus the
+description of the space the cells were searched in (``space_description``), so a genotype of a space
+defined outside nasrun can be checked and retrained anywhere. Whether the cells fit their space is
+checked in :mod:`nasrun.genotype.fit`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.resources
-import json
 import re
 import reprlib
 from collections import Counter
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nasrun.errors import GenotypeError
 from nasrun.spaces.names import OP_NAMES as OPS
 
 FORMAT_V1 = "nasrun.genotype/1"
-FORMAT = "nasrun.genotype/2"
+FORMAT_V2 = "nasrun.genotype/2"
+FORMAT = "nasrun.genotype/3"
 
 Pairs = tuple[tuple[str, int], ...]
 
 _CELLS = ("normal", "reduce")
 _REQUIRED_KEYS = ("format", "normal", "normal_concat", "reduce", "reduce_concat")
-_ALL_KEYS = ("format", "space", "ops", "nodes", "normal", "normal_concat", "reduce", "reduce_concat", "cells")
+KEYS_V1 = ("format", "space", "ops", "nodes", "normal", "normal_concat", "reduce", "reduce_concat", "cells")
 
 #: Bounds on what a genotype may ask for. A file is untrusted input: without them ``nodes: 2000``
 #: makes the network build run for hours and a 100,000-entry list makes validation crawl.
@@ -58,7 +60,7 @@ class _LongInteger:
         return f"<integer with {self.digits} digits>"
 
 
-def _parse_int(text: str) -> int | _LongInteger:
+def parse_int(text: str) -> int | _LongInteger:
     return int(text) if len(text) <= _MAX_DIGITS else _LongInteger(text)
 
 
@@ -151,7 +153,8 @@ def check_space_name(space: Any, source: str, known_only: bool) -> None:
     if known_only and space not in known_spaces():
         raise _error(
             source, "space",
-            f"unknown space {short(space)}; known spaces: {known} (the files in nasrun/conf/space/)",
+            f"unknown space {short(space)}; known spaces: {known} (the files in nasrun/conf/space/), or any space "
+            f"whose description the file carries (space_description, written by nasrun search since {FORMAT})",
         )
 
 
@@ -211,6 +214,9 @@ def _check_pairs(cell: str, pairs: Any, nodes: int, ops: Sequence[str], source: 
     allowed, shown = frozenset(ops), short(list(ops))
     for k, pair in enumerate(pairs):
         _check_pair(pair, k // 2, allowed, shown, f"{cell}[{k}]", source)
+        if k % 2 and pair[1] == pairs[k - 1][1]:
+            raise _error(source, f"{cell}[{k}]", f"input {pair[1]} is also node {k // 2}'s other input "
+                         f"({cell}[{k - 1}]); a node takes two different inputs (one op per edge)")
 
 
 def _check_concat(cell: str, concat: Any, nodes: int, source: str) -> None:
@@ -264,13 +270,13 @@ def check_keys_v1(d: Any, source: str) -> None:
     """The payload is an object with the required keys, no unknown ones, this format and no ``cells``."""
     if not isinstance(d, Mapping):
         raise GenotypeError(
-            f"{source}: expected a JSON object with keys {', '.join(_ALL_KEYS)}, got {_json_type(d)}"
+            f"{source}: expected a JSON object with keys {', '.join(KEYS_V1)}, got {_json_type(d)}"
         )
-    unknown = [k for k in d if k not in _ALL_KEYS]
+    unknown = [k for k in d if k not in KEYS_V1]
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         shown = ", ".join(short(k, 60) for k in unknown[:5]) + more
-        raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(_ALL_KEYS)}")
+        raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(KEYS_V1)}")
     missing = [k for k in _REQUIRED_KEYS if k not in d]
     if missing:
         raise GenotypeError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
@@ -279,78 +285,6 @@ def check_keys_v1(d: Any, source: str) -> None:
             f"{source}: cells: per-cell genotypes are not supported by {FORMAT_V1}; "
             f"expected null, got {short(d['cells'])} (write format {FORMAT} for per-cell genotypes)"
         )
-
-
-def read_text(path: Path) -> str:
-    """The file's text, refusing what no genotype is: folders, pipes, huge files, non-UTF-8, empty."""
-    try:
-        if not path.exists():
-            raise GenotypeError(f"{path}: no such file")
-        if path.is_dir():
-            raise GenotypeError(f"{path}: is a folder, expected a genotype.json file")
-        if not path.is_file():
-            raise GenotypeError(f"{path}: not a regular file (a pipe or a device?), expected a genotype.json file")
-        with path.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise GenotypeError(f"{path}: cannot be read: {e.strerror or e}") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise GenotypeError(
-            f"{path}: larger than {MAX_FILE_BYTES} bytes; a genotype.json is a few kilobytes "
-            f"(at most {MAX_NODES} nodes and {MAX_OPS} ops)"
-        )
-    try:
-        text = raw.decode("utf-8-sig")  # tolerate the byte-order mark some editors add
-    except UnicodeDecodeError as e:
-        raise GenotypeError(f"{path}: not a text (UTF-8) file: {e.reason} at byte {e.start}") from None
-    if not text.strip():
-        raise GenotypeError(f"{path}: the file is empty; expected a JSON object with keys {', '.join(_ALL_KEYS)}")
-    return text
-
-
-def parse_json(text: str, path: Path) -> Any:
-    """JSON only (never eval or pickle); long integers stay unconverted, deep nesting is reported."""
-    try:
-        return json.loads(text, parse_int=_parse_int)
-    except json.JSONDecodeError as e:
-        msg = e.msg.removesuffix(" at")  # "Unterminated string starting at" + " at line ..."
-        raise GenotypeError(f"{path}: not valid JSON: {msg} at line {e.lineno}, column {e.colno}") from None
-    except RecursionError:
-        raise GenotypeError(
-            f"{path}: {_deepest_field(text)}: nested too deeply; a genotype needs 3 levels "
-            "(the object, a list of pairs, an [op, input] pair)"
-        ) from None
-    except ValueError as e:  # any other number the parser refuses
-        raise GenotypeError(f"{path}: not valid JSON: {short(str(e))}") from None
-
-
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')
-
-
-def _deepest_field(text: str) -> str:
-    """The field (``key`` or ``key[i]``) holding the deepest nesting, found by one linear scan.
-
-    Used only after the JSON parser gave up on the depth, so the message can still name the field.
-    """
-    depth = deepest = index = 0
-    key, last, where = None, None, "the top-level value"
-    for m in _TOKEN.finditer(text):
-        tok = m.group()
-        if tok in ("[", "{"):
-            depth += 1
-            index = 0 if depth == 2 else index
-            if depth > deepest:
-                deepest = depth
-                where = where if key is None else (key if depth == 2 else f"{key}[{index}]")
-        elif tok in ("]", "}"):
-            depth -= 1
-        elif tok == ",":
-            index += depth == 2
-        elif tok == ":":
-            key = last[1:-1][:60] if depth == 1 and last else key
-        else:
-            last = tok
-    return where
 
 
 # ------------------------------------------------------------------ format /2
@@ -362,11 +296,17 @@ MAX_CELLS = 1000
 _CELL_NAME = re.compile(r"normal|reduce|cell(0|[1-9][0-9]{0,3})")
 
 
-def check_keys_v2(d: Mapping, source: str) -> None:
-    unknown = [k for k in d if k not in KEYS_V2]
+KEYS_V3 = (*KEYS_V2, "space_description")
+
+
+def check_keys_v2(d: Mapping, source: str, keys: Sequence[str] = KEYS_V2) -> None:
+    """The keys of a format /2 (or, with ``keys=KEYS_V3``, /3) payload: the required ones, no unknown ones."""
+    unknown = [k for k in d if k not in keys]
     if unknown:
         shown = ", ".join(short(k, 60) for k in unknown[:5])
-        raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(KEYS_V2)}")
+        more = "" if "space_description" in keys or "space_description" not in unknown else \
+            f" (space_description needs format {FORMAT!r})"
+        raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(keys)}{more}")
     missing = [k for k in REQUIRED_V2 if k not in d]
     if missing:
         raise GenotypeError(f"{source}: missing key(s) {', '.join(map(repr, missing))}")
@@ -395,9 +335,34 @@ def check_cells_v2(cells: Any, ops: Sequence[str], nodes: int, inputs: int, sour
         raise _error(source, "cells", "either shared cells (normal, reduce) or one per position (cell<i>), not both")
     if not shared and sorted(names, key=lambda n: int(n[4:])) != [f"cell{i}" for i in range(len(names))]:
         raise _error(source, "cells", f"per-position cells must be cell0..cell{len(names) - 1}, got {short(names)}")
+    _check_cell_kinds(names, bool(shared), inputs, source)
     allowed = frozenset(ops)
     for name in names:
         check_cell_v2(cells[name], name, allowed, nodes, inputs, source)
+
+
+#: The shared cells a network needs, by cell inputs: the DARTS stack (2 inputs) places a normal cell and
+#: reduction cells; NB201's skeleton (1 input) repeats one cell and reduces in its residual blocks.
+SHARED_KINDS = {2: ("normal", "reduce"), 1: ("normal",)}
+
+
+def _check_cell_kinds(names: Sequence[str], shared: bool, inputs: int, source: str) -> None:
+    """Every cell kind the network needs is there (before anything is built), and none it cannot place."""
+    needed = SHARED_KINDS[inputs]
+    what = "a two-input (DARTS) genotype" if inputs == 2 else "a one-input (NB201) genotype"
+    if not shared:
+        if inputs == 1:
+            raise _error(source, "cells", f"{what} has one shared cell named normal, not one cell per position "
+                         f"(got {short(list(names))})")
+        return
+    for kind in needed:
+        if kind not in names:
+            need = " and a ".join(needed)
+            raise _error(source, f"cells.{kind}", f"missing: {what} needs a {need} cell"
+                         + (" (or one cell per position, cell0, cell1, ...)" if inputs == 2 else ""))
+    for name in names:
+        if name not in needed:
+            raise _error(source, f"cells.{name}", f"{what} has no {name} cell (its cells: {', '.join(needed)})")
 
 
 def check_cell_v2(cell: Any, name: str, ops: frozenset, nodes: int, inputs: int, source: str) -> None:
@@ -418,14 +383,14 @@ def check_cell_v2(cell: Any, name: str, ops: frozenset, nodes: int, inputs: int,
 
 
 def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int, source: str) -> None:
-    """``[op, source, target]`` edges: known ops, earlier sources, every node fed; an NB201 cell has one
-    edge per pair, a DARTS cell may apply two ops to the same input (format /1 allows it)."""
+    """``[op, source, target]`` edges: known ops, earlier sources, every node fed, each (source, target) edge
+    at most once (a derived cell keeps one op per edge); an NB201 cell has every edge."""
     most = sum(inputs + i for i in range(nodes))
     if not isinstance(edges, (list, tuple)) or not edges:
         raise _error(source, where, f"expected a non-empty list of [op, source, target] edges, got {short(edges)}")
-    if len(edges) > 2 * most:
+    if len(edges) > most:
         raise _error(source, where, f"{len(edges)} edges, but {nodes} nodes with {inputs} inputs have {most} "
-                     f"possible ones (at most two ops each)")
+                     f"possible ones (one op each)")
     seen: set[tuple[int, int]] = set()
     for k, edge in enumerate(edges):
         at = f"{where}[{k}]"
@@ -441,8 +406,9 @@ def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int
             raise _error(source, at, f"target {dst} is not a node: allowed {inputs}..{inputs + nodes - 1}")
         if not _in_range(src, 0, dst - 1):
             raise _error(source, at, f"source {src} must be an earlier state than the target {dst} (0..{dst - 1})")
-        if (src, dst) in seen and inputs == 1:
-            raise _error(source, at, f"a second edge from {src} to {dst}")
+        if (src, dst) in seen:
+            raise _error(source, at, f"a second edge from state {src} to node {dst}; a cell keeps each edge at most "
+                         "once, with one op")
         seen.add((src, dst))
     fed = {dst for _, dst in seen}
     for node in range(inputs, inputs + nodes):

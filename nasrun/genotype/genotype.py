@@ -21,10 +21,11 @@ from nasrun.errors import GenotypeError
 from nasrun.genotype.checks import (
     FORMAT,
     FORMAT_V1,
+    FORMAT_V2,
+    KEYS_V2,
+    KEYS_V3,
     SHOWN,
     check_keys_v1,
-    parse_json,
-    read_text,
     short,
     validate_v1,
     check_cells_v2,
@@ -35,13 +36,15 @@ from nasrun.genotype.checks import (
     check_space_name,
     known_spaces,
 )
-from nasrun.run.folder import atomic_write_text
+from nasrun.genotype.fit import check_fits, described_space
+from nasrun.genotype.reading import parse_json, read_text
+from nasrun.run.files import atomic_write_text
 from nasrun.spaces.ops import DARTS_OPS, NB201_OPS, PARAMETER_FREE_OPS
 
 Pairs = tuple[tuple[str, int], ...]
 Edge = tuple[str, int, int]
 
-__all__ = ["Cell", "Genotype", "FORMAT", "FORMAT_V1", "PUBLISHED", "NB201_OPS", "known_spaces", "parse_nb201",
+__all__ = ["Cell", "Genotype", "FORMAT", "FORMAT_V1", "FORMAT_V2", "PUBLISHED", "NB201_OPS", "known_spaces", "parse_nb201",
            "resolve_genotype"]
 
 
@@ -74,13 +77,14 @@ class Genotype:
 
     ``Genotype(normal=pairs, normal_concat=..., reduce=..., reduce_concat=...)`` builds a shared
     DARTS genotype from ``(op, input)`` pairs, two per node; ``Genotype(cells={...}, ...)`` any
-    other. Construction validates; genotypes are immutable and compare by content.
+    other. Construction validates; genotypes are immutable and compare by content. ``space_hash``
+    and ``space_description`` (the space's fields, see :meth:`with_space`) say where it comes from.
     """
 
     def __init__(self, normal: Any = None, normal_concat: Any = None, reduce: Any = None, reduce_concat: Any = None,
                  space: str = "darts", ops: Sequence[str] = DARTS_OPS, nodes: int = 4, *,
                  cells: Optional[Mapping[str, Cell]] = None, inputs: int = 2, space_hash: Optional[str] = None,
-                 source: str = "Genotype") -> None:
+                 space_description: Optional[Mapping[str, Any]] = None, source: str = "Genotype") -> None:
         ops = tuple(ops)
         if cells is None:
             validate_v1(space, list(ops), nodes, {"normal": (normal, normal_concat), "reduce": (reduce, reduce_concat)},
@@ -95,6 +99,16 @@ class Genotype:
             check_cells_v2({k: c.to_dict() for k, c in cells.items()}, ops, nodes, inputs, source)
         self.cells: dict[str, Cell] = dict(cells)
         self.space, self.ops, self.nodes, self.inputs, self.space_hash = space, ops, nodes, inputs, space_hash
+        self.space_description = None if space_description is None else json.loads(json.dumps(space_description))
+
+    def with_space(self, space: Any) -> "Genotype":
+        """This genotype carrying the description of the space it was derived in (what genotype.json records,
+        so that a space defined outside nasrun's own files can be checked and retrained anywhere)."""
+        if space.name != self.space or space.hash() != (self.space_hash or space.hash()):
+            raise ValueError(f"the genotype comes from space {self.space!r} ({self.space_hash}), not from "
+                             f"{space.name!r} ({space.hash()})")
+        return Genotype(space=self.space, ops=self.ops, nodes=self.nodes, cells=self.cells, inputs=self.inputs,
+                        space_hash=space.hash(), space_description=space.describe())
 
     # ----------------------------------------------------------------- views
     @property
@@ -153,7 +167,7 @@ class Genotype:
 
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        """The ``genotype.json`` payload (format /2, JSON types only)."""
+        """The ``genotype.json`` payload (format /3, JSON types only)."""
         return {
             "format": FORMAT,
             "space": self.space,
@@ -163,11 +177,12 @@ class Genotype:
             "inputs": self.inputs,
             "cells": {name: cell.to_dict() for name, cell in self.cells.items()},
             "nb201": self.nb201,
+            "space_description": self.space_description,
         }
 
     def _content(self) -> dict[str, Any]:
-        """What equality compares: the architecture and its space, not the description hash (provenance)."""
-        return {k: v for k, v in self.to_dict().items() if k != "space_hash"}
+        """What equality compares: the architecture and its space, not where the space was described (provenance)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("space_hash", "space_description")}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Genotype) and self._content() == other._content()
@@ -180,27 +195,34 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "genotype") -> "Genotype":
-        """Build from a ``genotype.json`` payload (format /2, or /1 of the earlier versions), checking every field.
+        """Build from a ``genotype.json`` payload (format /3, or /2 and /1 of the earlier versions), checking
+        every field and that the cells fit the space they name (:mod:`nasrun.genotype.fit`).
 
-        The space must be one of :func:`known_spaces`: a file may come from anywhere. ``source``
-        prefixes every error message (the file name when loading).
+        The space must be one of :func:`known_spaces`, or be described in the file (format /3): a file
+        may come from anywhere. ``source`` prefixes every error message (the file name when loading).
         """
-        if isinstance(d, Mapping) and d.get("format") == FORMAT:
+        if isinstance(d, Mapping) and d.get("format") in (FORMAT, FORMAT_V2):
             return cls._from_v2(d, source)
         if isinstance(d, Mapping) and d.get("format") not in (FORMAT_V1, None):
-            raise GenotypeError(f"{source}: format: expected {FORMAT!r} (or {FORMAT_V1!r}), got "
-                                f"{short(d.get('format'))}")
+            raise GenotypeError(f"{source}: format: expected {FORMAT!r} (or the earlier {FORMAT_V2!r}, "
+                                f"{FORMAT_V1!r}), got {short(d.get('format'))}")
         check_keys_v1(d, source)
         space, ops, nodes = d.get("space", "darts"), d.get("ops", list(DARTS_OPS)), d.get("nodes", 4)
         validate_v1(space, ops, nodes, {c: (d[c], d[f"{c}_concat"]) for c in ("normal", "reduce")}, source,
                   known_space=True)
-        return cls(d["normal"], d["normal_concat"], d["reduce"], d["reduce_concat"], space=space, ops=ops,
-                   nodes=nodes, source=source)
+        genotype = cls(d["normal"], d["normal_concat"], d["reduce"], d["reduce_concat"], space=space, ops=ops,
+                       nodes=nodes, source=source)
+        check_fits(genotype, None, source)
+        return genotype
 
     @classmethod
     def _from_v2(cls, d: Mapping, source: str) -> "Genotype":
-        check_keys_v2(d, source)
-        check_space_name(d["space"], source, known_only=True)
+        """Formats /2 and /3 (/3 may carry the description of its space)."""
+        check_keys_v2(d, source, KEYS_V3 if d["format"] == FORMAT else KEYS_V2)
+        description = d.get("space_description")
+        check_space_name(d["space"], source, known_only=description is None)
+        described = None if description is None else described_space(description, d["space"], d.get("space_hash"),
+                                                                      source)
         check_ops(d["ops"], source)
         check_nodes(d["nodes"], source)
         check_inputs(d["inputs"], source)
@@ -208,10 +230,11 @@ class Genotype:
         cells = {name: Cell(tuple(tuple(e) for e in c["edges"]), tuple(c["concat"]),
                             c.get("reduction", name == "reduce")) for name, c in d["cells"].items()}
         genotype = cls(space=d["space"], ops=d["ops"], nodes=d["nodes"], cells=cells, inputs=d["inputs"],
-                       space_hash=d.get("space_hash"), source=source)
+                       space_hash=d.get("space_hash"), space_description=description, source=source)
         if d.get("nb201") is not None and d["nb201"] != genotype.nb201:
             raise GenotypeError(f"{source}: nb201: {short(d['nb201'])} does not match the cells "
                                 f"({short(genotype.nb201)})")
+        check_fits(genotype, described, source)
         return genotype
 
     def to_json(self) -> str:
@@ -223,8 +246,8 @@ class Genotype:
             cells.append(f'    {json.dumps(name)}: {{\n      "edges": [\n{edges}\n      ],\n'
                          f'      "concat": {json.dumps(cell["concat"])},\n'
                          f'      "reduction": {json.dumps(cell["reduction"])}\n    }}')
-        lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in d.items() if k != "cells"]
-        lines.insert(6, '  "cells": {\n' + ",\n".join(cells) + "\n  }")
+        lines = [f"  {json.dumps(k)}: {json.dumps(v)}" if k != "cells" else '  "cells": {\n' + ",\n".join(cells)
+                 + "\n  }" for k, v in d.items()]
         return "{\n" + ",\n".join(lines) + "\n}\n"
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -276,7 +299,7 @@ def parse_nb201(text: str, source: str = "genotype") -> Genotype:
 
 
 # ---------------------------------------------------- published genotypes
-# Transcribed from recipes.md §7 (the official repositories' genotypes.py).
+# Transcribed from the official repositories' genotypes.py (quark0/darts, chenxin061/pdarts, yuhuixu1993/PC-DARTS).
 def _published(normal: list[tuple[str, int]], reduce: list[tuple[str, int]]) -> Genotype:
     return Genotype(normal=tuple(normal), normal_concat=(2, 3, 4, 5), reduce=tuple(reduce), reduce_concat=(2, 3, 4, 5))
 

@@ -25,8 +25,9 @@ from nasrun.supernet.projection import column_ops, discrete_architecture, kinds_
 class AlphaMap:
     """Base: alphas filled with ``init`` (None keeps the supernet's 1e-3 * N(0, 1)), softmax weights, no regulariser.
 
-    ``single_path``: the method's weight step runs one op per edge, so the ops that did not run must keep
-    no gradient (a fused supernet then keeps every op's parameters apart instead of stacking them).
+    ``single_path``: the map selects one op per edge, so the ops that did not run must keep no gradient (a
+    fused supernet then keeps every op's parameters apart instead of stacking them). Each map reads it from
+    its option, where the capability is declared (``nasrun.config.options``).
     """
 
     single_path = False
@@ -55,6 +56,8 @@ class AlphaMap:
 class Softmax(AlphaMap):
     """softmax(alpha) per edge."""
 
+    single_path = SoftmaxConf.single_path
+
     def __init__(self, conf: SoftmaxConf | None = None) -> None:
         super().__init__((conf or SoftmaxConf()).init)
 
@@ -78,7 +81,7 @@ def op_param_fractions(model: nn.Module, kind: str = "normal") -> Tensor:
 class Argmax(AlphaMap):
     """NASP's prox_C1: one op per edge (straight-through); the raw alphas are ranked."""
 
-    single_path = True  # NASP's weight step (the `discrete` perturbation) trains the chosen op of each edge
+    single_path = ArgmaxConf.single_path  # one op per edge: NASP's weight step trains the chosen op of each edge
 
     def __init__(self, conf: ArgmaxConf | None = None) -> None:
         conf = conf or ArgmaxConf()

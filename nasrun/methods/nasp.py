@@ -14,7 +14,7 @@ one-hot row on its largest alpha. In nasrun it is three pieces of the one search
 - the supernet option ``alpha_map=argmax``: evaluation during search uses the discrete
   architecture too, and the genotype and ``alphas.npz`` read the raw alphas (see below).
 
-Choices (spec/methods.md §7):
+Choices (NASP, Yao et al., AAAI 2020; xujinfan/NASP-codes):
 
 - ``none`` never wins the projection: the derived genotype cannot pick it, so the trained
   single-path network is exactly the architecture the genotype describes (minus the edges the

@@ -3,7 +3,8 @@
 Every estimator and perturbation evaluates the supernet through :class:`ArchObjective`, so the
 loss is written once. The mixing weights default to the supernet's own alpha map; the map may
 declare a regulariser on them (NASP's parameter-size term), which is added here. The forward runs in
-the run's precision (:class:`~nasrun.train.precision.Numerics`); the loss is always taken of fp32 logits.
+the run's precision (:class:`~nasrun.train.precision.Numerics`); the loss is taken of fp32 logits (fp64 ones
+under ``precision=fp64``).
 """
 
 from __future__ import annotations

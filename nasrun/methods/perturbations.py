@@ -4,8 +4,8 @@ The architecture step always sees the clean softmax(alpha). A perturbation retur
 weights ({"normal": (E, K), "reduce": (E, K)}, cut off from the alphas) that the weight step uses instead, or None
 for the clean ones. The alphas themselves are never modified, so nothing needs restoring.
 
-SDARTS (spec/methods.md §4) perturbs the mixing weights A = softmax(alpha) within an L-infinity
-ball of radius epsilon, ramped linearly over the epochs:
+SDARTS (Chen & Hsieh, ICML 2020; xiangning-chen/SmoothDARTS) perturbs the mixing weights A = softmax(alpha)
+within an L-infinity ball of radius epsilon, ramped linearly over the epochs:
 
 - ``random`` (SDARTS-RS): A + U(-eps, eps), elementwise;
 - ``adversarial`` (SDARTS-ADV): projected sign-gradient ascent (PGD) on the weight step's own batch,

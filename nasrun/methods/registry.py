@@ -1,7 +1,9 @@
 """The implementation of every axis option, keyed by its config schema (the names live in ``nasrun.config.options``).
 
 A new estimator, perturbation, alpha map or schedule is a class here plus its schema in
-``nasrun.config.options.AXES``; a test checks that the two lists cover each other.
+``nasrun.config.options.AXES``; a test checks that the two lists cover each other. What an option can
+do (runs under torchrun, takes a double backward, trains single paths, ...) is declared on its schema,
+where the torch-free checks ask it, never here.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The search loop asks its schedule, once per epoch, for an :class:`EpochPlan` (stage, epoch within
 the stage, whether the alphas move, the skip-dropout rate) and, when a stage is over, for the op
 sets the next stage keeps. :class:`Single` is one stage; :class:`Progressive` is P-DARTS'
-(spec/methods.md §6): stage i is a fresh supernet of ``supernet.layers + stage_add_layers[i]``
+(chenxin061/pdarts): stage i is a fresh supernet of ``supernet.layers + stage_add_layers[i]``
 cells that ends by keeping the ``stage_keep[i]`` strongest ops of every edge.
 """
 

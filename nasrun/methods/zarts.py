@@ -5,7 +5,8 @@ Instead of differentiating through the optimal weights, ZARTS scores candidate a
 the supernet weights fine-tuned for M SGD steps under the candidate, and moves alpha with a rule
 built from those scores. The supernet itself keeps training normally in the loop's weight step.
 
-Three rules (``method.estimator``), and how firmly each is grounded (spec/methods.md §8):
+Three rules (``method.estimator``), and how firmly each is grounded (ZARTS, Wang et al., NeurIPS 2022;
+vicFigure/ZARTS ``cnn/train_search.py``):
 
 - ``mgs`` (maximum-likelihood guided search, the paper's recommended rule) follows the released
   search script: N proposals ``u_i = (1-lambda)(-g + sigma xi1) + lambda sigma xi2`` around the
@@ -140,8 +141,10 @@ class ZeroOrder(Estimator):
         return True
 
     def randn(self, like: Tensor) -> Tensor:
-        """Standard normal noise shaped like ``like``, drawn on the CPU from the estimator's generator."""
-        return torch.randn(like.shape, generator=self.generator, dtype=like.dtype).to(like.device)
+        """Standard normal noise shaped like ``like``, drawn on the CPU from the estimator's generator.
+
+        Drawn in fp32 and cast, so an fp64 run (``precision=fp64``) draws the fp32 run's numbers."""
+        return torch.randn(like.shape, generator=self.generator, dtype=torch.float32).to(like.device, like.dtype)
 
     def unit(self, like: Sequence[Tensor]) -> Alphas:
         """A direction uniform on the unit sphere of all entries of ``like`` together."""

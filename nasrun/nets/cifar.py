@@ -1,4 +1,4 @@
-"""The evaluation network built from a genotype for retraining on CIFAR-sized images (spaces.md §1.4)."""
+"""The evaluation network built from a genotype for retraining on CIFAR-sized images (quark0/darts NetworkCIFAR)."""
 
 from __future__ import annotations
 

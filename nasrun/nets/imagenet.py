@@ -1,4 +1,4 @@
-"""The evaluation network built from a genotype for retraining on ImageNet, mobile setting (spaces.md §1.4).
+"""The evaluation network of a genotype for retraining on ImageNet, mobile setting (quark0/darts NetworkImageNet).
 
 Two stems take a 224x224 image down to 28x28 (three stride-2 3x3 convolutions), then the DARTS stack
 of cells (nets/cifar.py's Cell; reductions at layers//3 and 2*layers//3: 14x14 and 7x7), then an
@@ -27,7 +27,7 @@ class AuxiliaryHeadImageNet(nn.Module):
 
     ReLU -> AvgPool 5x5/2 (7x7 -> 2x2) -> 1x1 conv (128) -> BN -> ReLU -> 2x2 conv (768, -> 1x1) -> ReLU
     -> Linear. The BatchNorm after the 2x2 conv is **deliberately omitted**: DARTS left it out by a
-    typo and kept it out "for consistency with the experiments in the paper" (spaces.md §1.4).
+    typo and kept it out "for consistency with the experiments in the paper" (quark0/darts ``cnn/model.py``).
     """
 
     def __init__(self, C: int, num_classes: int) -> None:

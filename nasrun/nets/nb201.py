@@ -1,4 +1,4 @@
-"""The NAS-Bench-201 evaluation network: one cell repeated on a residual skeleton (spaces.md §3.2).
+"""The NAS-Bench-201 evaluation network: one cell repeated on a residual skeleton (D-X-Y/AutoDL-Projects TinyNetwork).
 
 A cell is given as its 6 edges ``(op_name, source_node, target_node)``: node 0 is the cell input,
 node j sums ``op(node i)`` over its edges from i < j, and node 3 is the output. Every cell of the

@@ -5,7 +5,7 @@ search-val batch (the order is one process's); the weight step runs through Dist
 and every gradient an estimator takes is all-reduced by :mod:`nasrun.methods.gradients`, so each step
 is the one-process step with the global batch up to the order of float additions. BatchNorm
 normalises each rank's slice by default; ``search.sync_bn=true`` normalises over the global batch (plain
-and fused supernets alike), which makes the trajectory one process's (see README "Multi-GPU").
+and fused supernets alike), which makes the trajectory one process's (see docs/multi-gpu.md).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 import torch
 
 from nasrun.parallel import distributed
+from nasrun.config.options import AXES, options_with
 from nasrun.config.schema import NasrunConf
 from nasrun.parallel.distributed import Job
 from nasrun.errors import ConfigError
@@ -24,30 +25,28 @@ from nasrun.parallel.rank_runs import evaluate_shares
 from nasrun.supernet.fused import global_batch_norm
 from nasrun.train.steps import evaluate
 
-#: The options a multi-process search supports, per axis; the others are refused before any work.
-SUPPORTED: dict[str, tuple[str, ...]] = {
-    "estimator": ("first_order", "second_order", "amended"),
-    "perturbation": ("none", "random"),
-    "alpha_map": ("softmax",),
-    "schedule": ("single", "progressive"),
-}
-
 
 def check_search_ranks(cfg: NasrunConf) -> None:
-    """What a torchrun search needs of the config: a ConfigError line before any work."""
+    """What a torchrun search needs of the config: a ConfigError line before any work.
+
+    Each axis option says whether it runs under torchrun (``runs_under_torchrun``) and whether, as set, it takes
+    a double backward (``estimator.double_backward()``), which the ranks' global BatchNorm cannot pass.
+    """
     world = distributed.world_size()
     if world <= 1:
         return
     distributed.check_config(cfg.search.batch_size, cfg.device, key="search.batch_size")
-    for axis, allowed in SUPPORTED.items():
-        name = getattr(cfg, axis).name
-        if name not in allowed:
-            raise ConfigError(f"{axis}={name} is not supported by a search under torchrun ({world} processes): "
-                              f"there {axis} is one of {', '.join(allowed)}; run this method in one process")
-    if cfg.search.sync_bn and getattr(cfg.estimator, "hvp", None) == "exact":
-        raise ConfigError(f"estimator.hvp=exact is not supported with search.sync_bn=true under torchrun ({world} "
+    for axis in AXES:
+        option = getattr(cfg, axis)
+        if not option.runs_under_torchrun:
+            allowed = ", ".join(options_with(axis, "runs_under_torchrun"))
+            raise ConfigError(f"{axis}={option.name} is not supported by a search under torchrun ({world} processes): "
+                              f"there {axis} is one of {allowed}; run this method in one process")
+    products = cfg.estimator.double_backward()
+    if cfg.search.sync_bn and products is not None:
+        raise ConfigError(f"{products.setting} is not supported with search.sync_bn=true under torchrun ({world} "
                           "processes): its double backward cannot pass through the ranks' BatchNorm all-reduces; "
-                          "use estimator.hvp=finite_difference, or search.sync_bn=false")
+                          f"use {products.instead}, or search.sync_bn=false")
 
 
 def attach_ranks(state: Any, job: Job) -> None:
@@ -95,4 +94,4 @@ def evaluate_ranks(state: Any, data: Any, val_idx: torch.Tensor) -> tuple[float,
     return loss, acc
 
 
-__all__ = ["SUPPORTED", "attach_ranks", "check_search_ranks", "evaluate_ranks", "rank_steps", "shared_mix"]
+__all__ = ["attach_ranks", "check_search_ranks", "evaluate_ranks", "rank_steps", "shared_mix"]

@@ -111,10 +111,10 @@ class TensorBoardWriter:
         for tag, value in scalars(row).items():
             self._writer.add_scalar(tag, value, step)
         if genotype is not None:
-            self._image("cells", step, lambda path: _plot().plot_genotype(genotype, path, title=f"epoch {step}"))
+            self._image("cells", step, lambda path: _draw_cells(genotype, path, f"epoch {step}"))
         if alphas is not None:
             self._image("alphas", step,
-                        lambda path: _plot().plot_alphas(alphas, path, epoch=-1, genotype=genotype))
+                        lambda path: _draw_alphas(alphas, path, genotype))
         self._writer.flush()
 
     def _image(self, tag: str, step: int, draw) -> None:
@@ -145,6 +145,11 @@ class TensorBoardWriter:
         self.close()
 
 
-def _plot():
-    from nasrun.report import plot
-    return plot
+def _draw_cells(genotype, path: Path, title: str) -> Path:
+    from nasrun.report.cell_diagram import plot_genotype
+    return plot_genotype(genotype, path, title=title)
+
+
+def _draw_alphas(alphas, path: Path, genotype) -> Path:
+    from nasrun.report.alpha_figures import plot_alphas
+    return plot_alphas(alphas, path, epoch=-1, genotype=genotype)

@@ -61,13 +61,24 @@ def check_same_config(folder: Path, saved: dict, current: dict) -> None:
     A key the saved config does not have was added by a later nasrun: it is not a difference, so a
     run started before a new option existed still resumes.
     """
-    diffs = sorted(_diff(saved, current))
+    diffs = config_differences(saved, current)
     if diffs:
-        shown = ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
-        raise RunFolderError(
-            f"{folder} holds a run with a different config ({shown}); "
-            "choose another hydra.run.dir or use the same overrides to resume"
-        )
+        raise RunFolderError(different_config_message(folder, diffs))
+
+
+def config_differences(saved: Any, current: Any) -> list[str]:
+    """``key: saved -> current`` for every key the two configs disagree on (keys new in ``current`` and
+    ``progress`` do not count: see :func:`check_same_config`)."""
+    return sorted(_diff(saved, current))
+
+
+def shown_differences(diffs: list[str]) -> str:
+    return ", ".join(diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+
+
+def different_config_message(folder: Path, diffs: list[str]) -> str:
+    return (f"{folder} holds a run with a different config ({shown_differences(diffs)}); "
+            "choose another hydra.run.dir or use the same overrides to resume")
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:

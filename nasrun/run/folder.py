@@ -58,18 +58,100 @@ LOCK = ".lock"
 # -------------------------------------------------------------------------------------------- result
 
 
-def read_result(folder: Path) -> dict | None:
-    """result.json of ``folder`` as a dict, None if there is none."""
-    path = Path(folder) / RESULT
-    if not path.exists():
-        return None
+#: What result.json's ``status`` can be.
+STATUSES = ("completed", "failed", "interrupted")
+_NUMBER = (int, float)
+#: The result.json fields nasrun reads back (resume, ``retrain genotype=<folder>``, the command's last line),
+#: with their types; each may also be null.
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "command": str, "reason": str, "config": dict, "final": dict, "genotype": dict, "genotype_source": str,
+    "search_run": str, "last_epoch": int, "epochs": int, "seed": int, "test_acc": _NUMBER, "test_error": _NUMBER,
+    "test_acc_top5": _NUMBER, "train_acc": _NUMBER, "search_val_acc": _NUMBER, "params": _NUMBER,
+    "params_with_auxiliary": _NUMBER, "macs": _NUMBER, "wall_seconds": _NUMBER,
+}
+#: Largest result.json or saved config read (a result is a few kilobytes; this refuses what no run writes).
+_MAX_READ = 64 << 20
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _read_small_text(path: Path) -> str:
+    """A run folder's text file; a pipe, a folder or a huge file is refused (reading a pipe would block)."""
+    if not path.is_file():
+        raise RunFolderError(f"{path}: not a regular file; {AFRESH}")
     try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc}); {AFRESH}") from None
+        with path.open("rb") as fh:
+            data = fh.read(_MAX_READ + 1)
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot be read ({exc.strerror or exc}); {AFRESH}") from None
+    if len(data) > _MAX_READ:
+        raise RunFolderError(f"{path}: larger than {_MAX_READ >> 20} MB, not a file nasrun wrote; {AFRESH}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunFolderError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); {AFRESH}") from None
+
+
+def check_result(path: Path, result: Any) -> dict:
+    """A parsed result.json, refused (one line naming the file and the field) unless nasrun could have written it."""
     if not isinstance(result, dict):
         raise RunFolderError(f"{path}: holds {kind_of(result)}, expected a JSON object; {AFRESH}")
+    status = result.get("status")
+    if status not in STATUSES:
+        what = "is missing" if "status" not in result else f"is {_shown(status)}"
+        raise RunFolderError(f"{path}: status {what}, expected one of {', '.join(STATUSES)}; {AFRESH}")
+    for key, expected in RESULT_FIELDS.items():
+        value = result.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, expected)):
+            wanted = "a number" if expected == _NUMBER else {dict: "an object", str: "a string", int: "an integer"}[
+                expected]
+            raise RunFolderError(f"{path}: {key} is {_shown(value)}, expected {wanted} or null; {AFRESH}")
+    if status == "completed" and not (isinstance(result.get("config"), dict) and result["config"]):
+        raise RunFolderError(f"{path}: a completed run's result has no config (the object it ran with); {AFRESH}")
     return result
+
+
+def read_result(folder: Path) -> dict | None:
+    """result.json of ``folder`` as a dict, None if there is none; anything nasrun cannot have written is one
+    RunFolderError line naming the file and the field."""
+    path = Path(folder) / RESULT
+    if not os.path.lexists(path):
+        return None
+    try:
+        result = json.loads(_read_small_text(path))
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc}); {AFRESH}") from None
+    except RecursionError:
+        raise RunFolderError(f"{path}: nested too deeply to be a result nasrun wrote; {AFRESH}") from None
+    return check_result(path, result)
+
+
+def read_saved_config(folder: Path, subdir: str | Path = ".hydra") -> dict | None:
+    """The config Hydra saved in ``folder/.hydra/config.yaml`` (None without one); a file that is not a
+    mapping of config keys is one RunFolderError line naming it."""
+    import yaml
+
+    path = Path(folder) / subdir / "config.yaml"
+    if not os.path.lexists(path):
+        return None
+    text = _read_small_text(path)
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise RunFolderError(f"{path}: not valid YAML{at}; it is the config Hydra saved when the run started: "
+                             f"{AFRESH}") from None
+    except RecursionError:
+        raise RunFolderError(f"{path}: nested too deeply to be a saved config; {AFRESH}") from None
+    if not isinstance(config, dict) or not config:
+        what = "is empty" if config is None or config == {} else f"holds {kind_of(config)}"
+        raise RunFolderError(f"{path}: {what}, expected the mapping of config keys Hydra saved when the run "
+                             f"started; {AFRESH}")
+    return config
 
 
 def environment(device: torch.device) -> dict:

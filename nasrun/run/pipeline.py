@@ -6,7 +6,7 @@
       .hydra/            written by Hydra (the pipeline's overrides)
       pipeline.log       both stages' log
       result.json        the job's status; the stages' figures are in their own folders
-      search/            a search run folder (see README)
+      search/            a search run folder (see docs/run-folder.md)
       retrain/           a retrain run folder; its genotype is search/genotype.json
 
 Both stages resume like standalone runs: a completed search is not redone, a half-done retraining

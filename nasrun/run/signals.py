@@ -1,15 +1,35 @@
 """SIGINT and SIGTERM as an exception a run can record, and the exit status a shell expects.
 
-Torch-free, so the command line installs the handlers before anything heavy is imported.
+Torch-free, so the command line puts :func:`interrupts` around the whole command first thing, before
+anything heavy is imported: a signal in its first second ends it with 143 (or 130) and one line, not
+with the default handler's silent death. A run's own :func:`interrupts` takes over (the same
+behaviour, scoped to the run) and the run records itself; a run folder that exists before its run
+could record anything is marked by :func:`record_interrupted`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
+from pathlib import Path
+from types import FrameType, TracebackType
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: The run folder's record and lock (the names nasrun.run.folder uses; that module imports torch).
+RESULT = "result.json"
+LOCK = ".lock"
 
 
 class Interrupted(BaseException):
@@ -24,7 +44,34 @@ class Interrupted(BaseException):
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    if _importing_extensions():
+        _deliver_later(signum)
+        return
     raise Interrupted(signum)
+
+
+#: Packages whose compiled initialisation must not see an exception: torch's swallows one raised while
+#: it imports numpy (the signal is lost and the run goes on) or aborts the process from C++.
+_FRAGILE_IMPORTS = ("torch", "torchvision", "numpy", "scipy", "sklearn")
+
+
+def _importing_extensions() -> bool:
+    """Whether one of :data:`_FRAGILE_IMPORTS` is being imported right now."""
+    for name in _FRAGILE_IMPORTS:
+        spec = getattr(sys.modules.get(name), "__spec__", None)
+        if getattr(spec, "_initializing", False):
+            return True
+    return False
+
+
+def _deliver_later(signum: int) -> None:
+    """Send the signal again once the import is over, so it is raised where an exception is safe."""
+    def wait() -> None:
+        while _importing_extensions():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=wait, name="nasrun-deferred-signal", daemon=True).start()
 
 
 @contextmanager
@@ -45,6 +92,101 @@ def interrupts() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():  # None: set outside Python, cannot be put back exactly
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def kept_handlers() -> Iterator[None]:
+    """Put the SIGTERM and SIGINT handlers back as they were on the way out, whatever :func:`hold` did inside."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main_thread else {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def hold() -> None:
+    """Ignore further SIGTERM and SIGINT: the command is saying how it ended and is about to exit."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def signal_of(exc: BaseException) -> int:
+    """The signal behind an Interrupted or a KeyboardInterrupt (SIGINT when it does not say)."""
+    return getattr(exc, "signum", int(signal.SIGINT))
+
+
+def job_folder_of(exc: BaseException) -> Path | None:
+    """The job folder Hydra had made when ``exc`` passed through its ``run_job`` (before the job's own code ran).
+
+    Hydra creates the folder, writes ``.hydra/`` and only then calls the job, so a signal in between
+    leaves a folder no run has recorded anything in. Hydra's own error report finds ``run_job`` in
+    the traceback the same way.
+    """
+    tb: TracebackType | None = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "run_job" and frame.f_globals.get("__name__", "").startswith("hydra."):
+            folder = frame.f_locals.get("output_dir")
+            return Path(folder) if isinstance(folder, str) else None
+        tb = tb.tb_next
+    return None
+
+
+def record_interrupted(folder: str | Path, command: str, signum: int) -> bool:
+    """Write result.json "interrupted" into a run folder that has no record yet; True when the folder has one now.
+
+    A folder another process holds (its lock is taken) is left alone; an existing record is kept (a
+    completed run stays completed, a run that recorded its own interruption keeps its epoch).
+    """
+    folder = Path(folder)
+    result = folder / RESULT
+    if not folder.is_dir():
+        return False
+    if result.exists():
+        return True
+    lock = _try_lock(folder / LOCK)
+    if lock is False:
+        return False
+    try:
+        name = signal.Signals(signum).name
+        record = {"status": "interrupted", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
+                  "reason": f"{name}: stopped before the run started; rerun the same command to start it",
+                  "signal": name, "last_epoch": None}
+        fd, tmp = tempfile.mkstemp(prefix=f".{RESULT}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as the run's own files (mkstemp makes it 0600)
+        os.replace(tmp, result)
+        return True
+    except OSError:
+        return False
+    finally:
+        if isinstance(lock, int):
+            os.close(lock)
+
+
+def _try_lock(path: Path) -> int | bool | None:
+    """The fd of the folder's lock taken without waiting; None when there is no lock file or this process holds
+    it; False when another process holds it."""
+    if fcntl is None or not path.exists():
+        return None
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).split(b"\n", 1)[0].strip()
+        os.close(fd)
+        # this very process, stopped between taking the lock and handing it to its RunFolder
+        return None if holder == str(os.getpid()).encode() else False
+    return fd
 
 
 def exit_status(signum: int) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 
+from nasrun.errors import RunFolderError
 from nasrun.run.lifecycle import reason_of
 from nasrun.run.folder import RESULT, read_result, write_result
 
@@ -25,10 +26,11 @@ def record_failure(out_dir: str | Path, command: str, exc: BaseException, config
     """
     out = Path(out_dir)
     reason = reason_of(exc)
-    existing = None
+    if isinstance(exc, RunFolderError):  # the folder itself was refused (another run's, in use, damaged): keep it
+        return {"status": "failed", "command": command, "reason": reason}
     try:
         existing = read_result(out)
-    except Exception:  # a damaged result.json is replaced by the failure record
+    except Exception:  # noqa: BLE001 - a damaged result.json is replaced by the failure record
         existing = None
     if existing and existing.get("status") == "failed":
         return existing

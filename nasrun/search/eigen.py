@@ -61,7 +61,8 @@ def _hvp(model: nn.Module, batches: Sequence[Batch], objective: ArchObjective, a
     pieces = [p.view_as(a) for p, a in zip(pieces, alphas)]
     total = torch.zeros_like(v)
     for x, y in batches:
-        loss = objective(model, x, y).total
+        # the alphas' dtype: the evidence's batches come as the loaders give them, fp32, also to an fp64 run
+        loss = objective(model, x.to(alphas[0].dtype), y).total
         grads = torch.autograd.grad(loss, alphas, create_graph=True, allow_unused=True)
         # an alpha the loss is constant or linear in contributes a zero row of H, not an error
         live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
@@ -109,7 +110,8 @@ def dominant_eigenvalue(model: nn.Module, batches: Sequence[Batch], iters: int =
     alphas = list(model.arch_parameters())
     n = sum(a.numel() for a in alphas)
     generator = torch.Generator().manual_seed(seed)
-    v = torch.randn(n, generator=generator, dtype=alphas[0].dtype).to(alphas[0].device)
+    # drawn in fp32 whatever the alphas' dtype, so an fp64 run starts from the fp32 run's vector
+    v = torch.randn(n, generator=generator, dtype=torch.float32).to(device=alphas[0].device, dtype=alphas[0].dtype)
     v = v / v.norm()
     lam, hv, k = math.nan, torch.zeros_like(v), 0
     with _search_state_preserved(model):

@@ -21,7 +21,6 @@ from torch import nn
 
 from nasrun.config.schema import NasrunConf
 from nasrun.data import eval_batches
-from nasrun.config.options import NoBenchmarkConf
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class Evidence:
 
 def open_benchmark(conf: Any) -> Any:
     """The benchmark table the config names (loaded once), or None."""
-    if isinstance(conf, NoBenchmarkConf):
+    if not conf.has_table:  # the option says (benchmark=none has none)
         return None
     from nasrun.genotype.benchmarks import load_table
 

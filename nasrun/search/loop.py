@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from nasrun.parallel import distributed
-from nasrun.config.schema import DatasetConf, NasrunConf, as_plain_dict
+from nasrun.config.schema import DatasetConf, NasrunConf
+from nasrun.config.compose import as_plain_dict
 from nasrun.data import index_hash, load_dataset, make_stream, search_split
 from nasrun.data.loaders import make_shard_stream
 from nasrun.parallel.distributed import Job
@@ -31,21 +32,16 @@ from nasrun.search.evidence import EpochLog, Evidence
 from nasrun.run.lifecycle import recorded
 from nasrun.methods import ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule
 from nasrun.methods.schedules import EpochPlan, public
-from nasrun.run.folder import (
-    METRICS,
-    RunFolder,
-    atomic_write_bytes,
-    atomic_write_json,
-    environment,
-    resolve_device,
-    seed_everything,
-)
+from nasrun.run.folder import METRICS, RunFolder, environment
+from nasrun.run.files import atomic_write_bytes, atomic_write_json
+from nasrun.run.rng import resolve_device, seed_everything
 from nasrun.train.memory import check_fits
 from nasrun.train.precision import Numerics, check_available, upcast
 from nasrun.parallel.rank_runs import NoEpochLog, reseed_rank, run_ranks
 from nasrun.parallel.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
 from nasrun.search.state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
+from nasrun.spaces.space import Space
 from nasrun.train.steps import Progress, apply_threads, count, evaluate, sgd_step
 
 log = logging.getLogger(__name__)
@@ -349,6 +345,7 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
     if state.schedule.staged:
         _end_stage(state, run)
     genotype, refinement = state.schedule.final_genotype(state.model)
+    genotype = genotype.with_space(Space(cfg.space))  # genotype.json carries its space: retrainable anywhere
     genotype.save(run.path / "genotype.json")
     _draw_cells(genotype, run.path / "cells.png", f"{cfg.method.name} on {dataset_cfg.name}, seed {cfg.seed}")
     split = {"seed": cfg.seed, "fraction": dataset_cfg.search_split, "train": len(train_idx), "val": len(val_idx),
@@ -383,7 +380,7 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
 def _draw_cells(genotype, path: Path, title: str) -> None:
     """cells.png beside genotype.json; a drawing problem must never fail a finished search."""
     try:
-        from nasrun.report.plot import plot_genotype
+        from nasrun.report.cell_diagram import plot_genotype
 
         plot_genotype(genotype, path, title)
     except Exception as exc:  # noqa: BLE001 - the genotype is already saved

@@ -17,9 +17,8 @@ from nasrun.search.capture import Capture
 from nasrun.config.schema import NasrunConf
 from nasrun.methods import Estimator, Perturbation, make_alpha_map
 from nasrun.methods.schedules import Schedule
-from nasrun.config.options import DiscreteConf
 from nasrun.train.precision import Numerics
-from nasrun.run.folder import rng_state, set_rng_state
+from nasrun.run.rng import rng_state, set_rng_state
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
 from nasrun.supernet import SuperNet
@@ -40,7 +39,7 @@ def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: 
                     partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
                     alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
                     # a weight step on one path per edge leaves the others without gradient: no stacked weights
-                    batched=not isinstance(cfg.perturbation, DiscreteConf))
+                    batched=not (cfg.perturbation.single_path or cfg.alpha_map.single_path))
 
 
 class SearchState:

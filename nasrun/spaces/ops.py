@@ -1,4 +1,4 @@
-"""Primitive operations of the DARTS-family cell spaces (spaces.md §1.1, §2.2, §2.4, §3.1).
+"""Primitive operations of the DARTS-family cell spaces (quark0/darts ``cnn/operations.py`` and its forks).
 
 Every op maps C channels to C channels; stride 2 halves the spatial size (rounding up).
 ``OPS[name](C, stride, affine)`` builds one. ``affine=False`` is what the search supernet
@@ -13,19 +13,9 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-#: The 8 DARTS primitives; this order is the alpha column order of the DARTS space.
-DARTS_OPS: tuple[str, ...] = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
+from nasrun.spaces.names import DARTS_OPS  # noqa: F401 - the DARTS op list lives with the op names
 
-#: NAS-Bench-201's 5 ops; this order is the alpha column order of that space (spaces.md §3.1).
+#: NAS-Bench-201's 5 ops; this order is the alpha column order of that space (D-X-Y/AutoDL-Projects).
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 #: Ops without learnable weights (counted when judging skip/pool-heavy "collapsed" cells).
@@ -196,7 +186,8 @@ class NoiseSource:
     """The one random stream every ``noise`` op draws from, so a search can seed and checkpoint it.
 
     Draws are made in float32 on a CPU generator and then cast and moved, so the stream does not
-    depend on the device or dtype: a run resumed elsewhere (or under AMP) sees the same noise.
+    depend on the device or dtype: a run resumed elsewhere (or under AMP) sees the same noise, and a
+    ``precision=fp64`` run gets the fp32 run's draws as float64 values.
     The state dict holds only a uint8 tensor, so it survives ``torch.load(weights_only=True)``.
     """
 
@@ -267,18 +258,18 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
     "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
     "conv_7x1_1x7": lambda C, stride, affine: Conv7x1_1x7(C, stride, affine=affine),
-    # NASP (spaces.md §2.4)
+    # NASP (xujinfan/NASP-codes operations.py)
     "conv_3x1_1x3": lambda C, stride, affine: ConvKx1_1xK(C, 3, stride, affine=affine),
     "conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine=affine),
     "conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine=affine),
     "max_pool_5x5": lambda C, stride, affine: nn.MaxPool2d(5, stride=stride, padding=2),
     "max_pool_7x7": lambda C, stride, affine: nn.MaxPool2d(7, stride=stride, padding=3),
-    # NAS-Bench-201 (spaces.md §3.1); its none, skip_connect and avg_pool_3x3 are the ops above
+    # NAS-Bench-201 (D-X-Y/AutoDL-Projects); its none, skip_connect and avg_pool_3x3 are the ops above
     "nor_conv_1x1": lambda C, stride, affine: ReLUConvBN(C, C, 1, stride, 0, affine=affine),
     "nor_conv_3x3": lambda C, stride, affine: ReLUConvBN(C, C, 3, stride, 1, affine=affine),
-    # R-DARTS S4 (spaces.md §2.2)
+    # R-DARTS S4 (automl/RobustDARTS)
     "noise": lambda C, stride, affine: Noise(stride),
 }
 
-#: Pooling ops; the search supernet follows them with a non-affine BN (spaces.md §1.1).
+#: Pooling ops; the search supernet follows them with a non-affine BN (quark0/darts ``cnn/model_search.py`` MixedOp).
 POOLING_OPS: frozenset[str] = frozenset({"max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "avg_pool_3x3"})

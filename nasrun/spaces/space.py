@@ -36,7 +36,7 @@ def cell_edges(inputs: int, nodes: int) -> list[tuple[int, int]]:
     """``(source, target)`` state pairs in alpha row order: for node i, from every earlier state.
 
     States ``0..inputs-1`` are the cell inputs and ``inputs + i`` is node i. For DARTS (2 inputs,
-    4 nodes) this is the 14-edge order of spaces.md §1.2; for NB201 (1 input, 3 nodes) the order
+    4 nodes) this is the 14-edge order of quark0/darts' ``cnn/model_search.py``; for NB201 (1 input, 3 nodes) the order
     1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2 of §3.2.
     """
     return [(j, inputs + i) for i in range(nodes) for j in range(inputs + i)]
@@ -285,7 +285,7 @@ def derive_cell(space: Space, rows: list[list[float]], edge_ops: Sequence[Sequen
 
 def derive(weights_normal: Any, weights_reduce: Any, ops: Sequence[str], nodes: int = 4,
            space: str = "darts") -> "Genotype":
-    """The DARTS rule on a shared normal and reduction cell whose edges all have ``ops`` (spaces.md §1.5).
+    """The DARTS rule on a shared normal and reduction cell whose edges all have ``ops`` (quark0/darts ``genotype()``).
 
     Per node: the 2 incoming edges whose best non-``none`` weight is largest (strongest first; ties
     keep the lower source), on each the non-``none`` op of largest weight (ties: the lower index).

@@ -53,7 +53,7 @@ def num_edges(nodes: int) -> int:
 
 
 class SearchCell(BatchedCell):
-    """A DARTS search cell (spaces.md §1.2), generalised to ``nodes`` intermediate nodes.
+    """A DARTS search cell (quark0/darts ``cnn/model_search.py``), generalised to ``nodes`` intermediate nodes.
 
     Edge (= alpha row) order: for node i = 0..nodes-1, for source state j = 0..i+1, where
     states 0 and 1 are the two cell inputs and state 2 + i is node i. In a reduction cell the
@@ -110,7 +110,7 @@ class SearchCell(BatchedCell):
 
 
 class SingleInputCell(BatchedCell):
-    """A search cell with one input (NB201, spaces.md §3.2): node j sums a mixed edge from every
+    """A search cell with one input (NB201; D-X-Y/AutoDL-Projects): node j sums a mixed edge from every
     earlier node (node 0 is the input); the output is the last node, at the input's size and width."""
 
     def __init__(self, nodes: int, C: int, ops: Sequence[str], edge_ops: Sequence[Sequence[str]] | None = None,

@@ -26,7 +26,7 @@ __all__ = ["SuperNet", "reduction_indices", "EdgeOps"]
 
 
 class SuperNet(nn.Module):
-    """The search supernet of a space (spaces.md §1.3 for the DARTS stack, §3.2 for NB201's).
+    """The search supernet of a space (quark0/darts for the DARTS stack, D-X-Y/AutoDL-Projects for NB201's).
 
     Every alpha kind ``k`` of the space has ``alphas_<k>`` of shape ``(num_edges, ops per edge)``
     (ordinary ``nn.Parameter``s, so they live in the state dict and move with ``.to()``), shared

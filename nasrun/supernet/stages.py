@@ -1,4 +1,4 @@
-"""What the progressive schedule (P-DARTS, spec/methods.md §6) does between and after stages.
+"""What the progressive schedule (P-DARTS; chenxin061/pdarts) does between and after stages.
 
 - :func:`keep_strongest`: after a stage, every edge keeps its strongest ops for the next stage.
 - :func:`refine_skips`: the final genotype with at most M skip connections in the normal cell.

@@ -15,15 +15,16 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
-from omegaconf import OmegaConf
 
 from nasrun.parallel import distributed
-from nasrun.config.schema import DatasetConf, NasrunConf, SpaceConf, as_plain_dict
+from nasrun.config.schema import DatasetConf, NasrunConf
+from nasrun.config.compose import as_plain_dict
 from nasrun.data import load_dataset, make_stream
 from nasrun.data.loaders import make_shard_stream
 from nasrun.parallel.distributed import Job
 from nasrun.errors import ConfigError
-from nasrun.genotype.genotype import Genotype, resolve_genotype
+from nasrun.genotype.genotype import Genotype
+from nasrun.train.inputs import cells_for, genotype_space, resolve_inputs, unify_recipe
 from nasrun.search.evidence import EpochLog
 from nasrun.run.lifecycle import recorded
 from nasrun.train.memory import check_fits
@@ -31,128 +32,29 @@ from nasrun.train.precision import FP32, Numerics, check_available, upcast
 from nasrun.parallel.rank_runs import NoEpochLog, evaluate_shares, reseed_rank, run_ranks
 from nasrun.nets import build_network as network_for
 from nasrun.nets import count_macs, count_parameters
-from nasrun.run.folder import (
-    METRICS,
-    RunFolder,
-    atomic_torch_save,
-    environment,
-    read_result,
-    resolve_device,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from nasrun.run.folder import METRICS, RunFolder, environment
+from nasrun.run.files import atomic_torch_save
+from nasrun.run.rng import resolve_device, rng_state, seed_everything, set_rng_state
 from nasrun.spaces.ops import NOISE
 from nasrun.train.steps import apply_threads, count, evaluate_topk, sgd_step
 
 log = logging.getLogger(__name__)
 
 
-def saved_search_config(run_folder: Path | None) -> dict | None:
-    """The config a search run used (from its result.json, else its .hydra/config.yaml)."""
-    if run_folder is None:
-        return None
-    config = (read_result(run_folder) or {}).get("config")
-    if not config and (run_folder / ".hydra" / "config.yaml").exists():
-        config = OmegaConf.to_container(OmegaConf.load(run_folder / ".hydra" / "config.yaml"))
-    return config or None
+def prepare_retrain(cfg: NasrunConf, layers_given: Optional[bool] = None
+                    ) -> tuple[NasrunConf, Genotype, Path | None, dict | None]:
+    """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys.
 
-
-def searched_space(run_folder: Path | None) -> SpaceConf | None:
-    """The space a search run searched in (recorded with the retraining, and read by ``nasrun show``)."""
-    node = (saved_search_config(run_folder) or {}).get("space")
-    return SpaceConf(**node) if isinstance(node, dict) else None
-
-
-def search_dataset(run_folder: Path | None) -> DatasetConf | None:
-    """The dataset config a search run used, if the genotype came from one."""
-    node = (saved_search_config(run_folder) or {}).get("dataset")
-    return DatasetConf(**node) if node else None
-
-
-def resolve_inputs(cfg: NasrunConf) -> tuple[Genotype, Path | None, DatasetConf]:
-    """Genotype, the search run folder it came from (if any), and the dataset to retrain on.
-
-    Without ``dataset=``: the search's dataset, else CIFAR-10; with ``recipe.network=imagenet`` the
-    search's dataset only if it was ImageNet, else ``dataset=imagenet`` (a CIFAR-searched cell retrained
-    on ImageNet is the transfer the recipe is for). Reads no images.
+    ``layers_given``: whether the command line set ``recipe.layers`` (see :func:`cells_for`).
     """
-    if not cfg.genotype:
-        raise ConfigError("genotype is required: a published name (e.g. DARTS_V2), a genotype.json or a search run folder")
-    genotype, run_folder = resolve_genotype(cfg.genotype)
-    if cfg.dataset is not None:
-        return genotype, run_folder, cfg.dataset
-    searched = search_dataset(run_folder)
-    if cfg.recipe.network == "imagenet":
-        return genotype, run_folder, searched if searched and searched.name == "imagenet" else imagenet_dataset()
-    return genotype, run_folder, searched or DatasetConf()
-
-
-def imagenet_dataset() -> DatasetConf:
-    """The shipped ``dataset=imagenet`` config (224x224, 1000 classes), as ``dataset=imagenet`` would give it."""
-    import nasrun.conf
-
-    node = OmegaConf.load(Path(nasrun.conf.__file__).parent / "dataset" / "imagenet.yaml")
-    return DatasetConf(**OmegaConf.to_container(node, resolve=True))
-
-
-# recipe key <- search key: the training settings a unified retraining takes from its search run.
-UNIFIED_KEYS = {
-    "lr": "lr",
-    "lr_min": "lr_min",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "batch_size": "batch_size",
-    "grad_clip": "grad_clip",
-}
-
-
-def unify_recipe(cfg: NasrunConf, run_folder: Path | None) -> tuple[NasrunConf, dict | None]:
-    """With recipe.unify, copy the search run's training settings into the recipe.
-
-    Taken from the search: SGD with its momentum and weight decay, batch size, cosine schedule (start
-    and floor), gradient clipping, and augmentation (the search's train_augment and crop padding, and
-    no cutout, since the search used none). Kept from the recipe: network size (C, cells), epochs,
-    auxiliary head and drop path. Returns the new config and what came from the search.
-    """
-    if not cfg.recipe.unify:
-        return cfg, None
-    if run_folder is None:
-        raise ConfigError(f"recipe.unify=true needs genotype=<search run folder>, got genotype={cfg.genotype!r}")
-    saved = saved_search_config(run_folder)
-    if not saved or "search" not in saved:
-        raise ConfigError(f"recipe.unify=true: {run_folder} has no saved search config (result.json or .hydra)")
-    search = saved["search"]
-    unified = {f"recipe.{key}": search[src] for key, src in UNIFIED_KEYS.items()}
-    unified["recipe.cutout"] = 0
-    # the search's cosine schedule without warm-up, and its loss without label smoothing
-    for key, value in (("schedule", "cosine"), ("warmup_epochs", 0), ("label_smoothing", 0.0)):
-        if getattr(cfg.recipe, key) != value:
-            unified[f"recipe.{key}"] = value
-    recipe = replace(cfg.recipe, **{k.split(".", 1)[1]: v for k, v in unified.items()})
-    dataset = cfg.dataset
-    search_data = saved.get("dataset") or {}
-    if dataset is not None and search_data:
-        aug = {"train_augment": search_data.get("train_augment", dataset.train_augment),
-               "crop_padding": search_data.get("crop_padding", dataset.crop_padding)}
-        dataset = replace(dataset, **aug)
-        unified.update({f"dataset.{k}": v for k, v in aug.items()})
-    unified["optimizer"] = "SGD (as in the search)"
-    unified["schedule"] = "cosine (as in the search)"
-    return replace(cfg, recipe=recipe, dataset=dataset), unified
-
-
-def prepare_retrain(cfg: NasrunConf) -> tuple[NasrunConf, Genotype, Path | None, dict | None]:
-    """Everything a retraining needs before it starts: the effective config, genotype, search folder, unified keys."""
     genotype, run_folder, dataset = resolve_inputs(cfg)
-    cfg, unified = unify_recipe(replace(cfg, dataset=dataset, space=searched_space(run_folder) or cfg.space), run_folder)
+    space = genotype_space(genotype, run_folder) or cfg.space
+    cfg, unified = unify_recipe(replace(cfg, dataset=dataset, space=space), run_folder)
     distributed.check_config(cfg.recipe.batch_size, cfg.device)
+    cfg = cells_for(genotype, cfg, layers_given)
     if genotype.inputs == 2 and cfg.recipe.layers < 3:
         raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: at least 3 for a DARTS-stacked network "
                           "(two reduction cells and a normal cell)")
-    if not genotype.shared and cfg.recipe.layers != len(genotype.cells):
-        raise ConfigError(f"recipe.layers={cfg.recipe.layers} is not allowed: the genotype has its own cell for each "
-                          f"of {len(genotype.cells)} positions; set recipe.layers={len(genotype.cells)}")
     return cfg, genotype, run_folder, unified
 
 
@@ -362,7 +264,7 @@ class _RankTraining(_Training):
 
     Everything rank-independent (weights, optimiser, schedule, stream position) is the same on every rank
     and checkpointed once; the random draws of training (drop path, noise) differ per rank and are
-    checkpointed per rank. See README "Multi-GPU".
+    checkpointed per rank. See docs/multi-gpu.md.
     """
 
     def __init__(self, cfg: NasrunConf, genotype: Genotype, device: torch.device, job: Job) -> None:

@@ -70,7 +70,8 @@ def evaluate_topk(model: nn.Module, data: Any, indices: Optional[Tensor], batch_
 
     Top-1 is the argmax's accuracy (as :func:`evaluate`); top-k counts an image right when its label is
     among the k largest logits, with k capped at the number of classes (so top-5 of 4 classes is 1).
-    ``k=None`` skips top-k (returned as None). The forward runs in ``numerics``' precision, the loss in fp32.
+    ``k=None`` skips top-k (returned as None). The forward runs in ``numerics``' precision, the loss in fp32
+    (fp64 under ``precision=fp64``).
     """
     was_training = model.training
     model.eval()
