@@ -73,3 +73,7 @@ def check_benchmark_file(conf) -> None:
         from nasrun.genotype.benchmarks import missing_file_message
 
         raise ConfigError(missing_file_message(Path(path)))
+    if path:
+        from nasrun.genotype.benchmarks import check_table_path
+
+        check_table_path(Path(path).expanduser(), getattr(conf, "kind", None) or "auto")
