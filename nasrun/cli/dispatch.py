@@ -3,18 +3,17 @@
 Every job a command line asks for is composed and validated before a Hydra application starts
 (:mod:`nasrun.cli.preflight`), so a bad option, key or value ends the command with exit status 2 and
 one line. A run that fails prints one line (the reason and where it is recorded) and exits 1; an
-interrupted one exits with the signal's conventional status, from the first line on: SIGTERM and
-SIGINT are caught before anything heavy is imported. ``HYDRA_FULL_ERROR=1`` shows the traceback
+interrupted one exits with the signal's conventional status and one line, from the first line on:
+SIGTERM and SIGINT are caught before anything heavy is imported (:func:`nasrun.run.signals.exits_on_signal`). ``HYDRA_FULL_ERROR=1`` shows the traceback
 instead. Nothing imported here imports torch: help and a mistyped key answer at once; the rest is
 imported when it is needed, so the signal handlers are in place within a few hundredths of a second.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 
-from nasrun.run.signals import Interrupted, interrupts, kept_handlers
+from nasrun.run.signals import Interrupted, exits_on_signal
 
 COMMANDS = {
     "search": "search a genotype (a method on a space and a dataset)",
@@ -61,36 +60,31 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> None:
     """``nasrun <command> args``: exit 0 on success, 2 on bad input, 1 on a failed run, 130/143 when interrupted."""
     args = list(sys.argv[1:] if argv is None else argv)
-    with kept_handlers():  # an in-process caller gets its handlers back
+    command = next((a for a in args if not a.startswith("-")), "")
+    with exits_on_signal(command, _is_rank0):  # first: a signal from now on is one line and 143, never silent
         try:
-            with interrupts():  # first: a SIGTERM from now on is one line and 143, never a silent death
-                _main(list(args))  # _main takes the command out; the line below names it
+            _main(list(args))
         except BrokenPipeError:  # `nasrun --help | head`: the reader left; say nothing more
             import os
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(0) from None
         except (Interrupted, KeyboardInterrupt) as exc:
-            _interrupted(args, exc)
+            _interrupted(command, exc)
 
 
-def _interrupted(args: list[str], exc: BaseException) -> None:
-    """A signal outside a run's own handling (composing, starting, Hydra making the folder): one line, 130/143."""
+def _interrupted(command: str, exc: BaseException) -> None:
+    """An Interrupted that ended a run outside its own handling (raised by a hook, or a Ctrl-C before the
+    handlers were in place): one line, 130/143, and the job folder Hydra had made is marked."""
     import os
 
-    from nasrun.run.signals import exit_status, hold, job_folder_of, record_interrupted, signal_of
+    from nasrun.run.signals import exit_status, hold, interruption_line, job_folder_of, signal_of
 
     hold()
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         raise exc
-    command = next((a for a in args if not a.startswith("-")), "")
     signum = signal_of(exc)
-    name = signal.Signals(signum).name
-    folder = job_folder_of(exc)
-    where = " before the run started; nothing was recorded" if command in ("search", "retrain", "pipeline") else ""
-    if folder is not None and _is_rank0() and record_interrupted(folder, command, signum):
-        where = f"; recorded in {folder / 'result.json'}: rerun the same command to resume"
-    print(f"nasrun {command or '(no command)'}: interrupted by {name}{where}", file=sys.stderr)
+    print(interruption_line(command, signum, job_folder_of(exc), _is_rank0()), file=sys.stderr)
     raise SystemExit(exit_status(signum)) from None
 
 

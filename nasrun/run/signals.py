@@ -1,10 +1,11 @@
-"""SIGINT and SIGTERM as an exception a run can record, and the exit status a shell expects.
+"""SIGINT and SIGTERM: one line and the exit status a shell expects, and an exception a run can record.
 
-Torch-free, so the command line puts :func:`interrupts` around the whole command first thing, before
-anything heavy is imported: a signal in its first second ends it with 143 (or 130) and one line, not
-with the default handler's silent death. A run's own :func:`interrupts` takes over (the same
-behaviour, scoped to the run) and the run records itself; a run folder that exists before its run
-could record anything is marked by :func:`record_interrupted`.
+Torch-free, so the command line installs its handler first thing, before anything heavy is imported
+(:func:`exits_on_signal`): a signal while the command starts ends it at once with 143 (or 130) and
+one line, never with the default handler's silent death, and marks the job folder if Hydra has made
+it. A run installs :func:`interrupts` around its work: there the signal becomes :class:`Interrupted`,
+which the run records in its result.json (with the last epoch whose checkpoint is kept) before the
+command prints its line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -119,20 +120,73 @@ def signal_of(exc: BaseException) -> int:
 
 
 def job_folder_of(exc: BaseException) -> Path | None:
-    """The job folder Hydra had made when ``exc`` passed through its ``run_job`` (before the job's own code ran).
-
-    Hydra creates the folder, writes ``.hydra/`` and only then calls the job, so a signal in between
-    leaves a folder no run has recorded anything in. Hydra's own error report finds ``run_job`` in
-    the traceback the same way.
-    """
+    """The job folder that existed when ``exc`` was raised (see :func:`_job_folder`), from its traceback."""
+    frames = []
     tb: TracebackType | None = exc.__traceback__
     while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code.co_name == "run_job" and frame.f_globals.get("__name__", "").startswith("hydra."):
-            folder = frame.f_locals.get("output_dir")
-            return Path(folder) if isinstance(folder, str) else None
+        frames.append(tb.tb_frame)
         tb = tb.tb_next
+    return _job_folder(reversed(frames))
+
+
+def _job_folder(frames: Iterable[FrameType]) -> Path | None:
+    """The job folder a stack (innermost frame first) is working in: the job's own, or the one Hydra's
+    ``run_job`` has made but not yet handed to the job (Hydra creates the folder and writes ``.hydra/``
+    first, so a signal in between leaves a folder nothing has recorded anything in). Hydra's own error
+    report finds ``run_job`` in a traceback the same way."""
+    for frame in frames:
+        module, name = frame.f_globals.get("__name__", ""), frame.f_code.co_name
+        if name == "_run_task" and module == "nasrun.cli.apps":
+            folder = frame.f_locals.get("out_dir")
+        elif name == "run_job" and module.startswith("hydra."):
+            folder = frame.f_locals.get("output_dir")
+        else:
+            continue
+        if isinstance(folder, str):
+            return Path(folder)
     return None
+
+
+def _stack(frame: FrameType | None) -> Iterator[FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def interruption_line(command: str, signum: int, folder: Path | None, rank0: bool = True) -> str:
+    """The one line a command interrupted outside its run prints; marks ``folder``'s result.json on the way."""
+    name = signal.Signals(signum).name
+    where = " before the run started; nothing was recorded" if command in ("search", "retrain", "pipeline") else ""
+    if folder is not None and rank0 and record_interrupted(folder, command, signum):
+        where = f"; recorded in {folder / RESULT}: rerun the same command to resume"
+    return f"nasrun {command or '(no command)'}: interrupted by {name}{where}"
+
+
+@contextmanager
+def exits_on_signal(command: str, rank0: Callable[[], bool] = lambda: True) -> Iterator[None]:
+    """SIGTERM and SIGINT end the command at once with one line and 143 / 130, outside a run's own handling.
+
+    Nothing is raised: an exception thrown into arbitrary library code (Hydra composing, OmegaConf
+    building the schemas, torch initialising) can be swallowed, turned into another error with a
+    traceback, or abort the process. A run folder that exists is marked first; inside a run,
+    :func:`interrupts` takes over and the run records itself. The previous handlers come back on exit.
+    """
+    def stop(signum: int, frame: FrameType | None) -> None:
+        hold()
+        line = interruption_line(command, signum, _job_folder(_stack(frame)), rank0())
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - the main thread may be inside a write; the line goes out below
+                pass
+        os.write(2, (line + "\n").encode("utf-8", "replace"))
+        os._exit(exit_status(signum))  # nothing half-done is left to clean up: files are written atomically
+
+    with kept_handlers():
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                signal.signal(sig, stop)
+        yield
 
 
 def record_interrupted(folder: str | Path, command: str, signum: int) -> bool:
@@ -153,7 +207,7 @@ def record_interrupted(folder: str | Path, command: str, signum: int) -> bool:
     try:
         name = signal.Signals(signum).name
         record = {"status": "interrupted", "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
-                  "reason": f"{name}: stopped before the run started; rerun the same command to start it",
+                  "reason": f"{name}: stopped before the run recorded anything; rerun the same command to resume",
                   "signal": name, "last_epoch": None}
         fd, tmp = tempfile.mkstemp(prefix=f".{RESULT}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
