@@ -141,6 +141,15 @@ def test_a_bad_command_line_is_one_line_naming_the_key(command, overrides, named
     assert "Traceback" not in message and "Config search path" not in message
 
 
+@pytest.mark.parametrize("override,options", [("hydra/launcher=slurmx", "basic, joblib, population, slurm"),
+                                              ("hydra/sweeper=grid", "one of basic")])
+def test_an_unknown_hydra_group_option_lists_hydra_s_options(override, options):
+    message = _error("search", [override])
+    group, value = override.split("=")
+    assert message.startswith(f"{group}='{value}' is not an option: one of ") and options in message, message
+    assert "\n" not in message
+
+
 def test_a_huge_value_is_not_echoed_whole():
     message = _error("search", ["method.name=" + "x" * 5000])
     assert "method.name" in message and len(message) < 400

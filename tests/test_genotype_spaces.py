@@ -173,3 +173,15 @@ def test_a_changed_description_is_refused(user_search: Path, tmp_path: Path, cha
     with pytest.raises(GenotypeError) as info:
         Genotype.load(path)
     assert str(info.value).startswith(f"{path}: " + message.format(hash=d["space_hash"])), str(info.value)
+
+
+def test_preflight_refuses_another_layer_count_before_hydra_starts(tmp_path):
+    """A conflicting ``recipe.layers`` is refused with the whole command line, before a run folder exists."""
+    from nasrun.cli.preflight import check_command_line
+
+    path = tmp_path / "genotype.json"
+    _large_genotype(layers=5).save(path)
+    with pytest.raises(ConfigError, match=r"^recipe\.layers=7 is not allowed: .* set recipe\.layers=5$"):
+        check_command_line("retrain", [f"genotype={path}", "dataset=synthetic", "recipe.layers=7"])
+    check_command_line("retrain", [f"genotype={path}", "dataset=synthetic", "recipe.layers=5"])
+    check_command_line("retrain", [f"genotype={path}", "dataset=synthetic"])  # the genotype's own count

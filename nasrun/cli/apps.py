@@ -51,10 +51,10 @@ def _run_task(cfg: DictConfig, command: str) -> dict:
     except Exception as exc:
         if full_error():
             raise
-        return _job_failed(cfg, command, out_dir, exc, in_sweep)
+        return job_failed(cfg, command, out_dir, exc, in_sweep)
 
 
-def _job_failed(cfg: DictConfig, command: str, out_dir: str, exc: Exception, in_sweep: bool) -> dict:
+def job_failed(cfg: DictConfig, command: str, out_dir: str, exc: Exception, in_sweep: bool) -> dict:
     """Record a failed job and say so in one line; exit unless other jobs of a sweep go on."""
     if ranks.rank() != 0:
         from nasrun.parallel.launch import rank_failed
@@ -87,9 +87,7 @@ def _run_command(typed, command: str, out_dir: str) -> dict:
 
         result = run_search(typed, out_dir)
         if ranks.rank() == 0:
-            print(f"search run folder: {out_dir}")
-            print(f"genotype: {Path(out_dir) / 'genotype.json'}  (search-val accuracy "
-                  f"{_fmt(result.get('final', {}).get('val_acc'))})")
+            print_search(out_dir, result)
     elif command == "pipeline":
         from nasrun.run.pipeline import run_pipeline
 
@@ -105,6 +103,14 @@ def _run_command(typed, command: str, out_dir: str) -> dict:
             print(f"retrain run folder: {out_dir}")
             print(f"test accuracy: {_fmt(result.get('test_acc'))}  ({result.get('params', 0) / 1e6:.2f}M params, "
                   f"{result.get('macs', 0) / 1e6:.1f}M multiply-adds)")
+    return result
+
+
+def print_search(out_dir: str, result: dict) -> dict:
+    """The lines a completed search prints: its folder, its genotype file and its search-val accuracy."""
+    print(f"search run folder: {out_dir}")
+    print(f"genotype: {Path(out_dir) / 'genotype.json'}  (search-val accuracy "
+          f"{_fmt(result.get('final', {}).get('val_acc'))})")
     return result
 
 

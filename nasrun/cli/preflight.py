@@ -18,13 +18,40 @@ def check_command_line(command: str, args: list[str]) -> None:
     """Compose and validate every job of ``nasrun <command> args``; raise NasrunError on the first problem."""
     tokens = override_tokens(args)
     check_command_reads(command, tokens)
+    check_population(command, tokens, is_multirun(args))
     check_output_dirs(tokens)
     listed = jobs(tokens, is_multirun(args))
     for job in listed:
-        check_job(command, to_typed(compose(command, job)))
+        check_job(command, to_typed(compose(command, job)), job)
     interpolated = [t for t in tokens if "${" in t]
     if interpolated:
         check_output_dirs(interpolated, lambda key, value: resolved_dir(command, listed[0], key, value))
+
+
+def check_population(command: str, tokens: list[str], multirun: bool) -> None:
+    """``hydra/launcher=population`` runs the searches of a sweep, in one process: say so where it cannot."""
+    from nasrun.parallel.ranks import world_size
+
+    launcher = [t.split("=", 1)[1] for t in tokens if t.lstrip("+").split("=", 1)[0] == "hydra/launcher"]
+    if "population" not in launcher:
+        if any(t.lstrip("+").startswith("hydra.launcher.max_members=") for t in tokens):
+            raise ConfigError("hydra.launcher.max_members is a key of hydra/launcher=population only; "
+                              "choose that launcher too or leave the key out")
+        return
+    if command not in ("search", "pipeline"):
+        raise ConfigError(f"hydra/launcher=population is not allowed for nasrun {command}: it runs the searches of "
+                          "nasrun search and nasrun pipeline sweeps")
+    if not multirun:
+        raise ConfigError("hydra/launcher=population needs a sweep: add -m (e.g. nasrun search -m seed=0,1,2 "
+                          "hydra/launcher=population)")
+    if world_size() > 1:
+        raise ConfigError(f"hydra/launcher=population is not allowed under torchrun (world size {world_size()}): "
+                          "its members share one process; run the sweep without torchrun")
+    for token in tokens:
+        key, _, value = token.lstrip("+").partition("=")
+        if key == "hydra.launcher.max_members" and not (value.isdigit() and 1 <= int(value) <= 1024):
+            raise ConfigError(f"hydra.launcher.max_members={value} is not allowed: an integer from 1 to 1024 "
+                              "(the most members in one population)")
 
 
 def resolved_dir(command: str, job: list[str], key: str, value: str) -> str:
@@ -45,17 +72,18 @@ def resolved_dir(command: str, job: list[str], key: str, value: str) -> str:
         raise ConfigError(f"{key}={shorten(value)} cannot be resolved: {reason}") from None
 
 
-def check_job(command: str, typed) -> None:
-    """The checks one command makes of one typed job before it runs."""
+def check_job(command: str, typed, job: list[str] = ()) -> None:
+    """The checks one command makes of one typed job (``job``: its overrides) before it runs."""
     check_benchmark_file(typed.benchmark)
     if command == "search":
         from nasrun.parallel.search_ranks import check_search_ranks
 
         check_search_ranks(typed)
     elif command == "retrain":
+        from nasrun.train.inputs import layers_named
         from nasrun.train.retrain import prepare_retrain
 
-        prepare_retrain(typed)
+        prepare_retrain(typed, layers_given=layers_named(job))
     elif command == "pipeline":
         from nasrun.run.pipeline import check_pipeline
 

@@ -244,9 +244,9 @@ def explain(command: str, overrides: list[str], exc: BaseException, composer: Co
     merging = re.search(r"Error merging override (\S+?)=(.*)", text)
     if merging:
         return ConfigError(_type_message(merging.group(1), merging.group(2), exc))
-    option = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    option = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
     if option:
-        return ConfigError(unknown_option(option.group(1), option.group(2)))
+        return ConfigError(unknown_option(option.group(1), option.group(2), _listed_options(text)))
     if "Unexpected type for root: NoneType" in text:  # a key set under a group left null
         cfg = composer(command, _group_overrides(overrides))
         reasons = [_unchosen(cfg, parsed.key_or_group) for parsed in _parse(overrides)]
@@ -254,8 +254,14 @@ def explain(command: str, overrides: list[str], exc: BaseException, composer: Co
     return ConfigError(one_line(exc))
 
 
-def unknown_option(group: str, value: str) -> str:
-    options = group_options(group) if group in groups() else []
+def _listed_options(text: str) -> list[str]:
+    """The options Hydra lists under "Available options in ..." (its own groups: hydra/launcher, hydra/sweeper)."""
+    listed = re.search(r"Available options in '[^']+':\n((?:\t[^\n]+\n?)+)", text)
+    return [line.strip() for line in listed.group(1).splitlines() if line.strip()] if listed else []
+
+
+def unknown_option(group: str, value: str, listed: list[str] | None = None) -> str:
+    options = group_options(group) if group in groups() else sorted(listed or [])
     near = nearest(value, options)
     hint = f"; did you mean {group}={near}?" if near else ""
     return f"{group}={shorten(value)} is not an option: one of {', '.join(options)}{hint}"

@@ -19,7 +19,7 @@ _FROM = {
     "index_hash": "datasets", "per_class_subset": "datasets", "search_split": "datasets",
     "stratified_split": "datasets",
     "FolderSet": "folders",
-    "load_dataset": "load",
+    "load_dataset": "load", "shared_loads": "load",
     "LOADERS": "loaders", "TorchStream": "loaders", "eval_batches": "loaders", "make_stream": "loaders",
     "BatchStream": "streams", "pass_order": "streams",
     "DATASET_NAMES": "names",

@@ -6,7 +6,8 @@ build on those without the two importing each other.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -92,13 +93,42 @@ def _normalisation(cfg: Any, train) -> tuple[tuple[float, ...], tuple[float, ...
     return mean, std, computed
 
 
+#: Bundles already loaded, by their config's text, inside :func:`shared_loads` (None outside it).
+_SHARED: dict[str, DataBundle] | None = None
+
+
+@contextmanager
+def shared_loads() -> Iterator[None]:
+    """Within the block, one load per dataset config: the members of a population read one copy.
+
+    A bundle is never written to after it is loaded (streams and evaluation index it), so sharing it
+    changes no member's numbers.
+    """
+    global _SHARED
+    outer, _SHARED = _SHARED, ({} if _SHARED is None else _SHARED)
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
 def load_dataset(cfg: Any) -> DataBundle:
-    """Load the dataset described by a :class:`nasrun.config.schema.DatasetConf`.
+    """Load the dataset described by a :class:`nasrun.config.schema.DatasetConf` (once per config inside
+    :func:`shared_loads`).
 
     Raises :class:`DataError` (one line, naming the path or config key to change) when the files are
     missing or unreadable, or when the data does not match ``dataset.in_channels``,
     ``dataset.image_size`` or ``dataset.num_classes``.
     """
+    if _SHARED is not None:
+        key = repr(cfg)
+        if key not in _SHARED:
+            _SHARED[key] = _load(cfg)
+        return _SHARED[key]
+    return _load(cfg)
+
+
+def _load(cfg: Any) -> DataBundle:
     loaders = _loaders()
     if cfg.name not in loaders:
         raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of {', '.join(DATASET_NAMES)}")

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Generator, Optional
 
 import numpy as np
 import torch
@@ -64,6 +64,15 @@ def run_search(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Epoc
 
     Under torchrun every process runs this; rank 0 writes the run folder (see :mod:`nasrun.parallel.search_ranks`).
     """
+    return run_to_end(search_epochs(cfg, out_dir, on_epoch_end))
+
+
+def search_epochs(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[EpochHook] = None
+                  ) -> Generator[int, None, dict]:
+    """:func:`run_search` one epoch at a time: yields each epoch's number once its checkpoint is written,
+    returns the result. A population advances its members this way (:mod:`nasrun.run.population`);
+    an exception thrown in at a yield ends the run as it would have ended there (recorded in result.json).
+    """
     config = as_plain_dict(cfg)
     check_search_ranks(cfg)
     holder: dict = {}
@@ -73,18 +82,28 @@ def run_search(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Epoc
 
     if distributed.is_distributed():
         return run_ranks("search", out_dir, config, "search.log", cfg.device,
-                         lambda run, job: _search(cfg, config, run, holder, on_epoch_end, job), last_epoch)
+                         lambda run, job: run_to_end(_search(cfg, config, run, holder, on_epoch_end, job)),
+                         last_epoch)
     with RunFolder(out_dir, "search", "search.log") as run:
         previous = run.completed(config)
         if previous is not None:
             log.info("%s already holds a completed search; nothing to do", run.path)
             return previous
         with recorded(run, config, last_epoch):
-            return _search(cfg, config, run, holder, on_epoch_end)
+            return (yield from _search(cfg, config, run, holder, on_epoch_end))
+
+
+def run_to_end(epochs: Generator[int, None, dict]) -> dict:
+    """Drive a generator of epochs to its end; its return value."""
+    while True:
+        try:
+            next(epochs)
+        except StopIteration as stop:
+            return stop.value
 
 
 def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoch_end: Optional[EpochHook],
-            job: Optional[Job] = None) -> dict:
+            job: Optional[Job] = None) -> Generator[int, None, dict]:
     started = time.time()
     device = resolve_device(cfg.device) if job is None else job.device
     check_available(cfg.precision, device)
@@ -124,6 +143,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         epoch_log.epoch(epoch, row, lambda: (state.model.genotype(), _history(state)))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+        yield epoch
     epoch_log.close()
     if job is None:
         return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
@@ -399,4 +419,4 @@ def _save_alphas(path: Path, state: SearchState) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-__all__ = ["run_search", "train_epoch", "alpha_entropy", "evaluate"]
+__all__ = ["run_search", "search_epochs", "run_to_end", "train_epoch", "alpha_entropy", "evaluate"]

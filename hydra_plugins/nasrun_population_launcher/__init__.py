@@ -1,0 +1,1 @@
+"""Hydra finds nasrun's population launcher here (``hydra/launcher=population``)."""
