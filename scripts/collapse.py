@@ -12,6 +12,7 @@ several seeds with the same settings and the eigenvalue tracked, then writes
 
     python scripts/collapse.py                                  # fashion_mnist, rdarts_s3, 3 seeds
     python scripts/collapse.py --dataset digits --space rdarts_s2 --epochs 20 --jobs 2
+    python scripts/collapse.py --population --seeds 0 1 2 3 4       # each method's seeds as one population
 
 Each run is an ordinary search run folder under <out>/runs/, so `nasrun report` can read them too.
 """
@@ -49,6 +50,31 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, dict[s
     return collect_one(name, seed, out)
 
 
+def run_populations(jobs: list[tuple[str, int, list[str], str, int]]) -> list:
+    """Every (method, seed) run, the runs that differ only in member keys as one population each."""
+    import time
+
+    import torch
+
+    from nasrun.config.compose import as_plain_dict, compose, to_typed
+    from nasrun.config.members import group_jobs
+    from nasrun.run.population import Member, run_population
+
+    torch.set_num_threads(jobs[0][4])
+    configs = [to_typed(compose("search", [*o, *METHODS[name], f"seed={seed}", "progress=false"]))
+               for name, seed, o, _, _ in jobs]
+    groups = group_jobs([as_plain_dict(c) for c in configs], "search", len(configs))
+    started = time.perf_counter()
+    for group in groups:
+        run_population([Member(configs[i], Path(jobs[i][3]) / "runs" / f"{jobs[i][0]}_s{jobs[i][1]}") for i in group])
+    wall = time.perf_counter() - started
+    own = sum(json.loads((Path(out) / "runs" / f"{name}_s{seed}" / "result.json").read_text())["wall_seconds"]
+              for name, seed, _, out, _ in jobs)
+    print(f"{len(jobs)} searches as {len(groups)} populations: {wall:.0f} s wall; the members' own search times sum "
+          f"to {own:.0f} s", flush=True)
+    return [collect_one(name, seed, out) for name, seed, _, out, _ in jobs]
+
+
 def collect_one(name: str, seed: int, out: str) -> tuple[str, int, dict[str, list[float]]]:
     """Per measure, its value after every epoch of one run (parametric ops = kept edges that are not parameter-free)."""
     folder = Path(out) / "runs" / f"{name}_s{seed}"
@@ -79,6 +105,8 @@ def main() -> None:
     p.add_argument("--eigen-iters", type=int, default=10, help="power iterations of the Hessian eigenvalue")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--population", action="store_true",
+                   help="run the seeds (and etas) of each method as one population in this process")
     p.add_argument("--collect", action="store_true",
                    help="only build the table and plot from the run folders already under <out>/runs "
                         "(unfinished runs count up to the last epoch every run reached)")
@@ -104,6 +132,8 @@ def main() -> None:
         results = [r for r in results if r[2]["skip_normal"]]
         shortest = min(len(r[2]["skip_normal"]) for r in results)
         results = [(m, s, {k: v[:shortest] for k, v in series.items()}) for m, s, series in results]
+    elif args.population:
+        results = run_populations(jobs)
     elif args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(run_one, jobs, chunksize=1)

@@ -242,7 +242,7 @@ def test_the_capabilities_answer_what_the_checks_ask():
     assert torchrun == {"estimator": ["first_order", "second_order", "amended"], "perturbation": ["none", "random"],
                         "alpha_map": ["softmax"], "schedule": ["single", "progressive"]}
     assert options_with("perturbation", "single_path") == ["discrete"]
-    assert options_with("alpha_map", "single_path") == ["argmax"]
+    assert options_with("alpha_map", "single_path") == ["argmax", "gumbel_hard"]
     assert options_with("schedule", "changes_cell_count") == ["progressive"]
     exact = SecondOrderConf(hvp="exact").double_backward()
     assert exact is not None and (exact.setting, exact.instead) == ("estimator.hvp=exact",

@@ -340,12 +340,18 @@ class SoftmaxConf(AlphaMapOption):
 
     name: str = "softmax"
     init: Optional[float] = None  # fill every alpha with this (null: 1e-3 * N(0, 1))
+    # beta-DARTS: lambda * mean_e logsumexp(alpha_e) on the architecture step, lambda = beta_decay * epoch /
+    # beta_decay_epochs (released: 50 and 100, the 100 fixed whatever search.epochs is); 0 = off
+    beta_decay: float = 0.0
+    beta_decay_epochs: int = 100
     runs_under_torchrun = True
     single_path = False
 
     def __post_init__(self) -> None:
         _own_name("alpha_map", self)
         _check_init("alpha_map", self.init)
+        non_negative("alpha_map.beta_decay", self.beta_decay)
+        positive_int("alpha_map.beta_decay_epochs", self.beta_decay_epochs, hi=100_000)
 
 
 @dataclass
@@ -365,6 +371,92 @@ class ArgmaxConf(AlphaMapOption):
         _own_name("alpha_map", self)
         _check_init("alpha_map", self.init)
         non_negative("alpha_map.param_reg", self.param_reg)
+
+
+SAMPLE_SCHEDULES = ("forward", "step")
+
+
+def _check_sample(option: Any) -> None:
+    _own_name("alpha_map", option)
+    _check_init("alpha_map", option.init)
+    one_of("alpha_map.sample", option.sample, SAMPLE_SCHEDULES)
+
+
+@dataclass
+class DirichletConf(AlphaMapOption):
+    """DrNAS: mixing weights ~ Dirichlet(ELU(alpha) + 1), a pathwise sample; the genotype reads softmax(alpha).
+
+    ``sample``: forward (a fresh sample in every forward, as released) or step (one per search step).
+    ``kl``: DrNAS' KL term to Dirichlet(1) on the architecture step (0 = off: the released default, l2, is
+    the alphas' Adam weight decay).
+    """
+
+    name: str = "dirichlet"
+    init: Optional[float] = None
+    sample: str = "forward"
+    kl: float = 0.0
+    runs_under_torchrun = False
+    single_path = False
+
+    def __post_init__(self) -> None:
+        _check_sample(self)
+        non_negative("alpha_map.kl", self.kl)
+
+
+@dataclass
+class GumbelConf(AlphaMapOption):
+    """SNAS: mixing weights = softmax((alpha + Gumbel noise) / tau); tau from tau_start down to tau_min."""
+
+    name: str = "gumbel"
+    init: Optional[float] = None
+    sample: str = "forward"
+    tau_start: float = 1.0
+    tau_min: float = 0.03
+    runs_under_torchrun = False
+    single_path = False
+
+    def __post_init__(self) -> None:
+        _check_sample(self)
+        positive("alpha_map.tau_min", self.tau_min)
+        check(self.tau_min <= self.tau_start <= 1000, "alpha_map.tau_start", self.tau_start,
+              f"a temperature from alpha_map.tau_min ({self.tau_min}) to 1000")
+
+
+@dataclass
+class GumbelHardConf(AlphaMapOption):
+    """GDAS: one op per edge (hard Gumbel-max, straight-through); tau from tau_max to exactly tau_min."""
+
+    name: str = "gumbel_hard"
+    init: Optional[float] = None
+    sample: str = "forward"
+    tau_max: float = 10.0
+    tau_min: float = 0.1
+    runs_under_torchrun = False
+    single_path = True  # only the sampled op of each edge runs
+
+    def __post_init__(self) -> None:
+        _check_sample(self)
+        positive("alpha_map.tau_min", self.tau_min)
+        check(self.tau_min <= self.tau_max <= 1000, "alpha_map.tau_max", self.tau_max,
+              f"a temperature from alpha_map.tau_min ({self.tau_min}) to 1000")
+
+
+@dataclass
+class SigmoidConf(AlphaMapOption):
+    """FairDARTS: mixing weights = sigmoid(alpha), one gate per op; ``zero_one`` weighs its zero-one loss."""
+
+    name: str = "sigmoid"
+    init: Optional[float] = 0.0  # FairDARTS starts every gate at sigmoid(0) = 0.5
+    zero_one: float = 10.0  # released w_aux; 0 = off
+    zero_one_form: str = "mse"  # mse: mean (sigma - 0.5)^2 (released default) | l1: mean |sigma - 0.5|
+    runs_under_torchrun = False
+    single_path = False
+
+    def __post_init__(self) -> None:
+        _own_name("alpha_map", self)
+        _check_init("alpha_map", self.init)
+        non_negative("alpha_map.zero_one", self.zero_one)
+        one_of("alpha_map.zero_one_form", self.zero_one_form, ("mse", "l1"))
 
 
 # -------------------------------------------------------------------------------- schedules
@@ -451,7 +543,8 @@ AXES: dict[str, dict[str, type]] = {
                   "proximal": ProximalConf, "mgs": MGSConf, "rs": RSConf, "gld": GLDConf},
     "perturbation": {"none": NoPerturbationConf, "random": RandomConf, "adversarial": AdversarialConf,
                      "discrete": DiscreteConf},
-    "alpha_map": {"softmax": SoftmaxConf, "argmax": ArgmaxConf},
+    "alpha_map": {"softmax": SoftmaxConf, "argmax": ArgmaxConf, "dirichlet": DirichletConf, "gumbel": GumbelConf,
+                  "gumbel_hard": GumbelHardConf, "sigmoid": SigmoidConf},
     "schedule": {"single": SingleConf, "progressive": ProgressiveConf},
 }
 

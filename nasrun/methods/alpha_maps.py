@@ -6,8 +6,13 @@
   straight-through so the gradient reaches the continuous alphas; the genotype ranks the raw
   alphas. Its regulariser is NASP's parameter-size term (``param_reg``, 0 = off).
 
-A new map (DrNAS' Dirichlet, GDAS' Gumbel) is a class with the same four methods plus an option in
-``nasrun.config.options.AXES['alpha_map']`` and a line in ``nasrun.methods.registry``.
+The sampling maps (DrNAS' Dirichlet, SNAS' and GDAS' Gumbel) live in :mod:`nasrun.methods.sampling_maps`.
+A new map is a class with the same methods plus an option in ``nasrun.config.options.AXES['alpha_map']``
+and a line in ``nasrun.methods.registry``.
+
+The loop tells a map where the search is (:meth:`AlphaMap.begin_epoch`, :meth:`AlphaMap.begin_step`), for
+temperatures, regulariser schedules and per-step samples. What the metrics and the stage logic read is
+:meth:`AlphaMap.summary`, never a sample; the genotype reads :meth:`AlphaMap.ranking`.
 """
 
 from __future__ import annotations
@@ -31,9 +36,28 @@ class AlphaMap:
     """
 
     single_path = False
+    #: Whether :meth:`weights` draws a sample (then it has a generator of its own, kept in the checkpoint).
+    stochastic = False
 
     def __init__(self, init: Optional[float] = None) -> None:
         self.init = init
+        self.epoch, self.epochs = 0, 1
+
+    def seed(self, seed: int) -> None:
+        """Seed the map's own random draws (maps that sample)."""
+
+    def begin_epoch(self, epoch: int, epochs: int) -> None:
+        """The search starts epoch ``epoch`` (from 0) of ``epochs`` of its stage: temperatures, schedules."""
+        self.epoch, self.epochs = epoch, epochs
+
+    def begin_step(self) -> None:
+        """A search step starts (a map that samples once per step draws its sample for it)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (maps without state ignore it)."""
 
     def initialise(self, model: nn.Module) -> None:
         if self.init is not None:
@@ -49,17 +73,39 @@ class AlphaMap:
         """What the genotype derivation and the alpha history read."""
         return self.weights(model)
 
+    def summary(self, model: nn.Module) -> dict[str, Tensor]:
+        """The deterministic mixing weights the metrics and the stage logic read (the weights, unless they are sampled)."""
+        return self.weights(model)
+
     def regulariser(self, model: nn.Module, mix: dict[str, Tensor]) -> Optional[Tensor]:
         return None
 
 
 class Softmax(AlphaMap):
-    """softmax(alpha) per edge."""
+    """softmax(alpha) per edge; with ``beta_decay`` > 0, beta-DARTS' regulariser on the raw alphas."""
 
     single_path = SoftmaxConf.single_path
 
     def __init__(self, conf: SoftmaxConf | None = None) -> None:
-        super().__init__((conf or SoftmaxConf()).init)
+        conf = conf or SoftmaxConf()
+        super().__init__(conf.init)
+        self.beta_decay, self.beta_decay_epochs = conf.beta_decay, conf.beta_decay_epochs
+
+    def beta_weight(self) -> float:
+        """beta-DARTS' lambda at this epoch: ``beta_decay * epoch / beta_decay_epochs`` (epoch from 0).
+
+        Sunshine-Ye/Beta-DARTS, nasbench201/train_search.py: ``0 + 50 * epoch / 100``, the 100 fixed
+        whatever the number of epochs (so 49.5 after 100 epochs, 24.5 after 50).
+        """
+        return self.beta_decay * self.epoch / self.beta_decay_epochs
+
+    def regulariser(self, model: nn.Module, mix: dict[str, Tensor]) -> Optional[Tensor]:
+        """``lambda * mean_e logsumexp_k alpha_{e,k}`` over the edges of every cell type (beta-DARTS' beta-decay loss;
+        Sunshine-Ye/Beta-DARTS, optimizers/darts/architect.py). None when off."""
+        if self.beta_decay <= 0:
+            return None
+        rows = torch.cat([model.alphas(kind) for kind in kinds_of(model)])
+        return self.beta_weight() * torch.logsumexp(rows, dim=-1).mean()
 
 
 @lru_cache(maxsize=None)

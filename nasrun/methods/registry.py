@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from nasrun.methods.alpha_maps import AlphaMap, Argmax, Softmax
+from nasrun.methods.sampling_maps import Dirichlet, Gumbel, GumbelHard, Sigmoid
 from nasrun.methods.estimators import Amended, Estimator, FirstOrder, SecondOrder
 from nasrun.methods.nasp import Discrete, Proximal
 from nasrun.methods.objective import ArchObjective
@@ -26,7 +27,8 @@ PERTURBATIONS: dict[type, type[Perturbation]] = {
     o.NoPerturbationConf: NoPerturbation, o.RandomConf: RandomSmoothing, o.AdversarialConf: AdversarialPGD,
     o.DiscreteConf: Discrete,
 }
-ALPHA_MAPS: dict[type, type[AlphaMap]] = {o.SoftmaxConf: Softmax, o.ArgmaxConf: Argmax}
+ALPHA_MAPS: dict[type, type[AlphaMap]] = {o.SoftmaxConf: Softmax, o.ArgmaxConf: Argmax, o.DirichletConf: Dirichlet,
+                                          o.GumbelConf: Gumbel, o.GumbelHardConf: GumbelHard, o.SigmoidConf: Sigmoid}
 SCHEDULES: dict[type, type[Schedule]] = {o.SingleConf: Single, o.ProgressiveConf: Progressive}
 IMPLEMENTATIONS: dict[str, dict[type, type]] = {"estimator": ESTIMATORS, "perturbation": PERTURBATIONS,
                                                 "alpha_map": ALPHA_MAPS, "schedule": SCHEDULES}

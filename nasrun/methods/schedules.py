@@ -75,7 +75,7 @@ class Schedule:
         first. The next stage starts from a fresh supernet over the kept ops, as P-DARTS does.
         """
         last = stage == len(self.stages) - 1
-        mix = model.mixing_weights()
+        mix = model.summary_weights()  # what the alphas say, never a sample
         keep = self.stages[stage].keep
         kept = {kind: keep_strongest(mix[kind], model.edge_ops[kind], keep, model.ops, drop_none=last)
                 for kind in model.kinds}

@@ -231,7 +231,7 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
 
 def _metrics_row(state: SearchState, plan: EpochPlan, lr: float, stats: dict, val_loss: float, val_acc: float,
                  genotype, seconds: float) -> dict:
-    mix = state.model.mixing_weights()
+    mix = state.model.summary_weights()  # never a sample: what the alphas say
     staged = state.schedule.staged
     return {
         "epoch": plan.epoch,
@@ -289,10 +289,12 @@ def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
     totals = _Totals()
     show = state.cfg.progress and (job is None or job.rank == 0)
     bar = Progress(show, f"epoch {plan.epoch + 1}/{state.schedule.total_epochs}", steps)
+    state.alpha_map.begin_epoch(plan.stage_epoch, state.schedule.epochs)
     with rank_steps(state) if job is not None else nullcontext():
         for step in range(steps):
             if job is not None:
                 job.injected_failure(plan.epoch, step)
+            state.alpha_map.begin_step()
             x, y = next(state.train_stream)
             xv, yv = next(state.val_stream)
             if plan.arch_active:

@@ -16,6 +16,7 @@ import torch
 from nasrun.search.capture import Capture
 from nasrun.config.schema import NasrunConf
 from nasrun.methods import Estimator, Perturbation, make_alpha_map
+from nasrun.methods.alpha_maps import AlphaMap
 from nasrun.methods.schedules import Schedule
 from nasrun.train.precision import Numerics
 from nasrun.run.rng import rng_state, set_rng_state
@@ -32,12 +33,12 @@ CHECKPOINT_SCHEMA: dict[str, Any] = {
 
 
 def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: int,
-                   edge_ops: Optional[dict] = None) -> SuperNet:
-    """The supernet of one stage, with the run's alpha map."""
+                   edge_ops: Optional[dict] = None, alpha_map: Optional[AlphaMap] = None) -> SuperNet:
+    """The supernet of one stage, with the run's alpha map (a new one unless given: a search keeps one for all stages)."""
     net = cfg.supernet
     return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
                     partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
-                    alpha_map=make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
+                    alpha_map=alpha_map or make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
                     # a weight step on one path per edge leaves the others without gradient: no stacked weights
                     batched=not (cfg.perturbation.single_path or cfg.alpha_map.single_path))
 
@@ -61,6 +62,8 @@ class SearchState:
         # under torchrun: the supernet in DistributedDataParallel (weight steps run through it) and the job
         self.parallel: Optional[torch.nn.Module] = None
         self.job: Optional[Any] = None
+        self.alpha_map = make_alpha_map(cfg.alpha_map)  # one for every stage: its draws go on across stages
+        self.alpha_map.seed(cfg.seed)
         self.start_stage(0, None)
 
     def start_stage(self, stage: int, edge_ops: Optional[dict]) -> None:
@@ -68,7 +71,8 @@ class SearchState:
         s = self.cfg.search
         self.stage, self.edge_ops = stage, edge_ops
         self.model = self.numerics.prepare(build_supernet(
-            self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers, edge_ops).to(self.device))
+            self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers, edge_ops,
+            self.alpha_map).to(self.device))
         self.capture.apply(self.model)  # every stage's supernet, in place
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
                                      weight_decay=s.weight_decay)
@@ -92,6 +96,7 @@ class SearchState:
             "edge_ops": self.model.edge_ops,
             "stages": self.stages,
             "estimator": self.estimator.state_dict(),
+            "alpha_map": self.alpha_map.state_dict(),
             "alpha_history": {k: [a.tolist() for a in v] for k, v in self.history.items()},
         }
 
@@ -108,6 +113,7 @@ class SearchState:
         set_rng_state(ckpt["rng"], self.device)
         NOISE.load_state_dict(ckpt.get("noise") or NOISE.state_dict())  # absent before spaces had noise
         self.estimator.load_state_dict(ckpt.get("estimator") or {})  # absent before ZARTS kept state
+        self.alpha_map.load_state_dict(ckpt.get("alpha_map") or {})  # absent before maps sampled
         self.history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
         self.epoch, self.elapsed = ckpt["epoch"] + 1, float(ckpt["elapsed"])
 

@@ -292,6 +292,8 @@ class FusedMixedOp(MixedOp):
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         K = self.partial_channels
         xa = x if K == 1 else x[:, : x.shape[1] // K]
+        if self.single_op is not None and weights.requires_grad:
+            return self._bypass(x, self._chosen(xa, weights))
         active = self._running(weights)
         if self._fusable and len(active) == len(self._active) and self._linked():
             out = self._fused(xa, weights)

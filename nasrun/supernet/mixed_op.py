@@ -45,6 +45,9 @@ class MixedOp(nn.Module):
         # P-DARTS: dropout on the identity skip (stride 1 only); the rate is set per epoch by the schedule
         self._identity = [k for k, name in enumerate(self.op_names) if name == "skip_connect" and stride == 1]
         self.skip_dropout = 0.0
+        # GDAS (set by its alpha map): the weights are a straight-through one-hot row and only its op runs;
+        # "scalars": the other entries are added as numbers (the NB201 cell), "product": left out
+        self.single_op: str | None = None
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """Mix the op outputs with ``weights`` (shape ``[len(ops)]``).
@@ -55,7 +58,20 @@ class MixedOp(nn.Module):
         """
         K = self.partial_channels
         xa = x if K == 1 else x[:, : x.shape[1] // K]
+        if self.single_op is not None and weights.requires_grad:
+            return self._bypass(x, self._chosen(xa, weights))
         return self._bypass(x, self._mix(xa, weights, self._running(weights)))
+
+    def _chosen(self, xa: Tensor, weights: Tensor) -> Tensor:
+        """``h_i * op_i(x)`` for the row's one-hot entry i, plus (``scalars``) every other ``h_k`` as a number:
+        D-X-Y/AutoDL-Projects, xautodl/models/cell_searchs/search_cells.py (NB201 cell and NASNet MixedOp)."""
+        i = int(weights.detach().argmax())
+        out = self._mix(xa, weights, [i] if i in self._active else [])
+        if self.single_op == "scalars":
+            for k in range(len(self.op_names)):
+                if k != i:
+                    out = out + weights[k]
+        return out
 
     def _running(self, weights: Tensor) -> list[int]:
         """The ops to run: every op but ``none``; with weights that carry no gradient, only those weighted non-zero."""

@@ -192,6 +192,10 @@ class SuperNet(nn.Module):
         """The mixing weights the alpha map gives (softmax without one), per kind (differentiable)."""
         return self.softmax_weights() if self.alpha_map is None else self.alpha_map.weights(self)
 
+    def summary_weights(self) -> dict[str, Tensor]:
+        """The deterministic mixing weights (a sampling map's mean or softmax; otherwise the mixing weights)."""
+        return self.softmax_weights() if self.alpha_map is None else self.alpha_map.summary(self)
+
     def alpha_weights(self) -> dict[str, Tensor]:
         """What the genotype ranks: the mixing weights, or the raw alphas under NASP's argmax map."""
         return self.softmax_weights() if self.alpha_map is None else self.alpha_map.ranking(self)

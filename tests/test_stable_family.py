@@ -1,0 +1,298 @@
+"""The stable family's alpha maps against their authors' code and against exact math.
+
+Each reference below is the released computation written out here (repository and file in the
+comment), fed the same alphas and the same random draws as the map. Gradients are checked on tiny
+float64 problems: the Gumbel maps with the noise fixed, the Dirichlet map in expectation.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import TINY_OPS, TINY_SYNTH
+from nasrun.config.compose import compose, to_typed
+from nasrun.methods import make_alpha_map
+from nasrun.methods.sampling_maps import gumbel_noise
+from nasrun.search.loop import run_search
+from nasrun.supernet import SuperNet
+from nasrun.supernet.mixed_op import MixedOp
+
+
+def _map(name: str, *overrides: str):
+    return make_alpha_map(to_typed(compose("search", [f"alpha_map={name}", *overrides])).alpha_map)
+
+
+def _net(alpha_map=None, seed: int = 0) -> SuperNet:
+    torch.manual_seed(seed)
+    net = SuperNet(C=2, num_classes=3, layers=3, ops=TINY_OPS, nodes=2, in_channels=1, fused=False,
+                   alpha_map=alpha_map).double()
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.copy_(torch.randn_like(a))
+    return net
+
+
+def _state(seed: int) -> torch.Tensor:
+    return torch.Generator().manual_seed(seed * 1000 + 3).get_state()
+
+
+# ------------------------------------------------------------------ DrNAS
+def test_dirichlet_draws_the_released_sample_row_by_row():
+    """xiangning-chen/DrNAS utils.py: per edge row, Dirichlet(ELU(alpha) + 1).rsample(), normal then reduce."""
+    m = _map("dirichlet")
+    m.seed(4)
+    net = _net(m)
+    mine = net.mixing_weights()
+    torch.set_rng_state(_state(4))
+    for kind in ("normal", "reduce"):
+        conc = F.elu(net.alphas(kind).detach()) + 1
+        rows = [torch.distributions.Dirichlet(conc[i]).rsample() for i in range(conc.shape[0])]
+        assert torch.equal(mine[kind].detach(), torch.stack(rows))
+    assert torch.equal(net.summary_weights()["normal"], F.softmax(net.alphas("normal"), -1))  # the parse reads softmax
+
+
+def test_dirichlet_pathwise_gradient_matches_the_gradient_of_the_mean():
+    """E[theta] = c / sum(c), c = ELU(alpha) + 1: the mean of many pathwise gradients is its exact gradient."""
+    m = _map("dirichlet")
+    m.seed(0)
+    alpha = torch.tensor([[0.3, -0.7, 1.2]], dtype=torch.float64, requires_grad=True)
+    c = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    n = 20000
+    draws = m.draw(alpha.expand(n, 3), m.generator)
+    (draws @ c).sum().backward()
+    pathwise = alpha.grad[0] / n
+    exact = alpha.detach().clone().requires_grad_()
+    conc = F.elu(exact) + 1
+    ((conc / conc.sum()) @ c).backward()
+    assert torch.allclose(pathwise, exact.grad, atol=0.02)
+    assert not torch.allclose(pathwise, torch.zeros(3, dtype=torch.float64), atol=0.05)
+
+
+def test_dirichlet_kl_is_drnas_term():
+    """DrNAS model_search.py _loss (reg_type=kl): reg_scale * sum_e KL(Dir(ELU(alpha_e)+1) || Dir(1))."""
+    m = _map("dirichlet", "alpha_map.kl=0.001")
+    net = _net(m)
+    reg = m.regulariser(net, {})
+    expected = 0.0
+    for kind in ("normal", "reduce"):
+        conc = F.elu(net.alphas(kind).detach()) + 1
+        for row in conc:  # KL(Dir(a) || Dir(1)) = lgamma(sum a) - sum lgamma(a) - lgamma(K) + sum (a-1)(psi(a)-psi(sum a))
+            k = len(row)
+            expected += float(torch.lgamma(row.sum()) - torch.lgamma(row).sum() - torch.lgamma(torch.tensor(float(k), dtype=torch.float64))
+                              + ((row - 1) * (torch.digamma(row) - torch.digamma(row.sum()))).sum())
+    assert float(reg.detach()) == pytest.approx(0.001 * expected, rel=1e-10)
+    assert _map("dirichlet").regulariser(net, {}) is None
+
+
+# ------------------------------------------------------------------ SNAS and GDAS
+def test_gumbel_is_torch_gumbel_softmax_with_the_same_draws_and_its_temperature_schedule():
+    """automl/ConfigurableOptimizer snas/sampler.py: F.gumbel_softmax(alpha, tau), hard=False, on raw alphas;
+    tau = (1 - e/E)(tau0 - tau_min) + tau_min, e = 0 .. E-1."""
+    m = _map("gumbel")
+    m.seed(1)
+    m.begin_epoch(3, 10)
+    tau = (1 - 3 / 10) * (1.0 - 0.03) + 0.03
+    assert m.temperature() == pytest.approx(tau, rel=1e-15)
+    net = _net(m)
+    mine = net.mixing_weights()
+    torch.set_rng_state(_state(1))
+    for kind in ("normal", "reduce"):
+        ref = F.gumbel_softmax(net.alphas(kind).detach(), tau=tau, hard=False)
+        assert torch.allclose(mine[kind].detach(), ref, rtol=0, atol=1e-15)
+    m.begin_epoch(9, 10)
+    assert m.temperature() == pytest.approx(0.03 + 0.97 / 10)
+
+
+def test_gumbel_gradient_with_fixed_noise_is_exact():
+    m = _map("gumbel")
+    m.begin_epoch(2, 5)
+    g = gumbel_noise(torch.zeros(3, 4, dtype=torch.float64), torch.Generator().manual_seed(0))
+    tau = m.temperature()
+    torch.autograd.gradcheck(lambda a: F.softmax((a + g) / tau, -1), torch.randn(3, 4, dtype=torch.float64,
+                                                                                   requires_grad=True))
+    alpha = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, 4, dtype=torch.float64)
+    y = F.softmax((alpha + g) / tau, -1)
+    (y * v).sum().backward()
+    exact = y.detach() * (v - (y.detach() * v).sum(-1, keepdim=True)) / tau  # softmax Jacobian, by hand
+    assert torch.allclose(alpha.grad, exact, atol=1e-14)
+
+
+def _gdas_reference(alpha: torch.Tensor, tau: float) -> torch.Tensor:
+    """xautodl search_model_gdas.py: gumbels = -log(Exp(1)); probs = softmax((log_softmax(a) + gumbels) / tau);
+    index = argmax; hardwts = one_hot(index) - probs.detach() + probs."""
+    gumbels = -torch.empty_like(alpha).exponential_().log()
+    probs = F.softmax((F.log_softmax(alpha, dim=1) + gumbels) / tau, dim=1)
+    index = probs.max(-1, keepdim=True)[1]
+    one_h = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+    return one_h - probs.detach() + probs
+
+
+def test_gumbel_hard_is_gdas_with_the_same_draws_and_its_temperature_schedule():
+    """xautodl GDAS.py: tau = tau_max - (tau_max - tau_min) * epoch / (epochs - 1): 10 first, exactly 0.1 last."""
+    m = _map("gumbel_hard")
+    m.seed(2)
+    m.begin_epoch(0, 250)
+    assert m.temperature() == 10.0
+    m.begin_epoch(249, 250)
+    assert m.temperature() == pytest.approx(0.1, abs=1e-15)
+    m.begin_epoch(100, 250)
+    net = _net(m)
+    mine = net.mixing_weights()
+    torch.set_rng_state(_state(2))
+    for kind in ("normal", "reduce"):
+        ref = _gdas_reference(net.alphas(kind).detach(), 10 - 9.9 * 100 / 249)
+        assert torch.equal(mine[kind].detach(), ref)
+        assert ((mine[kind] != 0).sum(-1) == 1).all()  # one op per edge in the forward
+
+
+@pytest.mark.parametrize("mode", ["scalars", "product"])
+def test_gdas_edge_runs_only_the_chosen_op_and_has_the_released_gradient(mode):
+    """The NB201 cell: sum_k (h_k * op_k(x) if k == i else h_k); the NASNet MixedOp: op_i(x) * h_i."""
+    torch.manual_seed(0)
+    edge = MixedOp(2, 1, TINY_OPS).double()
+    edge.single_op = mode
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    alpha = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    p = F.softmax(alpha / 0.7, -1)
+    i = int(p.argmax())
+    if TINY_OPS[i] == "none":  # make the chosen op one that runs
+        alpha = alpha.detach().clone()
+        alpha[2] = alpha.max() + 3
+        alpha.requires_grad_()
+        p = F.softmax(alpha / 0.7, -1)
+        i = 2
+    h = torch.zeros(4, dtype=torch.float64).scatter(0, torch.tensor([i]), 1.0) - p.detach() + p
+    calls = []
+    hooks = [op.register_forward_hook(lambda *a, k=k: calls.append(k)) for k, op in enumerate(edge.ops)]
+    out = edge(x, h)
+    for hook in hooks:
+        hook.remove()
+    assert calls == [i]
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+    mine = alpha.grad.clone()
+    alpha.grad = None
+    p = F.softmax(alpha / 0.7, -1)
+    h = torch.zeros(4, dtype=torch.float64).scatter(0, torch.tensor([i]), 1.0) - p.detach() + p
+    ref = h[i] * edge.ops[i](x)
+    if mode == "scalars":
+        ref = ref + sum(h[k] for k in range(4) if k != i)
+    (ref * upstream).sum().backward()
+    assert torch.allclose(out, ref.detach(), atol=0, rtol=0) and torch.allclose(mine, alpha.grad, atol=1e-14)
+
+
+# ------------------------------------------------------------------ FairDARTS and beta-DARTS
+@pytest.mark.parametrize("form", ["mse", "l1"])
+def test_sigmoid_gates_and_the_zero_one_loss(form):
+    """xiaomi-automl/FairDARTS separate_loss.py: -w_aux * mean((sigmoid(cat[a_normal; a_reduce]) - 0.5)^2)
+    (l1: mean |.|), w_aux = 10; model_search.py: weights = sigmoid(alpha)."""
+    m = _map("sigmoid", f"alpha_map.zero_one_form={form}")
+    net = _net(m)
+    assert torch.equal(net.mixing_weights()["normal"], torch.sigmoid(net.alphas("normal")))
+    reg = m.regulariser(net, {})
+    gates = torch.sigmoid(torch.cat([net.alphas("normal"), net.alphas("reduce")]).detach())
+    expected = -10 * ((gates - 0.5) ** 2).mean() if form == "mse" else -10 * (gates - 0.5).abs().mean()
+    assert float(reg.detach()) == pytest.approx(float(expected), rel=1e-14)
+    reg.backward()
+    a = net.alphas("normal").detach()
+    s = torch.sigmoid(a)
+    n = gates.numel()
+    exact = (-10 * 2 * (s - 0.5) * s * (1 - s) / n) if form == "mse" else (-10 * torch.sign(s - 0.5) * s * (1 - s) / n)
+    assert torch.allclose(net.alphas("normal").grad, exact, atol=1e-15)
+    assert m.init == 0.0
+
+
+def test_beta_decay_loss_and_its_weight_schedule():
+    """Sunshine-Ye/Beta-DARTS architect.py: lambda * mean_e logsumexp_k alpha; train_search.py: lambda = 50 * epoch / 100."""
+    m = _map("softmax", "alpha_map.beta_decay=50")
+    net = _net(m)
+    m.begin_epoch(0, 100)
+    assert float(m.regulariser(net, {}).detach()) == 0.0
+    m.begin_epoch(99, 100)
+    assert m.beta_weight() == pytest.approx(49.5)
+    reg = m.regulariser(net, {})
+    rows = torch.cat([net.alphas("normal"), net.alphas("reduce")]).detach()
+    lse = torch.log(torch.exp(rows).sum(-1))
+    assert float(reg.detach()) == pytest.approx(49.5 * float(lse.mean()), rel=1e-13)
+    reg.backward()
+    exact = 49.5 * F.softmax(net.alphas("normal").detach(), -1) / rows.shape[0]  # d mean LSE / d alpha = softmax / E
+    assert torch.allclose(net.alphas("normal").grad, exact, atol=1e-14)
+    assert _map("softmax").regulariser(net, {}) is None  # DARTS unchanged
+
+
+# ------------------------------------------------------------------ schedules of the draws, resume
+def test_forward_draws_afresh_and_step_reuses_its_draw():
+    fwd = _map("gumbel")
+    fwd.seed(0)
+    net = _net(fwd)
+    fwd.begin_step()
+    assert not torch.equal(net.mixing_weights()["normal"], net.mixing_weights()["normal"])
+    step = _map("gumbel", "alpha_map.sample=step")
+    step.seed(0)
+    net = _net(step)
+    step.begin_step()
+    first = net.mixing_weights()["normal"]
+    assert torch.equal(first, net.mixing_weights()["normal"])
+    step.begin_step()
+    assert not torch.equal(first, net.mixing_weights()["normal"])
+
+
+@pytest.mark.parametrize("name", ["dirichlet", "gumbel_hard"])
+def test_a_sampling_search_resumes_exactly(tmp_path, name):
+    from nasrun.run.signals import Interrupted
+
+    cfg = to_typed(compose("search", [*TINY_SYNTH, f"alpha_map={name}", "search.epochs=3", "precision=fp64"]))
+    run_search(cfg, tmp_path / "whole")
+
+    def stop(epoch, row):
+        if epoch == 1:
+            raise Interrupted(15)
+
+    with pytest.raises(Interrupted):
+        run_search(cfg, tmp_path / "resumed", on_epoch_end=stop)
+    run_search(cfg, tmp_path / "resumed")
+    for name_ in ("normal", "reduce"):
+        a = np.load(tmp_path / "whole" / "alphas.npz")[name_]
+        b = np.load(tmp_path / "resumed" / "alphas.npz")[name_]
+        assert np.array_equal(a, b)
+    rows = [json.loads(x)["val_loss"] for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    again = [json.loads(x)["val_loss"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == again
+
+
+def test_the_presets_compose_from_the_axes():
+    picks = {p: to_typed(compose("search", [f"method={p}"])) for p in ("drnas", "gdas", "snas", "fairdarts", "beta_darts")}
+    assert {p: c.alpha_map.name for p, c in picks.items()} == {
+        "drnas": "dirichlet", "gdas": "gumbel_hard", "snas": "gumbel", "fairdarts": "sigmoid", "beta_darts": "softmax"}
+    assert all(c.estimator.name == "first_order" for c in picks.values())
+    assert (picks["drnas"].search.lr, picks["drnas"].search.arch_lr, picks["drnas"].search.arch_warmup_epochs) == (
+        0.1, 6e-4, 10)
+    assert (picks["gdas"].search.epochs, picks["gdas"].search.weight_decay, picks["gdas"].search.batch_size) == (
+        250, 5e-4, 256)
+    assert (picks["fairdarts"].search.batch_size, picks["fairdarts"].search.arch_lr) == (128, 3e-3)
+    assert picks["beta_darts"].alpha_map.beta_decay == 50.0
+    nb201 = to_typed(compose("search", ["method=snas", "space=nb201"]))
+    assert (nb201.search.arch_betas, nb201.search.lr_min, nb201.search.weight_decay) == ([0.9, 0.999], 0.0, 5e-4)
+
+
+@pytest.mark.parametrize("preset", ["drnas", "gdas", "snas", "fairdarts", "beta_darts"])
+def test_each_preset_searches_then_retrains_on_the_darts_space(preset, tmp_path):
+    from nasrun.train.retrain import run_retrain
+
+    cfg = to_typed(compose("search", [f"method={preset}", "dataset=digits", "dataset.subset=16", "search.epochs=2",
+                                      "search.batch_size=32", "supernet.C=4", "supernet.layers=3", "space.nodes=2",
+                                      "search.arch_warmup_epochs=0", "progress=false"]))
+    result = run_search(cfg, tmp_path / "search")
+    assert result["status"] == "completed" and result["method"] == preset and result["space"] == "darts"
+    rows = [json.loads(x) for x in (tmp_path / "search" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["alpha_entropy_normal"]) for r in rows)
+    done = run_retrain(to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", "recipe=quick", "recipe.epochs=1",
+                                                    "recipe.C=4", "recipe.layers=3", "progress=false"])),
+                       tmp_path / "retrain")
+    assert done["status"] == "completed" and 0.0 <= done["test_acc"] <= 1.0
