@@ -32,7 +32,14 @@ METHODS = {
     "amended_eta0.1": ["method=amended", "estimator.eta=0.1"],
     "amended_eta1": ["method=amended", "estimator.eta=1.0"],
     "sdarts_rs": ["method=sdarts_rs"],
+    "drnas": ["method=drnas", "search.arch_warmup_epochs=0", "search.lr=0.025", "search.lr_min=0.001"],
+    "gdas": ["method=gdas", "search.weight_decay=3e-4"],
+    "snas": ["method=snas"],
+    "fairdarts": ["method=fairdarts", "search.lr=0.025"],
+    "beta_darts": ["method=beta_darts"],
 }
+#: The stable family runs with the study's epochs, batch, size and DARTS' weight lr and decay, so that only its
+#: way from alphas to mixing weights, its regulariser and its alpha optimiser differ from DARTS.
 MEASURES = {"skip_normal": "skip connections", "parametric_normal": "parametric ops", "eigenvalue": "eigenvalue"}
 
 
