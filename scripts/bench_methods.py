@@ -37,7 +37,8 @@ import sys
 import time
 from pathlib import Path
 
-PRESETS = ["darts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts@1", "pdarts@2", "pdarts@3"]
+PRESETS = ["darts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts@1", "pdarts@2", "pdarts@3", "drnas", "gdas", "snas",
+           "fairdarts", "beta_darts", "darts_minus"]
 
 
 def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
@@ -94,6 +95,7 @@ def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        net.alpha_map.begin_step()  # a map that samples once per step draws here
         arch = estimator(net, ArchBatch(x, y, xv, yv, w_opt, s.lr, 10, 50))
         apply_arch_step(net, arch, a_opt, estimator, s.arch_grad_clip)
         mix = perturbation(net, x, y, 10, 50)

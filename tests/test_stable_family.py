@@ -281,7 +281,58 @@ def test_the_presets_compose_from_the_axes():
     assert (nb201.search.arch_betas, nb201.search.lr_min, nb201.search.weight_decay) == ([0.9, 0.999], 0.0, 5e-4)
 
 
-@pytest.mark.parametrize("preset", ["drnas", "gdas", "snas", "fairdarts", "beta_darts"])
+# ------------------------------------------------------------------ DARTS-
+def test_the_auxiliary_skip_coefficient_decays_as_released():
+    """Meituan-AutoML/DARTS- src/utils.py: linear beta0 * (T_max - epoch) / (T_max - T_start), T_start = 0, T_max = 50:
+    1 at epoch 0, 0.02 at epoch 49, never 0; cosine beta0 * (1 + cos(pi * epoch / T_max)) / 2."""
+    from nasrun.supernet.stages import aux_skip_weight
+
+    assert aux_skip_weight(1.0, 0, 50, "linear") == 1.0
+    assert aux_skip_weight(1.0, 49, 50, "linear") == pytest.approx(0.02, abs=1e-15)
+    assert aux_skip_weight(2.0, 25, 50, "cosine") == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_mixed_edge_adds_the_auxiliary_skip_outside_the_softmax(stride):
+    """src/search/model_search.py MixedOp: sum_k softmax(alpha)_k op_k(x) + beta * aux(x); aux = identity, or a
+    FactorizedReduce(C, C, affine=False) with learnable convs on a striding edge."""
+    torch.manual_seed(0)
+    edge = MixedOp(4, stride, TINY_OPS)
+    plain = sum(p.numel() for p in edge.parameters())
+    edge.add_aux_skip()
+    edge = edge.double()
+    edge.aux_beta = 0.3
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    w = F.softmax(torch.randn(4, dtype=torch.float64), -1)
+    expected = sum(w[k] * edge.ops[k](x) for k in (1, 2, 3)) + 0.3 * edge.aux(x)
+    assert torch.allclose(edge(x, w), expected, rtol=0, atol=1e-14)
+    learnable = sum(p.numel() for p in edge.parameters()) - plain
+    assert learnable == (0 if stride == 1 else 2 * 4 * 2)  # FactorizedReduce's two 1x1 convs, C/2 outputs each
+    if stride == 2:
+        edge(x, w).sum().backward()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in edge.aux.parameters())
+
+
+def test_darts_minus_keeps_the_auxiliary_skip_out_of_the_genotype_and_off_elsewhere(tmp_path):
+    base = to_typed(compose("search", [*TINY_SYNTH, "seed=3", "supernet.fused=false"]))
+    minus = to_typed(compose("search", [*TINY_SYNTH, "seed=3", "method=darts_minus", "supernet.fused=false"]))
+    from nasrun.search.state import build_supernet
+
+    torch.manual_seed(0)
+    net = build_supernet(base, 10, 3, 3)
+    assert all(m.aux is None for m in net.modules() if isinstance(m, MixedOp))
+    torch.manual_seed(0)
+    with_aux = build_supernet(minus, 10, 3, 3)
+    assert all(m.aux is not None for m in with_aux.modules() if isinstance(m, MixedOp))
+    same = dict(with_aux.named_parameters())
+    assert all(torch.equal(p, same[n]) for n, p in net.named_parameters())  # the aux skip is drawn last
+    result = run_search(minus, tmp_path / "minus")
+    rows = [json.loads(x) for x in (tmp_path / "minus" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["aux_skip"] for r in rows] == [1.0, 0.5]
+    assert all(len(edge) == 3 for edge in result["genotype"]["cells"]["normal"]["edges"])
+
+
+@pytest.mark.parametrize("preset", ["drnas", "gdas", "snas", "fairdarts", "beta_darts", "darts_minus"])
 def test_each_preset_searches_then_retrains_on_the_darts_space(preset, tmp_path):
     from nasrun.train.retrain import run_retrain
 

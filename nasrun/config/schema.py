@@ -17,6 +17,7 @@ from omegaconf import MISSING
 from nasrun.config.checks import (
     MAX_SEED,
     check,
+    finite,
     finite_list,
     int_range,
     non_negative,
@@ -258,6 +259,10 @@ class SupernetConf:
     edge_norm: bool = False  # PC-DARTS' edge normalisation (betas)
     skip_dropout: list[float] = field(default_factory=lambda: [0.0])
     fused: bool = True  # mixed edges computed together (shared ReLU, grouped convs, one BN); false: op by op, same results
+    # DARTS-: an auxiliary skip on every mixed edge, outside the softmax, weighted by beta decaying from aux_skip
+    # (0 = off) over each stage's epochs (aux_skip_decay: linear, as released, or cosine); not part of the genotype
+    aux_skip: float = 0.0
+    aux_skip_decay: str = "linear"
 
     def __post_init__(self) -> None:
         positive_int("supernet.C", self.C, hi=MAX_CHANNELS)
@@ -268,6 +273,9 @@ class SupernetConf:
               f"must divide supernet.C ({self.C}); 1 turns partial channels off")
         check(1 <= len(self.skip_dropout) <= 16 and all(0 <= p < 1 for p in self.skip_dropout),
               "supernet.skip_dropout", self.skip_dropout, "a non-empty list of rates in [0, 1) (one, or one per stage)")
+        finite("supernet.aux_skip", self.aux_skip)
+        check(0 <= self.aux_skip <= 100, "supernet.aux_skip", self.aux_skip, "a coefficient from 0 (off) to 100")
+        one_of("supernet.aux_skip_decay", self.aux_skip_decay, ("linear", "cosine"))
 
 
 @dataclass

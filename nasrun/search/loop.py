@@ -42,6 +42,7 @@ from nasrun.parallel.search_ranks import attach_ranks, check_search_ranks, evalu
 from nasrun.search.state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
+from nasrun.supernet.stages import aux_skip_weight
 from nasrun.train.steps import Progress, apply_threads, count, evaluate, sgd_step
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,8 @@ def _metrics_row(state: SearchState, plan: EpochPlan, lr: float, stats: dict, va
         **({"stage": plan.stage, "stage_epoch": plan.stage_epoch,
             "layers": state.schedule.stages[plan.stage].layers} if staged else {}),
         **({"skip_dropout": plan.skip_dropout} if state.schedule.stages[plan.stage].skip_dropout > 0 else {}),
+        **({"aux_skip": aux_skip_weight(state.cfg.supernet.aux_skip, plan.stage_epoch, state.schedule.epochs,
+                                        state.cfg.supernet.aux_skip_decay)} if state.cfg.supernet.aux_skip > 0 else {}),
         "lr": lr,
         "arch_active": plan.arch_active,
         **stats,
@@ -290,6 +293,9 @@ def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
     show = state.cfg.progress and (job is None or job.rank == 0)
     bar = Progress(show, f"epoch {plan.epoch + 1}/{state.schedule.total_epochs}", steps)
     state.alpha_map.begin_epoch(plan.stage_epoch, state.schedule.epochs)
+    net = state.cfg.supernet
+    if net.aux_skip > 0:
+        model.set_aux_skip(aux_skip_weight(net.aux_skip, plan.stage_epoch, state.schedule.epochs, net.aux_skip_decay))
     with rank_steps(state) if job is not None else nullcontext():
         for step in range(steps):
             if job is not None:

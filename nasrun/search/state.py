@@ -39,8 +39,10 @@ def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: 
     return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
                     partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
                     alpha_map=alpha_map or make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
-                    # a weight step on one path per edge leaves the others without gradient: no stacked weights
-                    batched=not (cfg.perturbation.single_path or cfg.alpha_map.single_path))
+                    # a weight step on one path per edge leaves the others without gradient, and the batched
+                    # edges have no auxiliary skip: no stacked weights then
+                    batched=not (cfg.perturbation.single_path or cfg.alpha_map.single_path or net.aux_skip > 0),
+                    aux_skip=net.aux_skip > 0)
 
 
 class SearchState:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasrun.spaces.ops import OPS, POOLING_OPS, Zero
+from nasrun.spaces.ops import OPS, POOLING_OPS, FactorizedReduce, Identity, Zero
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -34,7 +34,7 @@ class MixedOp(nn.Module):
         self.op_names: tuple[str, ...] = tuple(ops)
         self.stride = stride
         self.partial_channels = partial_channels
-        C_op = C // partial_channels
+        C_op = self.C_op = C // partial_channels
         self.ops = nn.ModuleList()
         for name in self.op_names:
             op = OPS[name](C_op, stride, False)
@@ -48,6 +48,9 @@ class MixedOp(nn.Module):
         # GDAS (set by its alpha map): the weights are a straight-through one-hot row and only its op runs;
         # "scalars": the other entries are added as numbers (the NB201 cell), "product": left out
         self.single_op: str | None = None
+        # DARTS-: an auxiliary skip beside the mixture, weighted by a coefficient outside the softmax
+        self.aux: nn.Module | None = None
+        self.aux_beta = 0.0
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         """Mix the op outputs with ``weights`` (shape ``[len(ops)]``).
@@ -59,8 +62,17 @@ class MixedOp(nn.Module):
         K = self.partial_channels
         xa = x if K == 1 else x[:, : x.shape[1] // K]
         if self.single_op is not None and weights.requires_grad:
-            return self._bypass(x, self._chosen(xa, weights))
-        return self._bypass(x, self._mix(xa, weights, self._running(weights)))
+            return self._bypass(x, self._with_aux(xa, self._chosen(xa, weights)))
+        return self._bypass(x, self._with_aux(xa, self._mix(xa, weights, self._running(weights))))
+
+    def add_aux_skip(self) -> None:
+        """DARTS-' auxiliary skip: the identity, or (striding) a learnable FactorizedReduce without affine BN
+        (Meituan-AutoML/DARTS-, src/search/model_search.py)."""
+        self.aux = Identity() if self.stride == 1 else FactorizedReduce(self.C_op, self.C_op, affine=False)
+
+    def _with_aux(self, xa: Tensor, out: Tensor) -> Tensor:
+        """``out + beta * aux(x)`` with DARTS-' auxiliary skip, else ``out``."""
+        return out if self.aux is None else out + self.aux_beta * self.aux(xa)
 
     def _chosen(self, xa: Tensor, weights: Tensor) -> Tensor:
         """``h_i * op_i(x)`` for the row's one-hot entry i, plus (``scalars``) every other ``h_k`` as a number:

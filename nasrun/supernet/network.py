@@ -72,6 +72,7 @@ class SuperNet(nn.Module):
         space: Optional[Space] = None,
         fused: bool = False,
         batched: bool = True,
+        aux_skip: bool = False,
     ) -> None:
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
@@ -98,6 +99,10 @@ class SuperNet(nn.Module):
         if edge_norm:
             for kind in self.kinds:
                 setattr(self, f"betas_{kind}", nn.Parameter(1e-3 * torch.randn(self.num_edges)))
+        if aux_skip:  # DARTS-: made last, so the other parameters are drawn as without it
+            for m in self.modules():
+                if isinstance(m, MixedOp):
+                    m.add_aux_skip()
         self.alpha_map = alpha_map
         if alpha_map is not None:
             alpha_map.initialise(self)
@@ -228,6 +233,12 @@ class SuperNet(nn.Module):
             full = w.new_zeros((self.num_edges, len(self.ops))).scatter(1, index, w)
             out[kind] = full if edges is None else full * edges[kind][:, None]
         return out
+
+    def set_aux_skip(self, beta: float) -> None:
+        """DARTS-' coefficient of the auxiliary skip on every mixed edge (set per epoch by the loop)."""
+        for m in self.modules():
+            if isinstance(m, MixedOp):
+                m.aux_beta = float(beta)
 
     def set_skip_dropout(self, p: float) -> None:
         """Dropout rate on every stride-1 skip connection (active in train mode only)."""

@@ -104,3 +104,14 @@ def skip_dropout_rate(p0: float, epoch: int, epochs: int, warmup: int) -> float:
 
 
 __all__ = ["keep_strongest", "refine_skips", "skip_dropout_rate"]
+
+
+def aux_skip_weight(beta0: float, epoch: int, epochs: int, decay: str) -> float:
+    """DARTS-' auxiliary-skip coefficient at ``epoch`` (from 0) of ``epochs``: ``linear`` beta0 * (E - e) / E
+    (1 at the first epoch, 1/E at the last, never 0 during the search) or ``cosine`` beta0 * (1 + cos(pi e / E)) / 2
+    (Meituan-AutoML/DARTS-, src/utils.py, with T_start = 0 and T_max = E)."""
+    import math
+
+    if decay == "cosine":
+        return beta0 * (1 + math.cos(math.pi * epoch / epochs)) / 2
+    return beta0 * (epochs - epoch) / epochs
