@@ -52,8 +52,12 @@ def _assert_same_run(member: Path, solo: Path) -> None:
 def _population_matches_solo(tmp_path: Path, configs: list) -> None:
     for i, cfg in enumerate(configs):
         run_search(cfg, tmp_path / f"solo{i}")
+    started = time.perf_counter()
     outcomes = run_population([Member(cfg, tmp_path / f"member{i}", f"#{i}") for i, cfg in enumerate(configs)])
+    wall = time.perf_counter() - started
     assert [o.status for o in outcomes] == ["completed"] * len(configs)
+    # a member's search time is its own, not the population's (the others' epochs are left out)
+    assert sum(o.result["wall_seconds"] for o in outcomes) <= wall * 1.05
     for i in range(len(configs)):
         _assert_same_run(tmp_path / f"member{i}", tmp_path / f"solo{i}")
 

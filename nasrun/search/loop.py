@@ -13,10 +13,10 @@ from __future__ import annotations
 import io
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Callable, Generator, Optional
+from typing import Callable, Generator, Iterator, Optional
 
 import numpy as np
 import torch
@@ -52,6 +52,24 @@ ALPHAS = "alphas.npz"
 STAGES = "stages.json"
 
 EpochHook = Callable[[int, dict], None]
+
+
+class Stopwatch:
+    """Seconds since it was made, less the time spent inside :meth:`paused`."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+
+    def seconds(self) -> float:
+        return time.time() - self.start
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        stopped = time.time()
+        try:
+            yield
+        finally:
+            self.start += time.time() - stopped
 
 
 def alpha_entropy(weights: torch.Tensor) -> float:
@@ -105,7 +123,7 @@ def run_to_end(epochs: Generator[int, None, dict]) -> dict:
 
 def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoch_end: Optional[EpochHook],
             job: Optional[Job] = None) -> Generator[int, None, dict]:
-    started = time.time()
+    started = Stopwatch()
     device = resolve_device(cfg.device) if job is None else job.device
     check_available(cfg.precision, device)
     dataset_cfg = cfg.dataset or DatasetConf()
@@ -144,7 +162,8 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         epoch_log.epoch(epoch, row, lambda: (state.model.genotype(), _history(state)))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-        yield epoch
+        with started.paused():  # a population runs other members meanwhile: their time is not this run's
+            yield epoch
     epoch_log.close()
     if job is None:
         return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
@@ -197,7 +216,7 @@ def _end_stage(state: SearchState, run: RunFolder) -> None:
 
 
 def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,
-                  started: float, evidence: Optional[Evidence]) -> dict:
+                  started: Stopwatch, evidence: Optional[Evidence]) -> dict:
     """Train one epoch, evaluate, write its rows and the checkpoint; return the metrics row."""
     cfg, model, schedule = state.cfg, state.model, state.schedule
     t0 = time.time()
@@ -222,7 +241,7 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
     if run.writes:
         _save_alphas(run.path / ALPHAS, state)
     state.epoch = plan.epoch + 1
-    run.save_checkpoint({"config": config, **state.state_dict(), "elapsed": state.elapsed + (time.time() - started)})
+    run.save_checkpoint({"config": config, **state.state_dict(), "elapsed": state.elapsed + started.seconds()})
     log.info("epoch %d/%d  train_loss %.4f  train_acc %.4f  val_loss %.4f  val_acc %.4f  skip %d  %.1fs",
              plan.epoch + 1, schedule.total_epochs, stats["train_loss"], stats["train_acc"], val_loss, val_acc,
              row["skip_normal"], seconds)
@@ -365,7 +384,7 @@ def _weight_step_ranks(state: SearchState, lr: float, x, y, mix=None) -> tuple[t
 
 
 def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, train_idx, val_idx, config: dict,
-            device: torch.device, started: float) -> dict:
+            device: torch.device, started: Stopwatch) -> dict:
     """After the last epoch: the final stage record, genotype.json, cells.png and result.json."""
     cfg = state.cfg
     rows = run.rows(METRICS)
@@ -391,7 +410,7 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
         genotype=genotype.to_dict(),
         **({"stages": [public(r) for r in state.stages]} if state.schedule.staged else {}),
         **({"skip_refinement": refinement} if refinement is not None else {}),
-        wall_seconds=state.elapsed + (time.time() - started),
+        wall_seconds=state.elapsed + started.seconds(),
         split=split,
         data=data.info,
         environment=environment(device),
