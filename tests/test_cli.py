@@ -99,7 +99,7 @@ def test_help_lists_commands_and_groups(tmp_path: Path):
         assert word in top.stdout
     sub = nasrun("search", "--help", cwd=tmp_path)
     assert sub.returncode == 0
-    assert "method        amended, [darts], darts_2nd" in sub.stdout and "supernet.C = 16" in sub.stdout
+    assert "method        amended, beta_darts, [darts], darts_2nd, darts_minus, drnas" in sub.stdout and "supernet.C = 16" in sub.stdout
     assert "precision = 'fp32'   # fp32 | bf16" in sub.stdout and "channels_last = False   #" in sub.stdout
     chosen = nasrun("search", "method=amended", "--help", cwd=tmp_path)
     assert "estimator     [amended]" in chosen.stdout and "estimator.eta = 0.1" in chosen.stdout
