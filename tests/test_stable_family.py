@@ -347,3 +347,30 @@ def test_each_preset_searches_then_retrains_on_the_darts_space(preset, tmp_path)
                                                     "recipe.C=4", "recipe.layers=3", "progress=false"])),
                        tmp_path / "retrain")
     assert done["status"] == "completed" and 0.0 <= done["test_acc"] <= 1.0
+
+
+def test_a_cell_type_no_path_reaches_gets_a_zero_gradient_not_an_error():
+    """GDAS in the DARTS space: when no path of the loss runs through a chosen op of the reduction cells (here:
+    each of their edges picks `none`), the loss does not depend on alphas_reduce; the released zero op (x * 0)
+    gives it a zero gradient, so does nasrun."""
+    from nasrun.methods import ArchBatch, make_estimator
+
+    m = _map("gumbel_hard")
+    net = _net(m)
+
+    def picking(reduce_op: int):
+        def fixed(alpha, generator):  # every reduction edge picks ``reduce_op``, every normal edge sep_conv_3x3
+            p = F.softmax(alpha, -1)
+            pick = reduce_op if alpha is net.alphas("reduce") else 3
+            hard = torch.zeros_like(p).scatter_(-1, torch.full((alpha.shape[0], 1), pick), 1.0)
+            return hard - p.detach() + p
+        return fixed
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (4,), generator=g)
+    estimator = make_estimator(to_typed(compose("search", [])).estimator)
+    m.draw = picking(3)
+    assert estimator(net, ArchBatch(x, y, x, y, None, 0.1, 0, 1)).grads[1].abs().sum() > 0
+    m.draw = picking(0)
+    reduce = estimator(net, ArchBatch(x, y, x, y, None, 0.1, 0, 1)).grads[1]
+    assert torch.equal(reduce, torch.zeros_like(reduce))

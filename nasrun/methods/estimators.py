@@ -131,7 +131,11 @@ class FirstOrder(Estimator):
 
     def __call__(self, model: nn.Module, batch: ArchBatch) -> ArchGrad:
         value = self.objective(model, batch.x_val, batch.y_val)
-        grads = grad(value.total, model.arch_parameters(), batch=len(batch.y_val))
+        params = model.arch_parameters()
+        # a cell type the loss does not reach (GDAS: every path through its cells picked `none`) gets a zero
+        # gradient, as the released code's zero op (x * 0) gives it
+        grads = [torch.zeros_like(p) if g is None else g
+                 for g, p in zip(grad(value.total, params, batch=len(batch.y_val), allow_unused=True), params)]
         stats = {**two_term_stats(list(grads), None), **value.stats}
         return ArchGrad(list(grads), float(value.loss.detach()), value.correct(batch.y_val), stats)
 
