@@ -147,6 +147,12 @@ def main() -> None:
     else:
         results = [run_one(j) for j in jobs]
 
+    longest = max(len(series["skip_normal"]) for _, _, series in results)
+    for name, seed, series in results:
+        if len(series["skip_normal"]) < longest:
+            print(f"{name} seed {seed}: {len(series['skip_normal'])} of {longest} epochs (see its result.json); "
+                  "left out of the table")
+    results = [r for r in results if len(r[2]["skip_normal"]) == longest]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     by_method: dict[str, dict[int, dict[str, list[float]]]] = {}

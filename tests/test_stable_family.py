@@ -374,3 +374,14 @@ def test_a_cell_type_no_path_reaches_gets_a_zero_gradient_not_an_error():
     m.draw = picking(0)
     reduce = estimator(net, ArchBatch(x, y, x, y, None, 0.1, 0, 1)).grads[1]
     assert torch.equal(reduce, torch.zeros_like(reduce))
+
+
+def test_tracking_the_eigenvalue_leaves_a_sampling_search_unchanged(tmp_path):
+    """The eigenvalue's products use one draw of the map and put its generator back: the search goes on as without."""
+    base = [*TINY_SYNTH, "alpha_map=dirichlet", "precision=fp64"]
+    run_search(to_typed(compose("search", base)), tmp_path / "plain")
+    tracked = run_search(to_typed(compose("search", [*base, "search.track_eigenvalue=true", "search.eigen_iters=3",
+                                                     "search.eigen_batches=1"])), tmp_path / "tracked")
+    assert np.array_equal(np.load(tmp_path / "plain" / "alphas.npz")["normal"],
+                          np.load(tmp_path / "tracked" / "alphas.npz")["normal"])
+    assert np.isfinite(tracked["final"]["eigenvalue"])

@@ -17,8 +17,9 @@ temperatures, regulariser schedules and per-step samples. What the metrics and t
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,12 @@ class AlphaMap:
 
     def state_dict(self) -> dict:
         return {}
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Inside, every forward sees one draw, and the map's own state is as before afterwards (a measurement
+        that evaluates the loss many times, such as the Hessian eigenvalue, must not move the search)."""
+        yield
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (maps without state ignore it)."""

@@ -16,7 +16,8 @@ as the released code does (the architecture step and the weight step see differe
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +55,17 @@ class SampledMap(AlphaMap):
         if "generator" in state:
             self.generator.set_state(state["generator"].to("cpu", torch.uint8))
             self.epoch, self.epochs = int(state["epoch"]), int(state["epochs"])
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        saved = (self.sample, self._step_state, self.generator.get_state())
+        self.sample = "step"
+        self._step_state = self.generator.get_state()  # one draw, from where the search stands
+        try:
+            yield
+        finally:
+            self.sample, self._step_state = saved[0], saved[1]
+            self.generator.set_state(saved[2])
 
     def weights(self, model: nn.Module) -> dict[str, Tensor]:
         if self.sample == "step" and self._step_state is not None:  # the step's draw again, from its start

@@ -11,7 +11,7 @@ the Hessian is never formed, and without disturbing the search that calls it: se
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -97,7 +97,8 @@ def dominant_eigenvalue(model: nn.Module, batches: Sequence[Batch], iters: int =
 
     The search is not disturbed: the model runs in eval mode (BatchNorm on running statistics, no
     dropout) and its modes, buffers, weights and alphas are unchanged afterwards; the global RNG
-    state is restored (the trajectory after the call is bit-identical); only ``torch.autograd.grad``
+    state is restored (the trajectory after the call is bit-identical); a sampling alpha map uses one draw for
+    every product, and its generator is put back (:meth:`~nasrun.methods.alpha_maps.AlphaMap.frozen`); only ``torch.autograd.grad``
     is used, so no ``.grad`` is written.
 
     Returns ``{"eigenvalue", "iterations", "residual"}``, residual ``= ||Hv - lambda v|| / |lambda|``.
@@ -114,7 +115,8 @@ def dominant_eigenvalue(model: nn.Module, batches: Sequence[Batch], iters: int =
     v = torch.randn(n, generator=generator, dtype=torch.float32).to(device=alphas[0].device, dtype=alphas[0].dtype)
     v = v / v.norm()
     lam, hv, k = math.nan, torch.zeros_like(v), 0
-    with _search_state_preserved(model):
+    alpha_map = getattr(model, "alpha_map", None)
+    with _search_state_preserved(model), (alpha_map.frozen() if alpha_map is not None else nullcontext()):
         for k in range(1, iters + 1):
             hv = _hvp(model, batches, objective, alphas, v)
             previous, lam = lam, float(v @ hv)
