@@ -385,3 +385,39 @@ def test_tracking_the_eigenvalue_leaves_a_sampling_search_unchanged(tmp_path):
     assert np.array_equal(np.load(tmp_path / "plain" / "alphas.npz")["normal"],
                           np.load(tmp_path / "tracked" / "alphas.npz")["normal"])
     assert np.isfinite(tracked["final"]["eigenvalue"])
+
+
+# ------------------------------------------------------------------ the loop's order and Nesterov SGD
+def test_the_virtual_step_follows_nesterov_sgd():
+    """The unrolled weights w' are the step torch's SGD takes, Nesterov's included (GDAS, SNAS on NB201)."""
+    from nasrun.methods.estimators import virtual_step
+
+    torch.manual_seed(0)
+    for nesterov in (False, True):
+        w = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+        opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=3e-4, nesterov=nesterov)
+        for _ in range(2):  # a momentum buffer exists from the second step on
+            saved = [w.detach().clone()]
+            g = torch.randn(5, dtype=torch.float64)
+            virtual_step(opt, [w], saved, [g], 0.1)
+            virtual = w.detach().clone()
+            with torch.no_grad():
+                w.copy_(saved[0])
+            w.grad = g.clone()
+            opt.step()
+            assert torch.allclose(virtual, w.detach(), rtol=0, atol=1e-15), nesterov
+
+
+def test_weight_first_runs_the_weight_step_before_the_architecture_step(tmp_path, monkeypatch):
+    """xautodl GDAS.py: the weight step on the base batch, then the architecture step on the arch batch."""
+    import nasrun.search.loop as loop
+
+    calls: list[str] = []
+    arch, weight = loop._arch_step, loop._weight_step
+    monkeypatch.setattr(loop, "_arch_step", lambda *a: (calls.append("arch"), arch(*a))[1])
+    monkeypatch.setattr(loop, "_weight_step", lambda *a: (calls.append("weight"), weight(*a))[1])
+    run_search(to_typed(compose("search", [*TINY_SYNTH, "search.epochs=1", "search.order=weight_first"])), tmp_path / "w")
+    assert calls[:4] == ["weight", "arch", "weight", "arch"]
+    calls.clear()
+    run_search(to_typed(compose("search", [*TINY_SYNTH, "search.epochs=1"])), tmp_path / "a")
+    assert calls[:4] == ["arch", "weight", "arch", "weight"]

@@ -7,6 +7,7 @@ torchrun supports, the genotype a retrain reads, a pipeline's two stages).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from nasrun.config.compose import compose, to_typed
@@ -72,7 +73,7 @@ def resolved_dir(command: str, job: list[str], key: str, value: str) -> str:
         raise ConfigError(f"{key}={shorten(value)} cannot be resolved: {reason}") from None
 
 
-def check_job(command: str, typed, job: list[str] = ()) -> None:
+def check_job(command: str, typed, job: Sequence[str] = ()) -> None:
     """The checks one command makes of one typed job (``job``: its overrides) before it runs."""
     check_benchmark_file(typed.benchmark)
     if command == "search":

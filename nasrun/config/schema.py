@@ -209,8 +209,11 @@ class SearchConf:
     lr: float = 0.025  # weight SGD learning rate, cosine to lr_min
     lr_min: float = 0.001  # floor of the cosine schedule
     momentum: float = 0.9  # weight SGD momentum
+    nesterov: bool = False  # Nesterov momentum for the weight SGD (GDAS, SNAS on NB201)
     weight_decay: float = 3e-4  # weight SGD weight decay
     grad_clip: float = 5.0  # global-norm clip of the weight gradient
+    # arch_first: the architecture step, then the weight step (DARTS and most); weight_first: the reverse (GDAS)
+    order: str = "arch_first"
     arch_lr: float = 3e-4  # Adam learning rate of the alphas
     arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])  # Adam betas of the alphas
     arch_weight_decay: float = 1e-3  # Adam weight decay of the alphas
@@ -231,6 +234,9 @@ class SearchConf:
         positive_int("search.batch_size", self.batch_size, hi=MAX_BATCH)
         positive_int("search.eval_batch_size", self.eval_batch_size, hi=MAX_BATCH)
         sgd("search", self)
+        check(not self.nesterov or self.momentum > 0, "search.nesterov", self.nesterov,
+              f"needs search.momentum above 0 (it is {self.momentum})")
+        one_of("search.order", self.order, ("arch_first", "weight_first"))
         positive("search.arch_lr", self.arch_lr)
         check(len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas), "search.arch_betas",
               self.arch_betas, "two numbers in [0, 1)")

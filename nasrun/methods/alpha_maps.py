@@ -37,8 +37,6 @@ class AlphaMap:
     """
 
     single_path = False
-    #: Whether :meth:`weights` draws a sample (then it has a generator of its own, kept in the checkpoint).
-    stochastic = False
 
     def __init__(self, init: Optional[float] = None) -> None:
         self.init = init
@@ -57,14 +55,14 @@ class AlphaMap:
     def state_dict(self) -> dict:
         return {}
 
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (maps without state ignore it)."""
+
     @contextmanager
     def frozen(self) -> Iterator[None]:
         """Inside, every forward sees one draw, and the map's own state is as before afterwards (a measurement
         that evaluates the loss many times, such as the Hessian eigenvalue, must not move the search)."""
         yield
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (maps without state ignore it)."""
 
     def initialise(self, model: nn.Module) -> None:
         if self.init is not None:

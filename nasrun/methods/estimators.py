@@ -144,13 +144,15 @@ def virtual_step(opt: torch.optim.SGD, weights: list[Tensor], saved: list[Tensor
     """Move ``weights`` (saved as ``saved``) by the step the SGD optimiser would take: its momentum
     buffer and weight decay included, step size ``lr`` (DARTS' unrolled weights w')."""
     group = opt.param_groups[0]
-    mu, wd = group["momentum"], group["weight_decay"]
+    mu, wd, nesterov = group["momentum"], group["weight_decay"], group.get("nesterov", False)
     with torch.no_grad():
         for w, gi, w0 in zip(weights, grads, saved):
             buf = opt.state.get(w, {}).get("momentum_buffer")
-            step = (gi if gi is not None else torch.zeros_like(w)) + wd * w0
+            raw = step = (gi if gi is not None else torch.zeros_like(w)) + wd * w0
             if buf is not None:
-                step = step + mu * buf
+                step = step + mu * buf  # the momentum buffer after this step
+            if nesterov:  # torch's SGD(nesterov=True): the gradient plus momentum times the new buffer
+                step = raw + mu * step
             w.copy_(w0 - lr * step)
 
 

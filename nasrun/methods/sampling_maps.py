@@ -17,7 +17,7 @@ as the released code does (the architecture step and the weight step see differe
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,8 @@ from torch import Tensor, nn
 from nasrun.methods.alpha_maps import AlphaMap
 from nasrun.supernet.projection import kinds_of
 
-Draw = Callable[[Tensor, torch.Generator], Tensor]
-
-
 class SampledMap(AlphaMap):
     """Base of the sampling maps: the generator, the draw schedule and the deterministic summary (softmax)."""
-
-    stochastic = True
 
     def __init__(self, init: Optional[float], sample: str) -> None:
         super().__init__(init)

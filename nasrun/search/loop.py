@@ -304,7 +304,8 @@ class _Totals:
 
 
 def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
-    """One pass of the search-train stream: an architecture step (when active), then a weight step."""
+    """One pass of the search-train stream: an architecture step (when active), then a weight step
+    (``search.order=weight_first``: the weight step first)."""
     model, job = state.model, state.job
     model.train()
     steps = state.train_stream.batches_per_pass
@@ -312,6 +313,7 @@ def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
     show = state.cfg.progress and (job is None or job.rank == 0)
     bar = Progress(show, f"epoch {plan.epoch + 1}/{state.schedule.total_epochs}", steps)
     state.alpha_map.begin_epoch(plan.stage_epoch, state.schedule.epochs)
+    weight_first = state.cfg.search.order == "weight_first"
     net = state.cfg.supernet
     if net.aux_skip > 0:
         model.set_aux_skip(aux_skip_weight(net.aux_skip, plan.stage_epoch, state.schedule.epochs, net.aux_skip_decay))
@@ -322,9 +324,12 @@ def train_epoch(state: SearchState, plan: EpochPlan, lr: float) -> dict:
             state.alpha_map.begin_step()
             x, y = next(state.train_stream)
             xv, yv = next(state.val_stream)
+            if weight_first:  # GDAS: the weight step on the training batch, then the architecture step
+                _weight_step(state, plan, lr, x, y, totals)
             if plan.arch_active:
                 _arch_step(state, plan, lr, step, (x, y, xv, yv), totals)
-            _weight_step(state, plan, lr, x, y, totals)
+            if not weight_first:
+                _weight_step(state, plan, lr, x, y, totals)
             bar.advance()
     bar.stop()
     totals.add_ranks(job)

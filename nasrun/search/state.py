@@ -77,7 +77,7 @@ class SearchState:
             self.alpha_map).to(self.device))
         self.capture.apply(self.model)  # every stage's supernet, in place
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
-                                     weight_decay=s.weight_decay)
+                                     weight_decay=s.weight_decay, nesterov=s.nesterov)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
                                       weight_decay=s.arch_weight_decay)
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=s.epochs, eta_min=s.lr_min)
