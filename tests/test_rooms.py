@@ -240,7 +240,8 @@ def test_the_capabilities_answer_what_the_checks_ask():
 
     torchrun = {axis: options_with(axis, "runs_under_torchrun") for axis in AXES}
     assert torchrun == {"estimator": ["first_order", "second_order", "amended"], "perturbation": ["none", "random"],
-                        "alpha_map": ["softmax"], "schedule": ["single", "progressive"]}
+                        "alpha_map": ["softmax"], "schedule": ["single", "progressive"], "selection": ["argmax"]}
+    assert options_with("selection", "tunes") == ["perturbation"]
     assert options_with("perturbation", "single_path") == ["discrete"]
     assert options_with("alpha_map", "single_path") == ["argmax", "gumbel_hard"]
     assert options_with("schedule", "changes_cell_count") == ["progressive"]

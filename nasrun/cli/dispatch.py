@@ -20,6 +20,7 @@ COMMANDS = {
     "retrain": "train a genotype from scratch and report its test accuracy",
     "show": "print a genotype with its parameter count and multiply-adds",
     "pipeline": "search, then retrain the genotype found, in one job folder",
+    "select": "select a finished search's genotype again (selection=perturbation: DARTS-PT), beside its own",
     "report": "summarise run or sweep folders: mean ± std per group of overrides, plots",
 }
 # Hydra flags that need no composition check (help, information, completion, a config of the user's own).
@@ -37,6 +38,7 @@ EXAMPLES = [
     "nasrun pipeline -m seed=0,1 method=darts,darts_2nd experiment=quickstart",
     "nasrun report multirun/pipeline/<date>/<time>_<id> --plot",
     "nasrun show genotype=DARTS_V2 --plot",
+    "nasrun select genotype=outputs/search/<date>/<run> selection=perturbation",
 ]
 
 
@@ -116,6 +118,11 @@ def _main(args: list[str]) -> None:
             from nasrun.cli.show import show
 
             show(args)
+            return
+        if command == "select":
+            from nasrun.cli.select import select
+
+            select(args)
             return
         _dispatch(command, args)
     except NasrunError as exc:

@@ -1,8 +1,9 @@
 """The options of every method axis: one dataclass per option, one registry per axis.
 
-A method is a choice on four independent axes: the architecture-gradient
+A method is a choice on five independent axes: the architecture-gradient
 **estimator**, the **perturbation** of the mixing weights in the weight step, the **alpha map**
-that turns alphas into mixing weights (with its regulariser), and the **schedule** of stages.
+that turns alphas into mixing weights (with its regulariser), the **schedule** of stages and the
+**selection** that reads the genotype off the trained supernet.
 Each axis is a Hydra config group whose options are the dataclasses below, registered in
 :data:`AXES`, the single source of the allowed names. An option holds only its own keys, so a key
 of another option (``estimator.eta`` under ``estimator=first_order``) is refused when composing.
@@ -14,7 +15,7 @@ methods on the option itself. The loops and the checks ask the option, so adding
 means adding its name to a list elsewhere. Every axis has a base class that lists its capabilities
 and gives each the refusing value: an option that forgets to declare one is refused, not allowed.
 
-This module is long because every option of the four axes and of the benchmarks, with its capabilities, sits
+This module is long because every option of the five axes and of the benchmarks, with its capabilities, sits
 in this one torch-free module, which the pre-work checks, the help and the composition errors read.
 """
 
@@ -537,6 +538,64 @@ class ProgressiveConf(ScheduleOption):
         return len(self.stage_keep)
 
 
+# ------------------------------------------------------------------------------- selections
+SELECTION_CRITERIA = ("acc", "loss")
+
+
+class SelectionOption(AxisOption):
+    """How the genotype is read off the trained supernet (``selection=NAME``)."""
+
+    axis = "selection"
+    capabilities = ("runs_under_torchrun", "tunes")
+    #: The selection trains the supernet further between its decisions (epochs after the search's own).
+    tunes: ClassVar[bool] = True
+
+
+@dataclass
+class ArgmaxSelectionConf(SelectionOption):
+    """The space's derivation rule on the alpha map's ranking (DARTS' argmax and top-k), at the end of the search."""
+
+    name: str = "argmax"
+    runs_under_torchrun = True
+    tunes = False
+
+    def __post_init__(self) -> None:
+        _own_name("selection", self)
+
+
+@dataclass
+class PerturbationSelectionConf(SelectionOption):
+    """DARTS-PT: decide edge by edge which op's removal hurts the supernet most, tuning it between decisions.
+
+    After the search, one undecided edge per cell type (drawn at random) is scored with each of its ops
+    removed from the mixing weights in turn, on the search-val split; the op whose removal gives the lowest
+    accuracy (``crit=acc``) or the highest loss (``crit=loss``) is kept and the edge becomes one-hot. In spaces
+    that keep a few inputs per node, the nodes are then decided the same way, dropping the edge whose removal
+    hurts least until the node keeps its quota. ``interval`` epochs of training under the projected weights
+    separate decisions; the weights' SGD restarts at ``search.lr / lr_divisor``.
+    """
+
+    name: str = "perturbation"
+    interval: int = 5  # tuning epochs between decisions (ruocwang/darts-pt: --proj_intv 5)
+    crit: str = "acc"  # acc | loss
+    lr_divisor: float = 10.0  # the tuning SGD's learning rate is search.lr / lr_divisor (released: 10)
+    eval_images: Optional[int] = None  # score on the first N search-val images (null: all of them, as released)
+    # constant: the tuning SGD keeps search.lr / lr_divisor (as released: its DARTS-space cosine is built but never
+    # stepped) | cosine: annealed to search.lr_min over the tuning epochs
+    lr_schedule: str = "constant"
+    runs_under_torchrun = False
+    tunes = True
+
+    def __post_init__(self) -> None:
+        _own_name("selection", self)
+        positive_int("selection.interval", self.interval, hi=1000)
+        one_of("selection.crit", self.crit, SELECTION_CRITERIA)
+        positive("selection.lr_divisor", self.lr_divisor)
+        if self.eval_images is not None:
+            positive_int("selection.eval_images", self.eval_images, hi=10**9)
+        one_of("selection.lr_schedule", self.lr_schedule, ("constant", "cosine"))
+
+
 #: Axis -> option name -> schema. The Hydra groups, the CLI's help and the error messages read this.
 AXES: dict[str, dict[str, type]] = {
     "estimator": {"first_order": FirstOrderConf, "second_order": SecondOrderConf, "amended": AmendedConf,
@@ -546,6 +605,7 @@ AXES: dict[str, dict[str, type]] = {
     "alpha_map": {"softmax": SoftmaxConf, "argmax": ArgmaxConf, "dirichlet": DirichletConf, "gumbel": GumbelConf,
                   "gumbel_hard": GumbelHardConf, "sigmoid": SigmoidConf},
     "schedule": {"single": SingleConf, "progressive": ProgressiveConf},
+    "selection": {"argmax": ArgmaxSelectionConf, "perturbation": PerturbationSelectionConf},
 }
 
 

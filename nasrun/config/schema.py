@@ -34,6 +34,7 @@ from nasrun.config.options import (
     FirstOrderConf,
     NoBenchmarkConf,
     NoPerturbationConf,
+    ArgmaxSelectionConf,
     SingleConf,
     SoftmaxConf,
     owners_of,
@@ -360,7 +361,7 @@ class RecipeConf:
 class NasrunConf:
     """The whole config of every command (search, retrain, show share one schema).
 
-    ``estimator``, ``perturbation``, ``alpha_map`` and ``schedule`` hold one option of their axis
+    ``estimator``, ``perturbation``, ``alpha_map``, ``schedule`` and ``selection`` hold one option of their axis
     (``nasrun.config.options``); a ``method`` preset picks them and names the combination.
     """
 
@@ -383,6 +384,7 @@ class NasrunConf:
     perturbation: Any = field(default_factory=NoPerturbationConf)
     alpha_map: Any = field(default_factory=SoftmaxConf)
     schedule: Any = field(default_factory=SingleConf)
+    selection: Any = field(default_factory=ArgmaxSelectionConf)
     benchmark: Any = field(default_factory=NoBenchmarkConf)
     search: SearchConf = field(default_factory=SearchConf)
     supernet: SupernetConf = field(default_factory=SupernetConf)

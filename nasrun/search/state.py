@@ -64,6 +64,7 @@ class SearchState:
         # under torchrun: the supernet in DistributedDataParallel (weight steps run through it) and the job
         self.parallel: Optional[torch.nn.Module] = None
         self.job: Optional[Any] = None
+        self.selection: Optional[dict] = None  # a tuning selection's progress (nasrun.search.selection)
         self.alpha_map = make_alpha_map(cfg.alpha_map)  # one for every stage: its draws go on across stages
         self.alpha_map.seed(cfg.seed)
         self.start_stage(0, None)
@@ -100,6 +101,7 @@ class SearchState:
             "estimator": self.estimator.state_dict(),
             "alpha_map": self.alpha_map.state_dict(),
             "alpha_history": {k: [a.tolist() for a in v] for k, v in self.history.items()},
+            **({"selection": self.selection} if self.selection is not None else {}),
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -117,6 +119,7 @@ class SearchState:
         self.estimator.load_state_dict(ckpt.get("estimator") or {})  # absent before ZARTS kept state
         self.alpha_map.load_state_dict(ckpt.get("alpha_map") or {})  # absent before maps sampled
         self.history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
+        self.selection = ckpt.get("selection")
         self.epoch, self.elapsed = ckpt["epoch"] + 1, float(ckpt["elapsed"])
 
     def record_alphas(self) -> None:

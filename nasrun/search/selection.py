@@ -1,0 +1,133 @@
+"""The tuning epochs of a selection that trains the supernet between its decisions (DARTS-PT's).
+
+After the search's last epoch the search loop hands its state here. The weights' SGD restarts at
+``search.lr / selection.lr_divisor``; at the start of the epochs the plan names, the selection takes its
+decisions (scored in train mode on the search-val split, as released); every tuning epoch is then a
+search epoch under the projected mixing weights (an architecture step, then a weight step). Each
+epoch appends a row to ``selection.jsonl`` and writes the checkpoint, which holds the decisions and the
+selection's own generator, so an interrupted selection resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Generator
+
+import torch
+import torch.nn.functional as F
+
+from nasrun.data.loaders import eval_batches
+from nasrun.methods import make_selection
+from nasrun.methods.schedules import EpochPlan
+from nasrun.methods.selections import Projection, ProjectedMap, Scorer
+from nasrun.run.folder import RunFolder
+from nasrun.supernet.projection import kinds_of
+from nasrun.train.precision import upcast
+from nasrun.train.steps import evaluate
+
+log = logging.getLogger(__name__)
+
+SELECTION = "selection.jsonl"
+
+
+def tuning_epochs(state: Any, run: RunFolder, data: Any, val_idx: torch.Tensor, config: dict, started: Any,
+                  train_epoch: Callable[[Any, EpochPlan, float], dict]) -> Generator[int, None, None]:
+    """Run (or resume) the selection's decisions and tuning epochs on ``state``; yield after each checkpoint.
+    ``train_epoch`` is the search loop's (an epoch of architecture and weight steps)."""
+    cfg = state.cfg
+    selection = make_selection(cfg.selection)
+    model = state.model
+    saved = state.selection
+    projection = Projection(kinds_of(model))
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(cfg.seed * 1000 + 4)  # the order of the edges: a stream of its own
+    argmax = model.genotype().to_dict() if saved is None else saved["argmax_genotype"]
+    if saved is not None:
+        projection.load_state_dict(saved["projection"])
+        generator.set_state(saved["generator"].to("cpu", torch.uint8))
+    model.alpha_map = ProjectedMap(state.alpha_map, projection)
+    plan = selection.plan(model)
+    _restart_weight_optimizer(state, plan.tune_epochs, resumed=saved is not None)
+    if state.schedule.stages[state.stage].skip_dropout > 0:
+        model.set_skip_dropout(0.0)
+    start = 0 if saved is None else int(saved["epoch"])
+    run.truncate(SELECTION, start)
+    score = _scorer(state, data, val_idx)
+    last = state.schedule.epochs - 1  # the ramps and temperatures stay where the search ended
+    log.info("selection %s: %d decisions over %d tuning epochs", cfg.selection.name,
+             plan.op_decisions + plan.node_decisions, plan.tune_epochs)
+    for epoch in range(start, plan.tune_epochs):
+        t0 = time.time()
+        decisions = [d for k in plan.at(epoch) for d in selection.decide(k, plan, model, projection, score, generator)]
+        for d in decisions:
+            log.info("selection epoch %d: %s", epoch + 1, _said(d))
+        lr = state.lr_schedule.get_last_lr()[0]
+        stats = train_epoch(state, EpochPlan(state.schedule.total_epochs + epoch, state.stage, last, True, 0.0), lr)
+        state.lr_schedule.step()
+        val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,
+                                     state.device, numerics=state.numerics)
+        genotype = model.genotype()
+        run.append(SELECTION, {"epoch": epoch, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
+                               "decisions": decisions, "genotype": genotype.to_dict(),
+                               "seconds": time.time() - t0})
+        state.selection = {"epoch": epoch + 1, "projection": projection.state_dict(),
+                           "generator": generator.get_state(), "argmax_genotype": argmax}
+        run.save_checkpoint({"config": config, **state.state_dict(), "elapsed": state.elapsed + started.seconds()})
+        log.info("selection epoch %d/%d  train_loss %.4f  val_acc %.4f", epoch + 1, plan.tune_epochs,
+                 stats["train_loss"], val_acc)
+        with started.paused():
+            yield state.schedule.total_epochs + epoch
+
+
+def record(run: RunFolder, state: Any) -> dict:
+    """What result.json says about the selection: the genotype the search's own rule gave, and the decisions
+    in the order they were taken."""
+    rows = run.rows(SELECTION)
+    return {"name": state.cfg.selection.name, "argmax_genotype": state.selection["argmax_genotype"],
+            "tuning_epochs": len(rows), "decisions": [d for row in rows for d in row["decisions"]]}
+
+
+def _restart_weight_optimizer(state: Any, tune_epochs: int, resumed: bool) -> None:
+    """A fresh SGD at ``search.lr / lr_divisor`` (as released) and its schedule; on resume, their saved state."""
+    s, conf = state.cfg.search, state.cfg.selection
+    lr = s.lr / conf.lr_divisor
+    opt = torch.optim.SGD(state.model.weight_parameters(), lr=lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                          nesterov=s.nesterov)
+    floor = s.lr_min if conf.lr_schedule == "cosine" else lr  # a cosine from lr to lr is exactly constant
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=tune_epochs, eta_min=floor)
+    if resumed:  # the checkpoint's optimizer and schedule are the tuning ones already
+        opt.load_state_dict(state.w_opt.state_dict())
+        schedule.load_state_dict(state.lr_schedule.state_dict())
+    state.w_opt, state.lr_schedule = opt, schedule
+
+
+def _scorer(state: Any, data: Any, val_idx: torch.Tensor) -> Scorer:
+    """Accuracy and loss under given mixing weights on the scoring images, in train mode (batch statistics),
+    as released (``infer(_eval=False)``; BatchNorm's running statistics move as they do there)."""
+    conf, model, numerics = state.cfg.selection, state.model, state.numerics
+    idx = val_idx if conf.eval_images is None else val_idx[: conf.eval_images]
+
+    @torch.no_grad()
+    def score(mix: dict) -> tuple[float, float]:
+        model.train()
+        loss_sum, correct, n = 0.0, 0, 0
+        for x, y in eval_batches(data.train, idx, state.cfg.search.eval_batch_size, data.mean, data.std,
+                                 state.device):
+            with numerics.autocast(x.device):
+                logits = upcast(model(numerics.inputs(x), mix))
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+        return correct / max(n, 1), loss_sum / max(n, 1)
+
+    return score
+
+
+def _said(decision: dict) -> str:
+    if decision["decide"] == "op":
+        return f"{decision['kind']} edge {decision['edge']} keeps {decision['op']}"
+    return f"{decision['kind']} node {decision['node']} keeps edges {decision['kept']}"
+
+
+__all__ = ["tuning_epochs", "record", "SELECTION"]
