@@ -332,19 +332,24 @@ def test_darts_minus_keeps_the_auxiliary_skip_out_of_the_genotype_and_off_elsewh
     assert all(len(edge) == 3 for edge in result["genotype"]["cells"]["normal"]["edges"])
 
 
-@pytest.mark.parametrize("preset", ["drnas", "gdas", "snas", "fairdarts", "beta_darts", "darts_minus"])
-def test_each_preset_searches_then_retrains_on_the_darts_space(preset, tmp_path):
+STABLE = ["drnas", "gdas", "snas", "fairdarts", "beta_darts", "darts_minus"]
+
+
+@pytest.mark.parametrize("space,preset", [(space, p) for space in ("darts", "nb201") for p in STABLE])
+def test_each_preset_searches_then_retrains_on_digits(space, preset, tmp_path):
     from nasrun.train.retrain import run_retrain
 
-    cfg = to_typed(compose("search", [f"method={preset}", "dataset=digits", "dataset.subset=16", "search.epochs=2",
-                                      "search.batch_size=32", "supernet.C=4", "supernet.layers=3", "space.nodes=2",
+    shape = ["space.nodes=2", "supernet.layers=3"] if space == "darts" else ["supernet.layers=1"]
+    cfg = to_typed(compose("search", [f"method={preset}", f"space={space}", "dataset=digits", "dataset.subset=16",
+                                      "search.epochs=2", "search.batch_size=32", "supernet.C=4", *shape,
                                       "search.arch_warmup_epochs=0", "progress=false"]))
     result = run_search(cfg, tmp_path / "search")
-    assert result["status"] == "completed" and result["method"] == preset and result["space"] == "darts"
+    assert result["status"] == "completed" and result["method"] == preset and result["space"] == space
     rows = [json.loads(x) for x in (tmp_path / "search" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["alpha_entropy_normal"]) for r in rows)
+    layers = "recipe.layers=3" if space == "darts" else "recipe.layers=1"
     done = run_retrain(to_typed(compose("retrain", [f"genotype={tmp_path / 'search'}", "recipe=quick", "recipe.epochs=1",
-                                                    "recipe.C=4", "recipe.layers=3", "progress=false"])),
+                                                    "recipe.C=4", layers, "progress=false"])),
                        tmp_path / "retrain")
     assert done["status"] == "completed" and 0.0 <= done["test_acc"] <= 1.0
 

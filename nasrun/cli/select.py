@@ -41,8 +41,8 @@ def select(args: list[str]) -> None:
         return
     pairs = _pairs(args)
     folder = _search_folder(pairs.pop("genotype", None))
-    command, saved = _saved_overrides(folder)
     result = _finished_search(folder)
+    command, saved = _saved_overrides(folder)
     own = [f"{k}={v}" for k, v in pairs.items()]
     if "selection" not in pairs:
         own.insert(0, "selection=perturbation")
