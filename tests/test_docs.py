@@ -298,6 +298,21 @@ def test_every_documented_report_line_parses(tmp_path, capsys):
     assert checked >= 4
 
 
+def test_every_documented_select_line_takes_keys_select_accepts():
+    """Each select line's arguments pass select's own parsing, and its selection keys compose."""
+    from nasrun.cli.select import _pairs
+    from nasrun.config.compose import compose, to_typed
+
+    checked = 0
+    for cmd in _of("select"):
+        pairs = _pairs(list(cmd.tokens[1:]))
+        assert "genotype" in pairs, cmd.where()
+        keys = [f"{k}={v}" for k, v in pairs.items() if k.startswith("selection")]
+        assert to_typed(compose("search", keys or ["selection=perturbation"])).selection.tunes, cmd.where()
+        checked += 1
+    assert checked >= 1
+
+
 def _script_flags(script: Path) -> set[str]:
     return set(re.findall(r"""["'](--[\w-]+)["']""", script.read_text(encoding="utf-8")))
 
