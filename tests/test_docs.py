@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
-COMMANDS = ("search", "retrain", "pipeline", "show", "report")
+COMMANDS = ("search", "retrain", "pipeline", "show", "report", "select")
 #: Markers of a command written as a template rather than a line to type as it is.
 TEMPLATE = re.compile(r"<[^>]*>|\[[a-z=.]*\.\.\.\]|\[overrides\]|\.\.\.|=X\b|\bFOLDER\b|\[--|\[=")
 #: Markdown files the code writes (``nasrun report``, scripts/collapse.py): named, never cited.
