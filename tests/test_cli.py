@@ -95,11 +95,11 @@ def test_show_published_genotype(tmp_path: Path):
 def test_help_lists_commands_and_groups(tmp_path: Path):
     top = nasrun("--help", cwd=tmp_path)
     assert top.returncode == 0
-    for word in ("search", "retrain", "show", "darts_2nd", "digits", "quickstart", "quick"):
+    for word in ("search", "retrain", "show", "select", "darts_2nd", "digits", "quickstart", "quick"):
         assert word in top.stdout
     sub = nasrun("search", "--help", cwd=tmp_path)
     assert sub.returncode == 0
-    assert "method        amended, beta_darts, [darts], darts_2nd, darts_minus, drnas" in sub.stdout and "supernet.C = 16" in sub.stdout
+    assert "method        amended, beta_darts, [darts], darts_2nd, darts_minus, darts_pt, drnas" in sub.stdout and "supernet.C = 16" in sub.stdout
     assert "precision = 'fp32'   # fp32 | bf16" in sub.stdout and "channels_last = False   #" in sub.stdout
     chosen = nasrun("search", "method=amended", "--help", cwd=tmp_path)
     assert "estimator     [amended]" in chosen.stdout and "estimator.eta = 0.1" in chosen.stdout
