@@ -84,6 +84,15 @@ def test_two_etas_end_at_their_solo_runs(tmp_path):
     _population_matches_solo(tmp_path, [_typed("method=amended", f"estimator.eta={eta}") for eta in (0.1, 1.0)])
 
 
+def test_a_perturbation_selection_member_is_its_solo_run(tmp_path):
+    configs = [_typed(f"seed={s}", "method=darts_pt", "search.epochs=1", "selection.interval=1") for s in (0, 1)]
+    _population_matches_solo(tmp_path, configs)
+    for i in range(2):
+        rows = [(tmp_path / f"{name}{i}" / "selection.jsonl").read_text() for name in ("member", "solo")]
+        decisions = [[json.loads(line)["decisions"] for line in r.splitlines()] for r in rows]
+        assert decisions[0] == decisions[1] and len(decisions[0]) == 6
+
+
 SPACES = {"darts": [], "rdarts_s3": ["space=rdarts_s3"], "nb201": ["space=nb201", "supernet.layers=1"]}
 METHODS = {
     "darts": ["method=darts"], "darts_2nd": ["method=darts_2nd"], "amended": ["method=amended"],
