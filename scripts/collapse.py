@@ -37,6 +37,10 @@ METHODS = {
     "snas": ["method=snas"],
     "fairdarts": ["method=fairdarts", "search.lr=0.025"],
     "beta_darts": ["method=beta_darts"],
+    "darts_minus": ["method=darts_minus"],
+    # DARTS-PT: the DARTS supernet (its epochs are DARTS'), then the perturbation selection with one tuning epoch
+    # between decisions (17 decisions and tuning epochs on S3's 4-node cells, instead of 81 at the released 5)
+    "darts_pt": ["method=darts_pt", "selection.interval=1"],
 }
 #: The stable family runs with the study's epochs, batch, size and DARTS' weight lr and decay, so that only its
 #: way from alphas to mixing weights, its regulariser and its alpha optimiser differ from DARTS.
@@ -176,6 +180,34 @@ def _cell(values: list[float], measure: str) -> str:
     return f"{statistics.mean(values):.3g} ({shown})"
 
 
+def final_genotype(name: str, seed: int, out: str) -> dict[str, int] | None:
+    """Skip connections and parametric ops of the normal cell of a run's genotype.json (the selection's, when the
+    method selects after the search); None before the run has finished."""
+    path = Path(out) / "runs" / f"{name}_s{seed}" / "genotype.json"
+    if not path.exists():
+        return None
+    normal = [c for c in json.loads(path.read_text())["cells"].values() if not c["reduction"]][0]["edges"]
+    free = {"none", "skip_connect", "max_pool_3x3", "avg_pool_3x3", "noise"}
+    return {"skips": sum(op == "skip_connect" for op, *_ in normal), "parametric": sum(op not in free for op, *_ in normal)}
+
+
+def _final_table(by_method: dict, args) -> list[str]:
+    lines = ["**final genotype** (genotype.json; for darts_pt the perturbation selection's): skip connections / "
+             "parametric ops of the normal cell, mean ± std over seeds", "",
+             "| method | skips | parametric |", "|---|---|---|"]
+    for name, seeds in by_method.items():
+        finals = [f for f in (final_genotype(name, s, args.out) for s in sorted(seeds)) if f is not None]
+        if finals:
+            cells = [_mean_std([f[k] for f in finals]) for k in ("skips", "parametric")]
+            lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    return lines + [""]
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {spread:.2f}"
+
+
 def _markdown(by_method: dict, args) -> str:
     names = list(by_method)
     epochs = len(next(iter(next(iter(by_method.values())).values()))["skip_normal"])
@@ -191,7 +223,7 @@ def _markdown(by_method: dict, args) -> str:
             cells = [_cell([s[measure][e] for _, s in sorted(by_method[n].items())], measure) for n in names]
             lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _final_table(by_method, args))
 
 
 def _plot(by_method: dict, path: Path, args) -> None:
