@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 PRESETS = ["darts", "sdarts_rs", "sdarts_adv", "pcdarts", "pdarts@1", "pdarts@2", "pdarts@3", "drnas", "gdas", "snas",
-           "fairdarts", "beta_darts", "darts_minus"]
+           "fairdarts", "beta_darts", "darts_minus", "darts_pt"]
 
 
 def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
