@@ -269,3 +269,27 @@ def test_nasrun_select_writes_a_new_genotype_beside_the_search(tmp_path):
                         ([], "genotype must be given")]:
         with pytest.raises(ConfigError, match=words):
             select(args)
+
+
+def test_a_selection_reports_the_benchmark_and_skips_of_its_own_genotype(tmp_path):
+    import itertools
+    import zlib
+
+    from nasrun.genotype.genotype import NB201_OPS, Genotype
+
+    def acc(arch: str) -> float:
+        return (1000 + zlib.crc32(arch.encode()) % 8500) / 100
+
+    archs = ["|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*ops) for ops in itertools.product(NB201_OPS, repeat=6)]
+    table = tmp_path / "nb201.csv"
+    table.write_text("arch,cifar10_test\n" + "".join(f"{a},{acc(a)}\n" for a in archs))
+    ov = [o for o in SELECT if not o.startswith(("space.", "supernet.layers"))]
+    cfg = to_typed(compose("search", [*ov, "space=nb201", "supernet.layers=1", "benchmark=nb201",
+                                      f"benchmark.path={table}"]))
+    result = run_search(cfg, tmp_path / "s")
+    selected = Genotype.from_dict(result["genotype"])
+    assert result["final"]["bench_cifar10_test"] == acc(selected.nb201)
+    assert result["final"]["skip_normal"] == selected.count("skip_connect", "normal")
+    argmax = Genotype.from_dict(result["selection"]["argmax_genotype"])
+    last_search_row = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last_search_row["bench_cifar10_test"] == acc(argmax.nb201)  # the supernet's own rule, per epoch

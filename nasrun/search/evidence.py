@@ -49,6 +49,10 @@ class Evidence:
             row.update(self._lookup(genotype))
         return row
 
+    def lookup(self, genotype: Any) -> dict[str, Optional[float]]:
+        """The benchmark columns of a genotype (none without a table)."""
+        return self._lookup(genotype) if self.table is not None else {}
+
     def _lookup(self, genotype: Any) -> dict[str, Optional[float]]:
         """The table's values for the derived cell; a cell a partial table lacks gets empty columns (warned once)."""
         from nasrun.genotype.benchmarks import BenchmarkError

@@ -41,6 +41,7 @@ from nasrun.train.precision import Numerics, check_available, upcast
 from nasrun.parallel.rank_runs import NoEpochLog, reseed_rank, run_ranks
 from nasrun.parallel.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
 from nasrun.search.selection import tuning_epochs
+from nasrun.search.selection import final_row as selection_final
 from nasrun.search.selection import record as selection_record
 from nasrun.search.state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
@@ -168,7 +169,8 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
         with started.paused():  # a population runs other members meanwhile: their time is not this run's
             yield epoch
     if make_selection(cfg.selection).tunes:  # DARTS-PT: decisions and tuning epochs after the search's own
-        yield from tuning_epochs(state, run, data, val_idx, config, started, train_epoch)
+        yield from tuning_epochs(state, run, data, val_idx, config, started, train_epoch,
+                                 evidence.lookup if evidence is not None else lambda genotype: {})
     epoch_log.close()
     if job is None:
         return _finish(state, run, data, dataset_cfg, train_idx, val_idx, config, device, started)
@@ -398,7 +400,7 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
     """After the last epoch: the final stage record, genotype.json, cells.png and result.json."""
     cfg = state.cfg
     rows = run.rows(METRICS)
-    last_row = rows[-1] if rows else {}
+    last_row = {**(rows[-1] if rows else {}), **selection_final(run)}  # a selection reports its own genotype
     if state.schedule.staged:
         _end_stage(state, run)
     genotype, refinement = state.schedule.final_genotype(state.model)

@@ -32,9 +32,11 @@ SELECTION = "selection.jsonl"
 
 
 def tuning_epochs(state: Any, run: RunFolder, data: Any, val_idx: torch.Tensor, config: dict, started: Any,
-                  train_epoch: Callable[[Any, EpochPlan, float], dict]) -> Generator[int, None, None]:
+                  train_epoch: Callable[[Any, EpochPlan, float], dict],
+                  lookup: Callable[[Any], dict]) -> Generator[int, None, None]:
     """Run (or resume) the selection's decisions and tuning epochs on ``state``; yield after each checkpoint.
-    ``train_epoch`` is the search loop's (an epoch of architecture and weight steps)."""
+    ``train_epoch`` is the search loop's (an epoch of architecture and weight steps); ``lookup`` gives a
+    genotype's benchmark columns (empty without a table)."""
     cfg = state.cfg
     selection = make_selection(cfg.selection)
     model = state.model
@@ -69,6 +71,8 @@ def tuning_epochs(state: Any, run: RunFolder, data: Any, val_idx: torch.Tensor, 
                                      state.device, numerics=state.numerics)
         genotype = model.genotype()
         run.append(SELECTION, {"epoch": epoch, "lr": lr, **stats, "val_loss": val_loss, "val_acc": val_acc,
+                               "skip_normal": genotype.count("skip_connect", "normal"),
+                               "skip_reduce": genotype.count("skip_connect", "reduce"), **lookup(genotype),
                                "decisions": decisions, "genotype": genotype.to_dict(),
                                "seconds": time.time() - t0})
         state.selection = {"epoch": epoch + 1, "projection": projection.state_dict(),
@@ -78,6 +82,14 @@ def tuning_epochs(state: Any, run: RunFolder, data: Any, val_idx: torch.Tensor, 
                  stats["train_loss"], val_acc)
         with started.paused():
             yield state.schedule.total_epochs + epoch
+
+
+def final_row(run: RunFolder) -> dict:
+    """The last tuning epoch's accuracies, skip counts and benchmark columns (of the selected genotype): what
+    result.json's ``final`` reports after a selection (empty without one)."""
+    rows = run.rows(SELECTION)
+    keep = ("val_acc", "val_loss", "train_acc", "skip_normal", "skip_reduce")
+    return {k: v for k, v in rows[-1].items() if k in keep or k.startswith("bench_")} if rows else {}
 
 
 def record(run: RunFolder, state: Any) -> dict:
@@ -130,4 +142,4 @@ def _said(decision: dict) -> str:
     return f"{decision['kind']} node {decision['node']} keeps edges {decision['kept']}"
 
 
-__all__ = ["tuning_epochs", "record", "SELECTION"]
+__all__ = ["tuning_epochs", "record", "final_row", "SELECTION"]
