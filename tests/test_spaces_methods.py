@@ -22,7 +22,8 @@ PER_SPACE = {"nb201": ["supernet.layers=1"], "rdarts_s1": ["supernet.layers=3"],
 PER_METHOD = {"zarts": ["estimator.update_every=2", "estimator.inner_steps=1", "estimator.samples=2"],
               "pcdarts": ["search.batch_size=32", "supernet.partial_channels=2"],
               "pdarts": ["schedule.stage_add_layers=[0,1,2]", "supernet.layers=3", "search.batch_size=32"],
-              "sdarts_adv": ["perturbation.pgd_steps=2"]}
+              "sdarts_adv": ["perturbation.pgd_steps=2"],
+              "darts_pt": ["selection.interval=1", "selection.eval_images=32"]}
 #: Combinations refused, and the key the refusal names.
 REFUSED = {("pdarts", "rdarts_s1"): "schedule.stage_keep", ("pdarts", "rdarts_s4"): "schedule.stage_keep",
            ("pdarts", "nb201"): "schedule.max_skips", ("pdarts", "large"): "schedule='progressive'"}
@@ -45,7 +46,7 @@ def _search_then_retrain(preset: str, space: str, tmp_path) -> None:
 
 #: The stable family's presets run on nb201 by default (and on the DARTS space in test_stable_family.py), on the
 #: other spaces in the slow set (time).
-STABLE_FAMILY = ("drnas", "gdas", "snas", "fairdarts", "beta_darts", "darts_minus")
+STABLE_FAMILY = ("drnas", "gdas", "snas", "fairdarts", "beta_darts", "darts_minus", "darts_pt")
 CASES = [pytest.param(preset, space, marks=pytest.mark.slow)
          if preset in STABLE_FAMILY and space != "nb201" else (preset, space)
          for preset in PRESETS for space in SPACES]

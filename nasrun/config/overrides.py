@@ -26,7 +26,7 @@ SHARED_PARTS = frozenset({"seed", "device", "threads", "precision", "channels_la
                           "dataset", "space", "experiment", "hydra"})
 #: What the search reads: its loop, the supernet, the method and its axes, the benchmark table.
 SEARCH_PARTS = frozenset({"search", "supernet", "method", "estimator", "perturbation", "alpha_map", "schedule",
-                          "benchmark"})
+                          "selection", "benchmark"})
 #: What a retraining reads: the genotype and the recipe.
 RETRAIN_PARTS = frozenset({"genotype", "recipe"})
 #: The parts each command reads; a key of another part typed on the command line would be ignored.
