@@ -106,7 +106,7 @@ def main() -> None:
         step = stacked_step(models)
         grads = step(params, buffers, x, y)
         one_by_one(models, x, y)
-        diff = max(float((p.grad - grads[n][m]).abs().max()) for m, model in enumerate(models)
+        diff = max(float((p.grad - grads[n][m]).detach().abs().max()) for m, model in enumerate(models)
                    for n, p in model.named_parameters() if p.grad is not None)
         diff = max([diff] + [float((b - buffers[n][m]).abs().max()) for m, model in enumerate(models)
                              for n, b in model.named_buffers() if b.is_floating_point()])
