@@ -426,3 +426,39 @@ def test_weight_first_runs_the_weight_step_before_the_architecture_step(tmp_path
     calls.clear()
     run_search(to_typed(compose("search", [*TINY_SYNTH, "search.epochs=1"])), tmp_path / "a")
     assert calls[:4] == ["arch", "weight", "arch", "weight"]
+
+
+def test_the_weight_step_clip_can_count_the_alphas_gradient_and_drops_it():
+    from nasrun.train.steps import sgd_step
+
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(5, dtype=torch.float64))
+    a = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    loss = (w.sum() * 2 + (a * w[:3]).sum()) ** 2
+    gw, ga = torch.autograd.grad(loss, (w, a))
+    before = w.detach().clone()
+    opt = torch.optim.SGD([w], lr=0.1)
+    sgd_step((w.sum() * 2 + (a * w[:3]).sum()) ** 2, opt, [w], 1e-3, 0.1, clip_also=[a])
+    joint = torch.cat([gw, ga]).norm()
+    expected = before - 0.1 * gw * (1e-3 / (joint + 1e-6))  # torch's clip_grad_norm_ coefficient on the joint norm
+    assert torch.allclose(w.detach(), expected, rtol=0, atol=1e-15) and a.grad is None
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_gdas_joint_clip_changes_only_the_clip(space, tmp_path):
+    shape = [] if space == "darts" else ["space=nb201", "supernet.layers=1"]
+    base = [o for o in TINY_SYNTH if space == "darts" or not o.startswith(("space.", "supernet.layers"))]
+    runs = {}
+    for joint in ("true", "false"):
+        for clip in ("1e9", "1e-3"):
+            cfg = to_typed(compose("search", [*base, *shape, "method=gdas", "search.epochs=2", "precision=fp64",
+                                              "search.batch_size=16", f"search.clip_with_alphas={joint}",
+                                              f"search.grad_clip={clip}"]))
+            run_search(cfg, tmp_path / f"{joint}_{clip}")
+            with np.load(tmp_path / f"{joint}_{clip}" / "alphas.npz") as data:
+                runs[joint, clip] = data["normal"].copy()
+    assert np.array_equal(runs["true", "1e9"], runs["false", "1e9"])  # the same draws, the same forward
+    assert not np.array_equal(runs["true", "1e-3"], runs["false", "1e-3"])  # a larger norm: a smaller step
+    assert to_typed(compose("search", ["method=gdas"])).search.clip_with_alphas
+    with pytest.raises(Exception, match="search.clip_with_alphas"):
+        to_typed(compose("search", ["method=gdas", "perturbation=random"]))

@@ -213,6 +213,9 @@ class SearchConf:
     nesterov: bool = False  # Nesterov momentum for the weight SGD (GDAS, SNAS on NB201)
     weight_decay: float = 3e-4  # weight SGD weight decay
     grad_clip: float = 5.0  # global-norm clip of the weight gradient
+    # the weight step's clip also counts the alphas' gradient of its loss (GDAS clips every parameter of the
+    # network); the alphas are not moved by the weight step either way
+    clip_with_alphas: bool = False
     # arch_first: the architecture step, then the weight step (DARTS and most); weight_first: the reverse (GDAS)
     order: str = "arch_first"
     arch_lr: float = 3e-4  # Adam learning rate of the alphas
@@ -238,6 +241,7 @@ class SearchConf:
         check(not self.nesterov or self.momentum > 0, "search.nesterov", self.nesterov,
               f"needs search.momentum above 0 (it is {self.momentum})")
         one_of("search.order", self.order, ("arch_first", "weight_first"))
+        check(isinstance(self.clip_with_alphas, bool), "search.clip_with_alphas", self.clip_with_alphas, "true or false")
         positive("search.arch_lr", self.arch_lr)
         check(len(self.arch_betas) == 2 and all(0 <= b < 1 for b in self.arch_betas), "search.arch_betas",
               self.arch_betas, "two numbers in [0, 1)")
@@ -409,6 +413,9 @@ class NasrunConf:
         net, sched = self.supernet, self.schedule
         check(len(net.skip_dropout) in (1, sched.stages), "supernet.skip_dropout", net.skip_dropout,
               f"one rate, or one per stage ({sched.stages} with schedule={sched.name})")
+        check(not self.search.clip_with_alphas or self.perturbation.name == "none", "search.clip_with_alphas",
+              self.search.clip_with_alphas, f"false with perturbation={self.perturbation.name} (its weight step trains "
+              "under perturbed weights that carry no alpha gradient)")
         self._check_schedule_fits_space()
 
     def _check_schedule_fits_space(self) -> None:

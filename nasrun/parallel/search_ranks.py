@@ -42,6 +42,9 @@ def check_search_ranks(cfg: NasrunConf) -> None:
             allowed = ", ".join(options_with(axis, "runs_under_torchrun"))
             raise ConfigError(f"{axis}={option.name} is not supported by a search under torchrun ({world} processes): "
                               f"there {axis} is one of {allowed}; run this method in one process")
+    if cfg.search.clip_with_alphas:
+        raise ConfigError(f"search.clip_with_alphas=true is not supported by a search under torchrun ({world} "
+                          "processes): the ranks reduce the weights' gradient only; run it in one process")
     products = cfg.estimator.double_backward()
     if cfg.search.sync_bn and products is not None:
         raise ConfigError(f"{products.setting} is not supported with search.sync_bn=true under torchrun ({world} "

@@ -361,14 +361,16 @@ def _arch_step(state: SearchState, plan: EpochPlan, lr: float, step: int, batche
 
 def _weight_step(state: SearchState, plan: EpochPlan, lr: float, x, y, totals: _Totals) -> None:
     model = state.model
-    mix = state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
+    joint = state.cfg.search.clip_with_alphas  # GDAS: the alphas' gradient of this loss counts in the clip
+    mix = model.mixing_weights() if joint else state.perturbation(model, x, y, plan.stage_epoch, state.schedule.epochs)
     if state.parallel is not None:
         logits, loss_sum = _weight_step_ranks(state, lr, x, y, shared_mix(state.job, mix))
     else:
         logits = _logits(state, model, x, mix)
         loss = F.cross_entropy(logits, y)
+        arch = model.arch_parameters()
         loss_sum = len(y) * sgd_step(loss, state.w_opt, model.weight_parameters(), state.cfg.search.grad_clip, lr,
-                                     clear=model.arch_parameters())
+                                     clear=() if joint else arch, clip_also=arch if joint else ())
     totals.loss += loss_sum
     totals.correct += int((logits.argmax(1) == y).sum())
     totals.n += len(y)

@@ -41,16 +41,18 @@ def checked(loss: Tensor, lr: float) -> float:
 
 
 def sgd_step(loss: Tensor, optimizer: torch.optim.Optimizer, params: Sequence[Tensor], grad_clip: Optional[float],
-             lr: float, clear: Sequence[Tensor] = ()) -> float:
+             lr: float, clear: Sequence[Tensor] = (), clip_also: Sequence[Tensor] = ()) -> float:
     """Backward, clip the global gradient norm of ``params`` (None: no clipping), step. ``clear``: tensors whose
-    grad is dropped."""
+    grad is dropped; ``clip_also``: tensors whose grad counts in the clip's norm, then is dropped."""
     optimizer.zero_grad(set_to_none=True)
     value = checked(loss, lr)
     loss.backward()
     for p in clear:
         p.grad = None
     if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        torch.nn.utils.clip_grad_norm_([*params, *clip_also], grad_clip)
+    for p in clip_also:
+        p.grad = None
     optimizer.step()
     return value
 
