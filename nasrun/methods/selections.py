@@ -143,9 +143,7 @@ class PerturbationSelection(Selection):
     nasbench201/projection.py)."""
 
     tunes = True
-
-    def __init__(self, conf: PerturbationSelectionConf) -> None:
-        super().__init__(conf)
+    conf: PerturbationSelectionConf
 
     # ------------------------------------------------------------------ when
     @staticmethod
