@@ -13,8 +13,6 @@ changed; a config that no longer composes the same (nasrun's defaults changed si
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,9 @@ def select(args: list[str]) -> None:
     from nasrun.search.loop import run_search
 
     _prepare(folder, out, as_plain_dict(typed))
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    from nasrun.run.folder import LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     done = run_search(typed, out)
     print(f"nasrun select: {out / 'genotype.json'}")
     from nasrun.genotype.genotype import Genotype
@@ -97,20 +97,18 @@ def _search_folder(spec: Any) -> Path:
 
 def _saved_overrides(folder: Path) -> tuple[str, list[str]]:
     """The command and the overrides Hydra saved for the search (a pipeline job's for its search stage)."""
-    import yaml
+    from nasrun.run.saved_config import saved_overrides
 
-    for command, hydra_dir in (("search", folder / ".hydra"), ("pipeline", folder.parent / ".hydra")):
+    places = [("search", folder / ".hydra")]
+    if folder.name == "search":  # a pipeline job's search stage: the job's saved command line
+        places.append(("pipeline", folder.parent / ".hydra"))
+    for command, hydra_dir in places:
         path = hydra_dir / "overrides.yaml"
-        if command == "pipeline" and folder.name != "search":
-            continue
         if path.is_file():
-            try:
-                saved = yaml.safe_load(path.read_text())
-            except (OSError, yaml.YAMLError) as exc:
-                raise ConfigError(f"{path}: cannot be read ({exc.__class__.__name__}); it is the search's saved "
-                                  "command line, which select composes again") from None
-            if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
-                raise ConfigError(f"{path}: expected the list of overrides Hydra saved, found {type(saved).__name__}")
+            saved = saved_overrides(path)
+            if saved is None or not all(isinstance(o, str) for o in saved):
+                raise ConfigError(f"{path}: not the list of overrides Hydra saved; it is the search's command line, "
+                                  "which select composes again")
             return command, saved
     raise ConfigError(f"genotype={folder}: no .hydra/overrides.yaml; select needs a search run by `nasrun search` or "
                       "`nasrun pipeline` (its saved command line gives the supernet's config)")
@@ -150,6 +148,7 @@ def _prepare(folder: Path, out: Path, config: dict) -> None:
     """The selection's folder: the search's history and its last checkpoint under the selection's config
     (nothing to do once the folder has a checkpoint of its own: the selection resumes from it)."""
     from nasrun.run.checkpoint import read_checkpoint_file, validate_checkpoint
+    from nasrun.run.files import atomic_write_bytes
     from nasrun.run.folder import RunFolder
     from nasrun.search.state import CHECKPOINT_SCHEMA
 
@@ -160,6 +159,5 @@ def _prepare(folder: Path, out: Path, config: dict) -> None:
     with RunFolder(out, "search") as run:
         for name in HISTORY:
             if (folder / name).is_file():
-                shutil.copyfile(folder / name, out / f".{name}.tmp")
-                os.replace(out / f".{name}.tmp", out / name)
+                atomic_write_bytes(out / name, (folder / name).read_bytes())
         run.save_checkpoint({**ckpt, "config": config})

@@ -383,6 +383,12 @@ def _check_sample(option: Any) -> None:
     one_of("alpha_map.sample", option.sample, SAMPLE_SCHEDULES)
 
 
+def _check_temperatures(key: str, top: float, tau_min: float) -> None:
+    """A temperature schedule from ``top`` (the option's ``key``) down to ``tau_min`` > 0."""
+    positive("alpha_map.tau_min", tau_min)
+    check(tau_min <= top <= 1000, f"alpha_map.{key}", top, f"a temperature from alpha_map.tau_min ({tau_min}) to 1000")
+
+
 @dataclass
 class DirichletConf(AlphaMapOption):
     """DrNAS: mixing weights ~ Dirichlet(ELU(alpha) + 1), a pathwise sample; the genotype reads softmax(alpha).
@@ -418,9 +424,7 @@ class GumbelConf(AlphaMapOption):
 
     def __post_init__(self) -> None:
         _check_sample(self)
-        positive("alpha_map.tau_min", self.tau_min)
-        check(self.tau_min <= self.tau_start <= 1000, "alpha_map.tau_start", self.tau_start,
-              f"a temperature from alpha_map.tau_min ({self.tau_min}) to 1000")
+        _check_temperatures("tau_start", self.tau_start, self.tau_min)
 
 
 @dataclass
@@ -437,9 +441,7 @@ class GumbelHardConf(AlphaMapOption):
 
     def __post_init__(self) -> None:
         _check_sample(self)
-        positive("alpha_map.tau_min", self.tau_min)
-        check(self.tau_min <= self.tau_max <= 1000, "alpha_map.tau_max", self.tau_max,
-              f"a temperature from alpha_map.tau_min ({self.tau_min}) to 1000")
+        _check_temperatures("tau_max", self.tau_max, self.tau_min)
 
 
 @dataclass

@@ -126,9 +126,8 @@ class DecisionPlan:
 
 
 class Selection:
-    """Base: nothing happens after the search; the genotype is the space's rule on the map's ranking."""
-
-    tunes = False
+    """Base: nothing happens after the search; the genotype is the space's rule on the map's ranking. Whether a
+    selection tunes the supernet after the search is its option's capability (``tunes``)."""
 
     def __init__(self, conf: Any) -> None:
         self.conf = conf
@@ -142,7 +141,6 @@ class PerturbationSelection(Selection):
     """DARTS-PT's perturbation-based selection (ruocwang/darts-pt, sota/cnn/projection.py and
     nasbench201/projection.py)."""
 
-    tunes = True
     conf: PerturbationSelectionConf
 
     # ------------------------------------------------------------------ when

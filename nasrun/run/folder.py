@@ -189,6 +189,10 @@ def write_result(folder: Path, status: str, **fields: Any) -> dict:
 # ------------------------------------------------------------------------------------------- logging
 
 
+#: The line format of every log file nasrun writes (Hydra's job log format).
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
 def add_file_log(folder: Path, name: str) -> logging.Handler | None:
     """Log to <folder>/<name> unless Hydra's job logging already does."""
     target = (Path(folder) / name).resolve()
@@ -197,7 +201,7 @@ def add_file_log(folder: Path, name: str) -> logging.Handler | None:
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve() == target:
             return None
     handler = logging.FileHandler(target)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)

@@ -191,8 +191,10 @@ def _writes_under(handler: logging.Handler, folders: list[Path]) -> bool:
 
 
 def _file_handler(path: Path) -> logging.Handler:
+    from nasrun.run.folder import LOG_FORMAT
+
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     return handler
 
 

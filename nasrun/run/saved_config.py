@@ -49,7 +49,8 @@ def _plain(node: Any) -> Any:
     return yaml.safe_load(OmegaConf.to_yaml(node))
 
 
-def _saved_overrides(path: Path) -> list | None:
+def saved_overrides(path: Path) -> list | None:
+    """The overrides Hydra saved in ``path`` (``.hydra/overrides.yaml``); None when missing or unreadable."""
     import yaml
 
     try:
@@ -77,7 +78,7 @@ def check_saved_config(folder: Path, subdir: str, current: Any, overrides: list[
     diffs = config_differences(saved, current)
     if not diffs:
         return
-    before = _saved_overrides(folder / subdir / "overrides.yaml")
+    before = saved_overrides(folder / subdir / "overrides.yaml")
     if before is None or sorted(map(str, before)) != sorted(overrides):
         raise RunFolderError(different_config_message(folder, diffs))
     raise RunFolderError(

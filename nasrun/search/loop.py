@@ -30,8 +30,7 @@ from nasrun.data.loaders import make_shard_stream
 from nasrun.parallel.distributed import Job
 from nasrun.search.evidence import EpochLog, Evidence
 from nasrun.run.lifecycle import recorded
-from nasrun.methods import (ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule,
-                            make_selection)
+from nasrun.methods import ArchBatch, ArchObjective, apply_arch_step, make_estimator, make_perturbation, make_schedule
 from nasrun.methods.schedules import EpochPlan, public
 from nasrun.run.folder import METRICS, RunFolder, environment
 from nasrun.run.files import atomic_write_bytes, atomic_write_json
@@ -40,9 +39,8 @@ from nasrun.train.memory import check_fits
 from nasrun.train.precision import Numerics, check_available, upcast
 from nasrun.parallel.rank_runs import NoEpochLog, reseed_rank, run_ranks
 from nasrun.parallel.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
+from nasrun.search.selection import outcome as selection_outcome
 from nasrun.search.selection import tuning_epochs
-from nasrun.search.selection import final_row as selection_final
-from nasrun.search.selection import record as selection_record
 from nasrun.search.state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
@@ -168,7 +166,7 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
             on_epoch_end(epoch, row)
         with started.paused():  # a population runs other members meanwhile: their time is not this run's
             yield epoch
-    if make_selection(cfg.selection).tunes:  # DARTS-PT: decisions and tuning epochs after the search's own
+    if cfg.selection.tunes:  # DARTS-PT: decisions and tuning epochs after the search's own
         yield from tuning_epochs(state, run, data, val_idx, config, started, train_epoch,
                                  evidence.lookup if evidence is not None else lambda genotype: {})
     epoch_log.close()
@@ -402,7 +400,8 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
     """After the last epoch: the final stage record, genotype.json, cells.png and result.json."""
     cfg = state.cfg
     rows = run.rows(METRICS)
-    last_row = {**(rows[-1] if rows else {}), **selection_final(run)}  # a selection reports its own genotype
+    selected, selected_final = selection_outcome(run, state) if state.selection is not None else (None, {})
+    last_row = {**(rows[-1] if rows else {}), **selected_final}  # a selection reports its own genotype
     if state.schedule.staged:
         _end_stage(state, run)
     genotype, refinement = state.schedule.final_genotype(state.model)
@@ -424,7 +423,7 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
         genotype=genotype.to_dict(),
         **({"stages": [public(r) for r in state.stages]} if state.schedule.staged else {}),
         **({"skip_refinement": refinement} if refinement is not None else {}),
-        **({"selection": selection_record(run, state)} if state.selection is not None else {}),
+        **({"selection": selected} if selected is not None else {}),
         wall_seconds=state.elapsed + started.seconds(),
         split=split,
         data=data.info,

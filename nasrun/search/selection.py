@@ -15,16 +15,13 @@ import time
 from typing import Any, Callable, Generator
 
 import torch
-import torch.nn.functional as F
 
-from nasrun.data.loaders import eval_batches
 from nasrun.methods import make_selection
 from nasrun.methods.schedules import EpochPlan
 from nasrun.methods.selections import Projection, ProjectedMap, Scorer
 from nasrun.run.folder import RunFolder
 from nasrun.supernet.projection import kinds_of
-from nasrun.train.precision import upcast
-from nasrun.train.steps import evaluate
+from nasrun.train.steps import evaluate, evaluate_topk
 
 log = logging.getLogger(__name__)
 
@@ -84,20 +81,16 @@ def tuning_epochs(state: Any, run: RunFolder, data: Any, val_idx: torch.Tensor, 
             yield state.schedule.total_epochs + epoch
 
 
-def final_row(run: RunFolder) -> dict:
-    """The last tuning epoch's accuracies, skip counts and benchmark columns (of the selected genotype): what
-    result.json's ``final`` reports after a selection (empty without one)."""
+def outcome(run: RunFolder, state: Any) -> tuple[dict, dict]:
+    """What result.json says after a selection: its record (the genotype the search's own rule gave, the
+    decisions in the order they were taken) and the last tuning epoch's accuracies, skip counts and benchmark
+    columns, which are of the selected genotype and replace the search's in ``final``."""
     rows = run.rows(SELECTION)
     keep = ("val_acc", "val_loss", "train_acc", "skip_normal", "skip_reduce")
-    return {k: v for k, v in rows[-1].items() if k in keep or k.startswith("bench_")} if rows else {}
-
-
-def record(run: RunFolder, state: Any) -> dict:
-    """What result.json says about the selection: the genotype the search's own rule gave, and the decisions
-    in the order they were taken."""
-    rows = run.rows(SELECTION)
-    return {"name": state.cfg.selection.name, "argmax_genotype": state.selection["argmax_genotype"],
-            "tuning_epochs": len(rows), "decisions": [d for row in rows for d in row["decisions"]]}
+    final = {k: v for k, v in rows[-1].items() if k in keep or k.startswith("bench_")} if rows else {}
+    record = {"name": state.cfg.selection.name, "argmax_genotype": state.selection["argmax_genotype"],
+              "tuning_epochs": len(rows), "decisions": [d for row in rows for d in row["decisions"]]}
+    return record, final
 
 
 def _restart_weight_optimizer(state: Any, tune_epochs: int, resumed: bool) -> None:
@@ -117,21 +110,14 @@ def _restart_weight_optimizer(state: Any, tune_epochs: int, resumed: bool) -> No
 def _scorer(state: Any, data: Any, val_idx: torch.Tensor) -> Scorer:
     """Accuracy and loss under given mixing weights on the scoring images, in train mode (batch statistics),
     as released (``infer(_eval=False)``; BatchNorm's running statistics move as they do there)."""
-    conf, model, numerics = state.cfg.selection, state.model, state.numerics
+    conf = state.cfg.selection
     idx = val_idx if conf.eval_images is None else val_idx[: conf.eval_images]
 
-    @torch.no_grad()
     def score(mix: dict) -> tuple[float, float]:
-        model.train()
-        loss_sum, correct, n = 0.0, 0, 0
-        for x, y in eval_batches(data.train, idx, state.cfg.search.eval_batch_size, data.mean, data.std,
-                                 state.device):
-            with numerics.autocast(x.device):
-                logits = upcast(model(numerics.inputs(x), mix))
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            n += len(y)
-        return correct / max(n, 1), loss_sum / max(n, 1)
+        loss, acc, _ = evaluate_topk(state.model, data.train, idx, state.cfg.search.eval_batch_size, data.mean,
+                                     data.std, state.device, k=None, numerics=state.numerics, mix=mix,
+                                     batch_stats=True)
+        return acc, loss
 
     return score
 
@@ -142,4 +128,4 @@ def _said(decision: dict) -> str:
     return f"{decision['kind']} node {decision['node']} keeps edges {decision['kept']}"
 
 
-__all__ = ["tuning_epochs", "record", "final_row", "SELECTION"]
+__all__ = ["tuning_epochs", "outcome", "SELECTION"]

@@ -289,17 +289,11 @@ class FusedMixedOp(MixedOp):
         return out
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        K = self.partial_channels
-        xa = x if K == 1 else x[:, : x.shape[1] // K]
-        if self.single_op is not None and weights.requires_grad:
-            return self._bypass(x, self._with_aux(xa, self._chosen(xa, weights)))
+    def _mixed(self, xa: Tensor, weights: Tensor) -> Tensor:
         active = self._running(weights)
         if self._fusable and len(active) == len(self._active) and self._linked():
-            out = self._fused(xa, weights)
-        else:
-            out = self._mix(xa, weights, active)
-        return self._bypass(x, self._with_aux(xa, out))
+            return self._fused(xa, weights)
+        return self._mix(xa, weights, active)
 
     def _channel_index(self, device: torch.device) -> Tensor:
         """The mixing weight's index of every channel of the final BN (op k's C channels: k)."""

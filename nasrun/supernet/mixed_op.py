@@ -63,7 +63,11 @@ class MixedOp(nn.Module):
         xa = x if K == 1 else x[:, : x.shape[1] // K]
         if self.single_op is not None and weights.requires_grad:
             return self._bypass(x, self._with_aux(xa, self._chosen(xa, weights)))
-        return self._bypass(x, self._with_aux(xa, self._mix(xa, weights, self._running(weights))))
+        return self._bypass(x, self._with_aux(xa, self._mixed(xa, weights)))
+
+    def _mixed(self, xa: Tensor, weights: Tensor) -> Tensor:
+        """The weighted sum of the edge's ops on ``xa`` (a fused edge computes it with shared work)."""
+        return self._mix(xa, weights, self._running(weights))
 
     def add_aux_skip(self) -> None:
         """DARTS-' auxiliary skip: the identity, or (striding) a learnable FactorizedReduce without affine BN

@@ -66,21 +66,22 @@ def evaluate(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size:
 
 @torch.no_grad()
 def evaluate_topk(model: nn.Module, data: Any, indices: Optional[Tensor], batch_size: int, mean: Sequence[float],
-                  std: Sequence[float], device: torch.device, k: Optional[int] = 5, numerics: Numerics = FP32
-                  ) -> tuple[float, float, Optional[float]]:
+                  std: Sequence[float], device: torch.device, k: Optional[int] = 5, numerics: Numerics = FP32,
+                  mix: Optional[dict] = None, batch_stats: bool = False) -> tuple[float, float, Optional[float]]:
     """Loss, top-1 and top-k accuracy in eval mode over a fixed set of images (no augmentation).
 
     Top-1 is the argmax's accuracy (as :func:`evaluate`); top-k counts an image right when its label is
     among the k largest logits, with k capped at the number of classes (so top-5 of 4 classes is 1).
     ``k=None`` skips top-k (returned as None). The forward runs in ``numerics``' precision, the loss in fp32
-    (fp64 under ``precision=fp64``).
+    (fp64 under ``precision=fp64``). ``mix``: mixing weights for a supernet's forward (its own when None);
+    ``batch_stats``: BatchNorm in train mode (batch statistics, running statistics updated), as DARTS-PT scores.
     """
     was_training = model.training
-    model.eval()
+    model.train(batch_stats)
     loss_sum, correct, correct_k, n = 0.0, 0, 0, 0
     for x, y in eval_batches(data, indices, batch_size, mean, std, device):
         with numerics.autocast(device):
-            out = model(numerics.inputs(x))
+            out = model(numerics.inputs(x)) if mix is None else model(numerics.inputs(x), mix)
         logits = upcast(out[0] if isinstance(out, tuple) else out)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
