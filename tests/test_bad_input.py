@@ -251,6 +251,8 @@ def _genotype(name: str = "DARTS_V2", **top) -> dict:
 
     g = parse_nb201(NB201_BEST) if name == "nb201" else PUBLISHED[name]
     d = {**g.to_dict(), "format": "nasrun.genotype/2", **top}
+    if d["format"] != "nasrun.genotype/4":
+        del d["rule"]  # a key of format /4
     if d["format"] == "nasrun.genotype/2":
         del d["space_description"]  # a key of format /3
     return d

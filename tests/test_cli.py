@@ -52,7 +52,7 @@ def test_search_writes_the_run_folder(searched: Path):
     assert result["config"]["seed"] == 3 and result["config"]["dataset"]["name"] == "digits"
     assert result["split"]["train"] + result["split"]["val"] == result["data"]["num_train"]
     genotype = json.loads((searched / "genotype.json").read_text())
-    assert genotype["format"] == "nasrun.genotype/3" and genotype["nodes"] == 2
+    assert genotype["format"] == "nasrun.genotype/4" and genotype["nodes"] == 2
     assert genotype.pop("space_description")["nodes"] == 2  # genotype.json carries its space; the rows do not
     last = json.loads((searched / "genotypes.jsonl").read_text().splitlines()[-1])["genotype"]
     assert genotype == {k: v for k, v in last.items() if k != "space_description"}

@@ -81,8 +81,10 @@ def test_json_round_trip(tmp_path):
     g = PUBLISHED["PDARTS"]
     d = g.to_dict()
     assert d == json.loads(json.dumps(d))
-    assert list(d) == ["format", "space", "space_hash", "ops", "nodes", "inputs", "cells", "nb201", "space_description"]
-    assert d["format"] == FORMAT == "nasrun.genotype/3" and d["nb201"] is None and d["space_description"] is None
+    assert list(d) == ["format", "space", "space_hash", "ops", "nodes", "inputs", "cells", "nb201", "space_description",
+                       "rule"]
+    assert d["format"] == FORMAT == "nasrun.genotype/4" and d["nb201"] is None and d["space_description"] is None
+    assert d["rule"] == "space"
     assert list(d["cells"]) == ["normal", "reduce"]
     assert d["cells"]["normal"] == {"edges": [[op, src, 2 + k // 2] for k, (op, src) in enumerate(g.normal)],
                                     "concat": [2, 3, 4, 5], "reduction": False}
@@ -149,8 +151,8 @@ BROKEN = [
     (_broken(normal_concat=[2, 3, 4, 6]), r"normal_concat\[3\]: expected a state index in 0\.\.5, got 6"),
     (_broken(reduce_concat=[]), r"reduce_concat: expected a non-empty list"),
     (_broken(reduce_concat=[2, 2]), r"reduce_concat: state indices must be distinct"),
-    (_broken(format="nasrun.genotype/9"), r"format: expected 'nasrun.genotype/3' \(or the earlier "
-     r"'nasrun.genotype/2', 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
+    (_broken(format="nasrun.genotype/9"), r"format: expected 'nasrun.genotype/4' \(or the earlier "
+     r"'nasrun.genotype/3', 'nasrun.genotype/2', 'nasrun.genotype/1'\), got 'nasrun.genotype/9'"),
     (_broken(format=KeyError), r"missing key\(s\) 'format'"),
     (_broken(reduce=KeyError), r"missing key\(s\) 'reduce'"),
     (_broken(normal_conact=[2, 3]), r"unknown key\(s\) 'normal_conact'"),
@@ -212,7 +214,8 @@ BROKEN_V2 = [
     (_cell_field("reduce", "concat", [0, 1]), r"cells\.reduce\.concat\[0\]: expected a state index in 2\.\.5, got 0"),
     (_cell_field("reduce", "reduction", False), r"cells\.reduce\.reduction: expected true for the reduce cell"),
     (_broken_v2(format="nasrun.genotype/9"),
-     r"format: expected 'nasrun.genotype/3' \(or the earlier 'nasrun.genotype/2', 'nasrun.genotype/1'\), got "
+     r"format: expected 'nasrun.genotype/4' \(or the earlier 'nasrun.genotype/3', 'nasrun.genotype/2', "
+     r"'nasrun.genotype/1'\), got "
      r"'nasrun.genotype/9'"),
     (_broken_v2(cells=KeyError), r"missing key\(s\) 'cells'"),
     (_broken_v2(normal_conact=[2, 3]), r"unknown key\(s\) 'normal_conact'"),

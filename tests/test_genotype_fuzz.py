@@ -385,13 +385,16 @@ def random_base(rng: random.Random) -> Base:
         name, overrides, layers = rng.choice(SPACES)
         space = _shipped(name, tuple(overrides))
         d, exact = _derived(rng, space, layers).to_dict(), True
-    fmt = rng.choice(["/3", "/2", "/2 no hash", "/1"])
+    fmt = rng.choice(["/4", "/3", "/2", "/2 no hash", "/1"])
+    if fmt == "/3":
+        d = {k: v for k, v in d.items() if k != "rule"}
+        d["format"] = "nasrun.genotype/3"
     two_each = space.derivation == "top_k" and space.edges_per_node == 2 and space.sharing == "shared"
     if fmt == "/1" and two_each and space.inputs == 2 and space.name in ("darts", "s5", "nasp", "rdarts_s1",
                                                                           "rdarts_s3"):
         return Base(_v1_of(d), space, layers, False, True, "/1")
     if fmt.startswith("/2"):
-        d = {k: v for k, v in d.items() if k != "space_description"}
+        d = {k: v for k, v in d.items() if k not in ("space_description", "rule")}
         d["format"] = "nasrun.genotype/2"
         if fmt == "/2 no hash":
             d["space_hash"], exact = None, False
@@ -621,6 +624,7 @@ def m_drop_description(rng, b):
     if b.fmt == "/1":
         return m_change_op(rng, b)
     how = rng.choice(["null", "v2"])
+    b.payload.pop("rule", None)  # a key of format /4
     if how == "v2":
         b.payload.pop("space_description", None)
         b.payload["format"] = "nasrun.genotype/2"

@@ -134,7 +134,7 @@ def user_search(tmp_path_factory) -> Path:
 
 def test_the_genotype_carries_its_space_and_retrains_without_the_user_folder(user_search: Path, tmp_path: Path):
     saved = json.loads((user_search / "genotype.json").read_text())
-    assert saved["format"] == "nasrun.genotype/3" and saved["space"] == "myspace"
+    assert saved["format"] == "nasrun.genotype/4" and saved["space"] == "myspace"
     assert saved["space_description"]["ops"] == ["none", "skip_connect", "sep_conv_3x3", "max_pool_3x3"]
     assert "description" not in saved["space_description"]  # what the hash covers, no more
     genotype, folder = resolve_genotype(str(user_search))

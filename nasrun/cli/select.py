@@ -1,7 +1,9 @@
 """`nasrun select genotype=<search run folder> selection=perturbation`: a selection run on a finished search.
 
 The search's supernet (its last checkpoint) is selected again with another selection, into a folder beside
-the search's own files, ``<search folder>/select_<name>/``. That folder is a search run folder of its own:
+the search's own files, ``<search folder>/select_<name>/``; or its final weights are read again by another
+rule (``selection.rule``, ``selection.threshold``: ``select_<rule>/``), which also recovers a search whose
+threshold left a cell without an edge. That folder is a search run folder of its own:
 the search's metrics, genotypes and alpha history, then the selection's tuning epochs (``selection.jsonl``),
 its ``genotype.json`` and ``result.json``; ``nasrun retrain genotype=<that folder>`` retrains the selected
 genotype, and rerunning the command resumes an interrupted selection. The search's own files are not touched.
@@ -19,13 +21,15 @@ from typing import Any
 from nasrun.config.compose import as_plain_dict, compose, to_typed
 from nasrun.errors import ConfigError
 
-USAGE = ("usage: nasrun select genotype=<search run folder> [selection=perturbation] [selection.KEY=VALUE ...] "
+USAGE = ("usage: nasrun select genotype=<search run folder> [selection=perturbation|argmax] [selection.KEY=VALUE ...] "
          "[device=auto|cpu|cuda] [threads=N] [progress=false]\n\n"
-         "Selects the genotype of a finished search again, with another selection (DARTS-PT's perturbation-based\n"
-         "selection: selection=perturbation), from the search's last checkpoint. Writes the folder\n"
-         "<search run folder>/select_<selection>/ (genotype.json, selection.jsonl, result.json, search.log) and\n"
-         "leaves the search's own files as they are. Keys of selection=perturbation: interval (5), crit (acc|loss),\n"
-         "lr_divisor (10), eval_images (null: every search-val image), lr_schedule (constant|cosine).")
+         "Selects the genotype of a finished search again, from the search's last checkpoint: with DARTS-PT's\n"
+         "perturbation-based selection (selection=perturbation, the default), or by reading the final weights with\n"
+         "another rule (selection.rule=space|pairs|threshold, selection.threshold=T). Writes the folder\n"
+         "<search run folder>/select_<selection or rule>/ (genotype.json, result.json, search.log; selection.jsonl\n"
+         "for perturbation) and leaves the search's own files as they are. Keys of selection=perturbation: interval\n"
+         "(5), crit (acc|loss), lr_divisor (10), eval_images (null: every search-val image), lr_schedule\n"
+         "(constant|cosine).")
 #: Keys of the run itself that the select command may set (they change no result).
 RUN_KEYS = ("device", "threads", "progress")
 #: Files of the search copied into the selection's folder (its history up to the last epoch).
@@ -42,15 +46,13 @@ def select(args: list[str]) -> None:
     result = _finished_search(folder)
     command, saved = _saved_overrides(folder)
     own = [f"{k}={v}" for k, v in pairs.items()]
-    if "selection" not in pairs:
-        own.insert(0, "selection=perturbation")
+    if "selection" not in pairs:  # reading the weights again by a rule, or DARTS-PT's selection
+        reads = any(k in pairs for k in ("selection.rule", "selection.threshold"))
+        own.insert(0, "selection=argmax" if reads else "selection=perturbation")
     kept = [o for o in saved if not _key(o).startswith(("selection",) + RUN_KEYS)]
     typed = to_typed(compose(command, [*kept, *own]))
     _check_same_search(folder, result, typed)
-    if not typed.selection.tunes:
-        raise ConfigError(f"selection={typed.selection.name}: the search's genotype.json is that selection already; "
-                          "choose selection=perturbation")
-    out = folder / f"select_{typed.selection.name}"
+    out = folder / _folder_name(typed.selection, (result.get("config") or {}).get("selection") or {})
     from nasrun.search.loop import run_search
 
     _prepare(folder, out, as_plain_dict(typed))
@@ -61,7 +63,20 @@ def select(args: list[str]) -> None:
     print(f"nasrun select: {out / 'genotype.json'}")
     from nasrun.genotype.genotype import Genotype
 
-    print(f"genotype (selection={typed.selection.name}):\n{Genotype.from_dict(done['genotype'])}")
+    how = f"selection={typed.selection.name}" + (f", rule {typed.selection.rule}" if not typed.selection.tunes else "")
+    print(f"genotype ({how}):\n{Genotype.from_dict(done['genotype'])}")
+
+
+def _folder_name(selection: Any, searched: dict) -> str:
+    """``select_<name>`` for a selection that tunes; ``select_<rule>`` (with its threshold) for a reading of the
+    final weights by another rule than the search's own."""
+    if selection.tunes:
+        return f"select_{selection.name}"
+    same = (searched.get("name"), searched.get("rule", "space"), searched.get("threshold", selection.threshold))
+    if same == (selection.name, selection.rule, selection.threshold):
+        raise ConfigError(f"selection.rule={selection.rule}: the search's genotype.json is that reading already; "
+                          "choose selection=perturbation, or another selection.rule or selection.threshold")
+    return f"select_{selection.rule}" + (f"_{selection.threshold:g}" if selection.rule == "threshold" else "")
 
 
 def _key(override: str) -> str:
@@ -118,11 +133,14 @@ def _finished_search(folder: Path) -> dict:
     from nasrun.run.folder import read_result
 
     result = read_result(folder)
-    if result is None or result.get("command") != "search" or result.get("status") != "completed":
+    read_failed = result is not None and result.get("status") == "failed" and \
+        str(result.get("reason", "")).startswith("selection.")  # every epoch ran; only reading the genotype failed
+    if result is None or result.get("command", "search") != "search" or \
+            (result.get("status") != "completed" and not read_failed):
         state = "no result.json" if result is None else f"status {result.get('status')!r}"
         raise ConfigError(f"genotype={folder}: not a finished search ({state}); select reads a completed search's "
                           "last checkpoint")
-    if "selection" in result:
+    if result.get("selection", {}).get("name", "argmax") != "argmax":
         raise ConfigError(f"genotype={folder}: the search ran selection={result['selection']['name']} already "
                           "(its genotype.json is that selection's); select needs a search that ended at the argmax")
     if not (folder / "checkpoint.pt").is_file():

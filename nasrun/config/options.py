@@ -553,16 +553,34 @@ class SelectionOption(AxisOption):
     tunes: ClassVar[bool] = True
 
 
+#: How the final genotype is read off the weights (``selection.rule``): the space's rule, GDAS' strongest
+#: (op, input) pairs, FairDARTS' threshold (``nasrun.spaces.rules``).
+SELECTION_RULES = ("space", "pairs", "threshold")
+
+
+def _check_rule(conf: Any) -> None:
+    one_of("selection.rule", conf.rule, SELECTION_RULES)
+    check(isinstance(conf.threshold, (int, float)) and not isinstance(conf.threshold, bool)
+          and 0 < conf.threshold <= 1, "selection.threshold", conf.threshold, "must be a number in (0, 1]")
+
+
 @dataclass
 class ArgmaxSelectionConf(SelectionOption):
-    """The space's derivation rule on the alpha map's ranking (DARTS' argmax and top-k), at the end of the search."""
+    """The genotype read off the weights at the end of the search: by the space's derivation rule (DARTS' argmax
+    and top-k) on the alpha map's ranking, or by a released method's own rule (``rule``)."""
 
     name: str = "argmax"
+    # space: the space's derivation | pairs: GDAS' k strongest (op, input) pairs per node, which may share an
+    # input | threshold: FairDARTS' k strongest inputs per node, each kept only if its best op's weight reaches
+    # selection.threshold (a node may keep none). pairs and threshold read top-k spaces (DARTS-stacked) only.
+    rule: str = "space"
+    threshold: float = 0.85  # the threshold rule's weight floor (xiaomi-automl/FairDARTS: op_threshold 0.85)
     runs_under_torchrun = True
     tunes = False
 
     def __post_init__(self) -> None:
         _own_name("selection", self)
+        _check_rule(self)
 
 
 @dataclass
@@ -585,11 +603,14 @@ class PerturbationSelectionConf(SelectionOption):
     # constant: the tuning SGD keeps search.lr / lr_divisor (as released: its DARTS-space cosine is built but never
     # stepped) | cosine: annealed to search.lr_min over the tuning epochs
     lr_schedule: str = "constant"
+    rule: str = "space"  # the projected weights are read by the space's rule (as released); no other
     runs_under_torchrun = False
     tunes = True
 
     def __post_init__(self) -> None:
         _own_name("selection", self)
+        check(self.rule == "space", "selection.rule", self.rule, "space with selection=perturbation (its genotype is "
+              "the space's rule on the projected weights)")
         positive_int("selection.interval", self.interval, hi=1000)
         one_of("selection.crit", self.crit, SELECTION_CRITERIA)
         positive("selection.lr_divisor", self.lr_divisor)

@@ -417,6 +417,21 @@ class NasrunConf:
               self.search.clip_with_alphas, f"false with perturbation={self.perturbation.name} (its weight step trains "
               "under perturbed weights that carry no alpha gradient)")
         self._check_schedule_fits_space()
+        self._check_rule_fits_space()
+
+    def _check_rule_fits_space(self) -> None:
+        """A released method's own genotype rule reads top-k cells, and does not mix with a skip cap."""
+        from nasrun.spaces.space import Space
+
+        rule = self.selection.rule
+        if rule == "space":
+            return
+        space = Space(self.space)
+        check(space.derivation == "top_k", "selection.rule", rule,
+              f"space for space={space.name}: the {rule} rule reads cells whose nodes keep k inputs (top_k derivation), "
+              f"and {space.name} derives by {space.derivation}")
+        check(self.schedule.max_skips is None, "selection.rule", rule,
+              f"space with schedule.max_skips={self.schedule.max_skips} (the skip cap re-derives by the space's rule)")
 
     def _check_schedule_fits_space(self) -> None:
         """What the schedule asks of the space: enough ops per edge to keep, skips to cap (exit 2 before any work)."""

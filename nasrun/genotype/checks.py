@@ -6,8 +6,10 @@ huge integers are never converted, deep nesting is reported by field, and nothin
 Format ``nasrun.genotype/1`` (shared DARTS cells as ``[op, input]`` pairs) and ``nasrun.genotype/2``
 (named cells of ``[op, source, target]`` edges) are still read; ``nasrun.genotype/3`` is /2 plus the
 description of the space the cells were searched in (``space_description``), so a genotype of a space
-defined outside nasrun can be checked and retrained anywhere. Whether the cells fit their space is
-checked in :mod:`nasrun.genotype.fit`.
+defined outside nasrun can be checked and retrained anywhere; ``nasrun.genotype/4`` is /3 plus the
+``rule`` its cells were read off by (:data:`RULES`): the space's own rule, GDAS' strongest (op, input)
+pairs (two ops may share an input) or FairDARTS' threshold (a node may keep no input). Whether the
+cells fit their space is checked in :mod:`nasrun.genotype.fit`.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ from nasrun.spaces.names import OP_NAMES as OPS
 
 FORMAT_V1 = "nasrun.genotype/1"
 FORMAT_V2 = "nasrun.genotype/2"
-FORMAT = "nasrun.genotype/3"
+FORMAT_V3 = "nasrun.genotype/3"
+FORMAT = "nasrun.genotype/4"
 
+#: How a genotype's cells were read off the supernet's weights (format /4's ``rule``; earlier files: ``space``).
+#: ``space``: the space's derivation; ``pairs``: per node the strongest (op, input) pairs, which may share an
+#: input (GDAS); ``threshold``: the space's strongest inputs, each kept only when its best op's weight reaches a
+#: threshold, so a node may keep none (FairDARTS). The last two read two-input (DARTS-stacked) cells only.
+RULES = ("space", "pairs", "threshold")
 Pairs = tuple[tuple[str, int], ...]
 
 _CELLS = ("normal", "reduce")
@@ -154,7 +162,7 @@ def check_space_name(space: Any, source: str, known_only: bool) -> None:
         raise _error(
             source, "space",
             f"unknown space {short(space)}; known spaces: {known} (the files in nasrun/conf/space/), or any space "
-            f"whose description the file carries (space_description, written by nasrun search since {FORMAT})",
+            f"whose description the file carries (space_description, written by nasrun search since {FORMAT_V3})",
         )
 
 
@@ -297,15 +305,16 @@ _CELL_NAME = re.compile(r"normal|reduce|cell(0|[1-9][0-9]{0,3})")
 
 
 KEYS_V3 = (*KEYS_V2, "space_description")
+KEYS_V4 = (*KEYS_V3, "rule")
 
 
 def check_keys_v2(d: Mapping, source: str, keys: Sequence[str] = KEYS_V2) -> None:
-    """The keys of a format /2 (or, with ``keys=KEYS_V3``, /3) payload: the required ones, no unknown ones."""
+    """The keys of a format /2 (/3 and /4 with their ``keys``) payload: the required ones, no unknown ones."""
     unknown = [k for k in d if k not in keys]
     if unknown:
         shown = ", ".join(short(k, 60) for k in unknown[:5])
-        more = "" if "space_description" in keys or "space_description" not in unknown else \
-            f" (space_description needs format {FORMAT!r})"
+        more = "".join(f" ({key} needs format {fmt!r} or later)" for key, fmt in
+                       (("space_description", FORMAT_V3), ("rule", FORMAT)) if key in unknown and key not in keys)
         raise GenotypeError(f"{source}: unknown key(s) {shown}; allowed keys: {', '.join(keys)}{more}")
     missing = [k for k in REQUIRED_V2 if k not in d]
     if missing:
@@ -320,7 +329,16 @@ def check_inputs(inputs: Any, source: str) -> None:
         raise _error(source, "inputs", f"expected 1 (NB201 cells) or 2 (DARTS cells), got {short(inputs)}")
 
 
-def check_cells_v2(cells: Any, ops: Sequence[str], nodes: int, inputs: int, source: str) -> None:
+def check_rule(rule: Any, inputs: int, source: str) -> None:
+    """A rule of :data:`RULES`; the pairs and threshold rules read two-input cells only."""
+    if not isinstance(rule, str) or rule not in RULES:
+        raise _error(source, "rule", f"expected one of {', '.join(RULES)}, got {short(rule)}")
+    if rule != "space" and inputs != 2:
+        raise _error(source, "rule", f"{rule} reads two-input (DARTS) cells; a one-input (NB201) genotype has rule "
+                     "space")
+
+
+def check_cells_v2(cells: Any, ops: Sequence[str], nodes: int, inputs: int, source: str, rule: str = "space") -> None:
     """Named cells, each a valid set of edges and outputs; shared cells or one per position, not both."""
     if not isinstance(cells, Mapping) or not cells:
         raise _error(source, "cells", f"expected an object of named cells, got {short(cells)}")
@@ -338,7 +356,7 @@ def check_cells_v2(cells: Any, ops: Sequence[str], nodes: int, inputs: int, sour
     _check_cell_kinds(names, bool(shared), inputs, source)
     allowed = frozenset(ops)
     for name in names:
-        check_cell_v2(cells[name], name, allowed, nodes, inputs, source)
+        check_cell_v2(cells[name], name, allowed, nodes, inputs, source, rule)
 
 
 #: The shared cells a network needs, by cell inputs: the DARTS stack (2 inputs) places a normal cell and
@@ -365,7 +383,8 @@ def _check_cell_kinds(names: Sequence[str], shared: bool, inputs: int, source: s
             raise _error(source, f"cells.{name}", f"{what} has no {name} cell (its cells: {', '.join(needed)})")
 
 
-def check_cell_v2(cell: Any, name: str, ops: frozenset, nodes: int, inputs: int, source: str) -> None:
+def check_cell_v2(cell: Any, name: str, ops: frozenset, nodes: int, inputs: int, source: str,
+                  rule: str = "space") -> None:
     where = f"cells.{name}"
     if not isinstance(cell, Mapping):
         raise _error(source, where, f"expected an object with keys {', '.join(CELL_KEYS)}, got {short(cell)}")
@@ -378,20 +397,23 @@ def check_cell_v2(cell: Any, name: str, ops: frozenset, nodes: int, inputs: int,
         raise _error(source, f"{where}.reduction", f"expected {str(name == 'reduce').lower()} for the {name} cell, "
                      f"got {short(reduction)}" if name in ("normal", "reduce") else f"expected true or false, got "
                      f"{short(reduction)}")
-    _check_edges(cell["edges"], f"{where}.edges", ops, nodes, inputs, source)
-    _check_concat_v2(cell["concat"], f"{where}.concat", nodes, inputs, reduction, source)
+    fed = _check_edges(cell["edges"], f"{where}.edges", ops, nodes, inputs, source, rule)
+    _check_concat_v2(cell["concat"], f"{where}.concat", nodes, inputs, reduction, source, fed)
 
 
-def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int, source: str) -> None:
-    """``[op, source, target]`` edges: known ops, earlier sources, every node fed, each (source, target) edge
-    at most once (a derived cell keeps one op per edge); an NB201 cell has every edge."""
+def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int, source: str,
+                 rule: str = "space") -> set[int]:
+    """``[op, source, target]`` edges: known ops, earlier sources, each (source, target) edge at most once with
+    one op (under the pairs rule: each (op, source, target) at most once), every node fed (under the threshold
+    rule: a node may be unfed, and then no edge reads it); an NB201 cell has every edge. Returns the fed nodes."""
     most = sum(inputs + i for i in range(nodes))
+    limit = most * len(ops) if rule == "pairs" else most
     if not isinstance(edges, (list, tuple)) or not edges:
         raise _error(source, where, f"expected a non-empty list of [op, source, target] edges, got {short(edges)}")
-    if len(edges) > most:
+    if len(edges) > limit:
         raise _error(source, where, f"{len(edges)} edges, but {nodes} nodes with {inputs} inputs have {most} "
-                     f"possible ones (one op each)")
-    seen: set[tuple[int, int]] = set()
+                     f"possible ones ({'each with at most every op' if rule == 'pairs' else 'one op each'})")
+    seen: set[tuple] = set()
     for k, edge in enumerate(edges):
         at = f"{where}[{k}]"
         if (not isinstance(edge, (list, tuple)) or len(edge) != 3 or not isinstance(edge[0], str)
@@ -406,20 +428,40 @@ def _check_edges(edges: Any, where: str, ops: frozenset, nodes: int, inputs: int
             raise _error(source, at, f"target {dst} is not a node: allowed {inputs}..{inputs + nodes - 1}")
         if not _in_range(src, 0, dst - 1):
             raise _error(source, at, f"source {src} must be an earlier state than the target {dst} (0..{dst - 1})")
-        if (src, dst) in seen:
-            raise _error(source, at, f"a second edge from state {src} to node {dst}; a cell keeps each edge at most "
-                         "once, with one op")
-        seen.add((src, dst))
-    fed = {dst for _, dst in seen}
-    for node in range(inputs, inputs + nodes):
-        if node not in fed:
-            raise _error(source, where, f"node {node} has no incoming edge")
+        key = (op, src, dst) if rule == "pairs" else (src, dst)
+        if key in seen:
+            raise _error(source, at, _repeated(op, src, dst, rule, inputs))
+        seen.add(key)
+    fed = {int(e[2]) for e in edges}
+    _check_fed(edges, where, fed, nodes, inputs, source, rule)
     if inputs == 1 and len(seen) != most:
         raise _error(source, where, f"an NB201 cell has every edge (op 'none' for an absent one): {most} edges, "
                      f"got {len(seen)}")
+    return fed
 
 
-def _check_concat_v2(concat: Any, where: str, nodes: int, inputs: int, reduction: bool, source: str) -> None:
+def _repeated(op: str, src: int, dst: int, rule: str, inputs: int) -> str:
+    if rule == "pairs":
+        return f"a second {op} edge from state {src} to node {dst}; the pairs rule keeps each (op, input) pair once"
+    more = "" if inputs == 1 else " (a genotype with rule pairs may repeat an input)"
+    return f"a second edge from state {src} to node {dst}; a cell keeps each edge at most once, with one op{more}"
+
+
+def _check_fed(edges: Any, where: str, fed: set[int], nodes: int, inputs: int, source: str, rule: str) -> None:
+    """Every node has an incoming edge; under the threshold rule an unfed node is allowed, but read by no edge."""
+    if rule != "threshold":
+        for node in range(inputs, inputs + nodes):
+            if node not in fed:
+                raise _error(source, where, f"node {node} has no incoming edge")
+        return
+    for k, (_, src, dst) in enumerate(edges):
+        if src >= inputs and src not in fed:
+            raise _error(source, f"{where}[{k}]", f"source {src} is a node with no incoming edge; an unfed node "
+                         f"feeds nothing (node {dst} cannot read it)")
+
+
+def _check_concat_v2(concat: Any, where: str, nodes: int, inputs: int, reduction: bool, source: str,
+                     fed: set[int] | None = None) -> None:
     states = inputs + nodes
     if not isinstance(concat, (list, tuple)) or not concat or len(concat) > states:
         raise _error(source, where, f"expected a non-empty list of at most {states} state indices, got "
@@ -430,5 +472,8 @@ def _check_concat_v2(concat: Any, where: str, nodes: int, inputs: int, reduction
             raise _error(source, f"{where}[{k}]", f"expected a state index in {low}..{states - 1}, got {short(idx)}")
     if len(set(concat)) != len(concat):
         raise _error(source, where, f"state indices must be distinct, got {short(list(concat))}")
+    unfed = [idx for idx in concat if fed is not None and idx >= inputs and idx not in fed]
+    if unfed:
+        raise _error(source, where, f"node {unfed[0]} has no incoming edge, so the cell cannot output it")
     if inputs == 1 and list(concat) != [states - 1]:
         raise _error(source, where, f"an NB201 cell outputs its last node: expected [{states - 1}]")

@@ -191,18 +191,29 @@ def _check_positions(g: Any, space: Described, source: str) -> None:
 
 
 def _check_node_inputs(name: str, cell: Any, g: Any, space: Described, source: str) -> None:
-    """The derivation rule's input count: exactly k per node (top-k), every edge (argmax), at least one (searched)."""
+    """The rule's input count: exactly k per node (top-k), every edge (argmax), at least one (searched); under
+    the pairs rule k (op, input) pairs per node, under the threshold rule at most k inputs per node."""
+    rule = getattr(g, "rule", "space")
+    if rule != "space" and space.derivation != "top_k":
+        raise GenotypeError(f"{source}: rule: {rule} reads cells whose nodes keep k inputs (top_k derivation); the "
+                            f"{space.name} space derives by {space.derivation}")
     for target in range(g.inputs, g.inputs + g.nodes):
         count = len(cell.inputs_of(target))
+        if rule == "threshold":
+            if count > space.k:
+                raise GenotypeError(f"{source}: cells.{name}.edges: node {target} has {count} inputs; the threshold "
+                                    f"rule keeps at most {space.k} per node in the {space.name} space")
+            continue
         if space.derivation == "top_k":
-            wanted, rule = space.k, f"exactly {space.k} (top-{space.k} derivation)"
+            what = "(op, input) pair" if rule == "pairs" else "input"
+            wanted, rule_text = space.k, f"exactly {space.k} (top-{space.k} {'pairs' if rule == 'pairs' else 'derivation'})"
         elif space.derivation == "argmax":
-            wanted, rule = target, f"an edge from every earlier state, {target} (argmax derivation)"
+            what, wanted, rule_text = "input", target, f"an edge from every earlier state, {target} (argmax derivation)"
         else:
             continue  # searched: any non-empty set of edges, checked with the cell
         if count != wanted:
-            raise GenotypeError(f"{source}: cells.{name}.edges: node {target} has {count} input"
-                                f"{'s' if count != 1 else ''}; every node of the {space.name} space keeps {rule}")
+            raise GenotypeError(f"{source}: cells.{name}.edges: node {target} has {count} {what}"
+                                f"{'s' if count != 1 else ''}; every node of the {space.name} space keeps {rule_text}")
 
 
 def _check_exact(g: Any, space: Described, source: str) -> None:

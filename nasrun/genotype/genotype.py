@@ -22,8 +22,11 @@ from nasrun.genotype.checks import (
     FORMAT,
     FORMAT_V1,
     FORMAT_V2,
+    FORMAT_V3,
     KEYS_V2,
     KEYS_V3,
+    KEYS_V4,
+    RULES,
     SHOWN,
     check_keys_v1,
     short,
@@ -33,6 +36,7 @@ from nasrun.genotype.checks import (
     check_keys_v2,
     check_nodes,
     check_ops,
+    check_rule,
     check_space_name,
     known_spaces,
 )
@@ -44,7 +48,7 @@ from nasrun.spaces.ops import DARTS_OPS, NB201_OPS, PARAMETER_FREE_OPS
 Pairs = tuple[tuple[str, int], ...]
 Edge = tuple[str, int, int]
 
-__all__ = ["Cell", "Genotype", "FORMAT", "FORMAT_V1", "FORMAT_V2", "PUBLISHED", "NB201_OPS", "known_spaces", "parse_nb201",
+__all__ = ["Cell", "Genotype", "FORMAT", "FORMAT_V1", "FORMAT_V2", "FORMAT_V3", "RULES", "PUBLISHED", "NB201_OPS", "known_spaces", "parse_nb201",
            "resolve_genotype"]
 
 
@@ -78,13 +82,15 @@ class Genotype:
     ``Genotype(normal=pairs, normal_concat=..., reduce=..., reduce_concat=...)`` builds a shared
     DARTS genotype from ``(op, input)`` pairs, two per node; ``Genotype(cells={...}, ...)`` any
     other. Construction validates; genotypes are immutable and compare by content. ``space_hash``
-    and ``space_description`` (the space's fields, see :meth:`with_space`) say where it comes from.
+    and ``space_description`` (the space's fields, see :meth:`with_space`) say where it comes from,
+    ``rule`` how its cells were read off the weights (one of :data:`RULES`; the checks follow it).
     """
 
     def __init__(self, normal: Any = None, normal_concat: Any = None, reduce: Any = None, reduce_concat: Any = None,
                  space: str = "darts", ops: Sequence[str] = DARTS_OPS, nodes: int = 4, *,
                  cells: Optional[Mapping[str, Cell]] = None, inputs: int = 2, space_hash: Optional[str] = None,
-                 space_description: Optional[Mapping[str, Any]] = None, source: str = "Genotype") -> None:
+                 space_description: Optional[Mapping[str, Any]] = None, source: str = "Genotype",
+                 rule: str = "space") -> None:
         ops = tuple(ops)
         if cells is None:
             validate_v1(space, list(ops), nodes, {"normal": (normal, normal_concat), "reduce": (reduce, reduce_concat)},
@@ -96,8 +102,10 @@ class Genotype:
             check_ops(list(ops), source)
             check_nodes(nodes, source)
             check_inputs(inputs, source)
-            check_cells_v2({k: c.to_dict() for k, c in cells.items()}, ops, nodes, inputs, source)
+            check_rule(rule, inputs, source)
+            check_cells_v2({k: c.to_dict() for k, c in cells.items()}, ops, nodes, inputs, source, rule)
         self.cells: dict[str, Cell] = dict(cells)
+        self.rule = rule
         self.space, self.ops, self.nodes, self.inputs, self.space_hash = space, ops, nodes, inputs, space_hash
         self.space_description = None if space_description is None else json.loads(json.dumps(space_description))
 
@@ -108,7 +116,7 @@ class Genotype:
             raise ValueError(f"the genotype comes from space {self.space!r} ({self.space_hash}), not from "
                              f"{space.name!r} ({space.hash()})")
         return Genotype(space=self.space, ops=self.ops, nodes=self.nodes, cells=self.cells, inputs=self.inputs,
-                        space_hash=space.hash(), space_description=space.describe())
+                        space_hash=space.hash(), space_description=space.describe(), rule=self.rule)
 
     # ----------------------------------------------------------------- views
     @property
@@ -167,7 +175,7 @@ class Genotype:
 
     # ----------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        """The ``genotype.json`` payload (format /3, JSON types only)."""
+        """The ``genotype.json`` payload (format /4, JSON types only)."""
         return {
             "format": FORMAT,
             "space": self.space,
@@ -178,11 +186,13 @@ class Genotype:
             "cells": {name: cell.to_dict() for name, cell in self.cells.items()},
             "nb201": self.nb201,
             "space_description": self.space_description,
+            "rule": self.rule,
         }
 
     def _content(self) -> dict[str, Any]:
-        """What equality compares: the architecture and its space, not where the space was described (provenance)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("space_hash", "space_description")}
+        """What equality compares: the architecture and its space, not where the space was described or by which
+        rule the cells were read (provenance)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("space_hash", "space_description", "rule")}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Genotype) and self._content() == other._content()
@@ -195,16 +205,16 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "genotype") -> "Genotype":
-        """Build from a ``genotype.json`` payload (format /3, or /2 and /1 of the earlier versions), checking
+        """Build from a ``genotype.json`` payload (format /4, or /3, /2 and /1 of the earlier versions), checking
         every field and that the cells fit the space they name (:mod:`nasrun.genotype.fit`).
 
         The space must be one of :func:`known_spaces`, or be described in the file (format /3): a file
         may come from anywhere. ``source`` prefixes every error message (the file name when loading).
         """
-        if isinstance(d, Mapping) and d.get("format") in (FORMAT, FORMAT_V2):
+        if isinstance(d, Mapping) and d.get("format") in (FORMAT, FORMAT_V3, FORMAT_V2):
             return cls._from_v2(d, source)
         if isinstance(d, Mapping) and d.get("format") not in (FORMAT_V1, None):
-            raise GenotypeError(f"{source}: format: expected {FORMAT!r} (or the earlier {FORMAT_V2!r}, "
+            raise GenotypeError(f"{source}: format: expected {FORMAT!r} (or the earlier {FORMAT_V3!r}, {FORMAT_V2!r}, "
                                 f"{FORMAT_V1!r}), got {short(d.get('format'))}")
         check_keys_v1(d, source)
         space, ops, nodes = d.get("space", "darts"), d.get("ops", list(DARTS_OPS)), d.get("nodes", 4)
@@ -217,8 +227,8 @@ class Genotype:
 
     @classmethod
     def _from_v2(cls, d: Mapping, source: str) -> "Genotype":
-        """Formats /2 and /3 (/3 may carry the description of its space)."""
-        check_keys_v2(d, source, KEYS_V3 if d["format"] == FORMAT else KEYS_V2)
+        """Formats /2, /3 (which may carry the description of its space) and /4 (which may name its rule)."""
+        check_keys_v2(d, source, {FORMAT: KEYS_V4, FORMAT_V3: KEYS_V3}.get(d["format"], KEYS_V2))
         description = d.get("space_description")
         check_space_name(d["space"], source, known_only=description is None)
         described = None if description is None else described_space(description, d["space"], d.get("space_hash"),
@@ -226,11 +236,13 @@ class Genotype:
         check_ops(d["ops"], source)
         check_nodes(d["nodes"], source)
         check_inputs(d["inputs"], source)
-        check_cells_v2(d["cells"], d["ops"], d["nodes"], d["inputs"], source)
+        rule = d.get("rule", "space")
+        check_rule(rule, d["inputs"], source)
+        check_cells_v2(d["cells"], d["ops"], d["nodes"], d["inputs"], source, rule)
         cells = {name: Cell(tuple(tuple(e) for e in c["edges"]), tuple(c["concat"]),
                             c.get("reduction", name == "reduce")) for name, c in d["cells"].items()}
         genotype = cls(space=d["space"], ops=d["ops"], nodes=d["nodes"], cells=cells, inputs=d["inputs"],
-                       space_hash=d.get("space_hash"), space_description=description, source=source)
+                       space_hash=d.get("space_hash"), space_description=description, source=source, rule=rule)
         if d.get("nb201") is not None and d["nb201"] != genotype.nb201:
             raise GenotypeError(f"{source}: nb201: {short(d['nb201'])} does not match the cells "
                                 f"({short(genotype.nb201)})")

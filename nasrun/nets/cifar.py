@@ -17,6 +17,10 @@ MIN_AUX_MAP = 8
 class Cell(nn.Module):
     """A discrete cell: every node sums the genotype's ops applied to their chosen input states.
 
+    Two ops may read the same input (genotypes read by the pairs rule). A node with no incoming edge
+    (the threshold rule) has no state: the genotype's checks make sure no edge reads it and the output
+    does not concatenate it.
+
     Drop path is applied to every op output except identity (dropping an identity would remove
     the only path a skip provides without regularising any weights), before the node sum.
     """
@@ -60,7 +64,7 @@ class Cell(nn.Module):
                 if use_drop and not isinstance(op, Identity):
                     y = drop_path(y, drop_prob)
                 total = y if total is None else total + y
-            states.append(total)
+            states.append(total)  # None for an unfed node, which nothing reads
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

@@ -40,6 +40,7 @@ from nasrun.train.precision import Numerics, check_available, upcast
 from nasrun.parallel.rank_runs import NoEpochLog, reseed_rank, run_ranks
 from nasrun.parallel.search_ranks import attach_ranks, check_search_ranks, evaluate_ranks, rank_steps, shared_mix
 from nasrun.search.selection import outcome as selection_outcome
+from nasrun.search.selection import read_final
 from nasrun.search.selection import tuning_epochs
 from nasrun.search.state import CHECKPOINT_SCHEMA, SearchState, build_supernet
 from nasrun.spaces.ops import NOISE
@@ -405,6 +406,9 @@ def _finish(state: SearchState, run: RunFolder, data, dataset_cfg: DatasetConf, 
     if state.schedule.staged:
         _end_stage(state, run)
     genotype, refinement = state.schedule.final_genotype(state.model)
+    genotype, ruled, ruled_final = read_final(state, genotype, run.path)
+    if ruled is not None:  # a released method's own rule: its genotype and skip counts, the space rule's on record
+        selected, last_row = ruled, {**last_row, **ruled_final}
     genotype = genotype.with_space(Space(cfg.space))  # genotype.json carries its space: retrainable anywhere
     genotype.save(run.path / "genotype.json")
     _draw_cells(genotype, run.path / "cells.png", f"{cfg.method.name} on {dataset_cfg.name}, seed {cfg.seed}")

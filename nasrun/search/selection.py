@@ -1,4 +1,6 @@
-"""The tuning epochs of a selection that trains the supernet between its decisions (DARTS-PT's).
+"""The tuning epochs of a selection that trains the supernet between its decisions (DARTS-PT's), and the
+reading of the final genotype by a released method's own rule (``selection.rule``: GDAS' pairs, FairDARTS'
+threshold; :func:`read_final`).
 
 After the search's last epoch the search loop hands its state here. The weights' SGD restarts at
 ``search.lr / selection.lr_divisor``; at the start of the epochs the plan names, the selection takes its
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Optional
 
 import torch
 
@@ -20,6 +22,7 @@ from nasrun.methods import make_selection
 from nasrun.methods.schedules import EpochPlan
 from nasrun.methods.selections import Projection, ProjectedMap, Scorer
 from nasrun.run.folder import RunFolder
+from nasrun.spaces.rules import EmptyCell, read_by_rule
 from nasrun.supernet.projection import kinds_of
 from nasrun.train.steps import evaluate, evaluate_topk
 
@@ -93,6 +96,29 @@ def outcome(run: RunFolder, state: Any) -> tuple[dict, dict]:
     return record, final
 
 
+def read_final(state: Any, genotype: Any, folder: Any) -> tuple[Any, Optional[dict], dict]:
+    """The final genotype under ``selection.rule``, the record result.json keeps of the reading (None under the
+    space's rule, which ``genotype`` already is) and the skip counts of ``final``, which are the ruled genotype's.
+    A threshold that leaves a cell without an edge ends the run with one line saying how to read it again."""
+    conf = state.cfg.selection
+    if conf.rule == "space":
+        return genotype, None, {}
+    model = state.model
+    with torch.no_grad():
+        weights = model.vocabulary_weights()
+    try:
+        ruled = read_by_rule(model.space, weights, model.edge_ops, model.layers, conf.rule, conf.threshold)
+    except EmptyCell as exc:
+        raise EmptyCell(f"selection.threshold={conf.threshold}: {exc}; the supernet is kept: read it again with "
+                        f"`nasrun select genotype={folder} selection.threshold=<lower>` (or selection.rule=space)") \
+            from None
+    log.info("genotype read by rule %s: %s", conf.rule, ruled)
+    record = {"name": conf.name, "rule": conf.rule, **({"threshold": conf.threshold} if conf.rule == "threshold"
+                                                         else {}), "space_genotype": genotype.to_dict()}
+    final = {"skip_normal": ruled.count("skip_connect", "normal"), "skip_reduce": ruled.count("skip_connect", "reduce")}
+    return ruled, record, final
+
+
 def _restart_weight_optimizer(state: Any, tune_epochs: int, resumed: bool) -> None:
     """A fresh SGD at ``search.lr / lr_divisor`` (as released) and its schedule; on resume, their saved state."""
     s, conf = state.cfg.search, state.cfg.selection
@@ -128,4 +154,4 @@ def _said(decision: dict) -> str:
     return f"{decision['kind']} node {decision['node']} keeps edges {decision['kept']}"
 
 
-__all__ = ["tuning_epochs", "outcome", "SELECTION"]
+__all__ = ["tuning_epochs", "outcome", "read_final", "SELECTION"]

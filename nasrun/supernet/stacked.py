@@ -1,0 +1,353 @@
+"""S independent DARTS supernets run as one network whose convolutions have one group per member.
+
+A population trains S members (each with its own weights, alphas, BN statistics and data batch).
+Running them one after another dispatches S times the operators; here they share every operator:
+
+- member m owns channel block m of every activation: ``(N, S*C, H, W)`` with channel ``m*C + c``
+  being member m's channel c, and the input is the members' image batches concatenated along
+  channels, ``(N, S*3, H, W)`` (:func:`stack_inputs`);
+- every conv becomes a grouped conv with ``S * groups`` groups, its weight the members' weights
+  concatenated along the output dim (block diagonal for dense and pointwise convs; depthwise convs
+  stay per channel); a BN over ``S*C`` channels is per member by construction, running statistics
+  included; pooling and ReLU act per channel anyway;
+- the two concatenations of the cell (FactorizedReduce's halves, the node outputs) are re-laid out
+  through an ``(N, S, C, H, W)`` view so they stay member-major;
+- the mixing weights are ``(S, num_edges, ops)`` per kind, broadcast over each member's block, and
+  the classifier is a batched matmul with weights ``(S, K, F)``; logits are ``(N, S, K)``.
+
+Limits: the plain DARTS skeleton only (``fused=False``, softmax mixing, no partial channels, edge
+normalisation, auxiliary skip or skip dropout, the DARTS ops); members must have equal structure and
+equal BN batch counts. Every op but ``none`` always runs: unlike :class:`MixedOp`, an op weighted
+exactly zero is not skipped (same values; its weights get a zero gradient instead of none).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nasrun.spaces.names import DARTS_OPS
+from nasrun.spaces.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from nasrun.supernet.cell import SearchCell
+from nasrun.supernet.mixed_op import MixedOp
+from nasrun.supernet.network import SuperNet
+
+__all__ = ["StackedSuperNet", "stack_inputs", "member_loss_sum"]
+
+#: Modules whose forward only chains their children: stacked by stacking the children.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, ReLUConvBN, SepConv, DilConv)
+#: Modules without state that act per channel (or not on channels at all): shared as they are.
+_STATELESS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, Identity, Zero, nn.Identity, nn.AdaptiveAvgPool2d)
+
+
+def stack_inputs(xs: Tensor) -> Tensor:
+    """``(S, N, C, H, W)`` member batches -> ``(N, S*C, H, W)``, member-major (one copy)."""
+    S, N, C, H, W = xs.shape
+    return xs.transpose(0, 1).reshape(N, S * C, H, W)
+
+
+def member_loss_sum(logits: Tensor, targets: Tensor) -> Tensor:
+    """Sum over members of each member's mean cross-entropy; ``logits (N, S, K)``, ``targets (N, S)``.
+
+    One call: the mean over all N*S terms, times S, is the sum of the S per-member means."""
+    return F.cross_entropy(logits.transpose(1, 2), targets) * logits.shape[1]
+
+
+def _blocks(x: Tensor, S: int) -> Tensor:
+    """``(N, S*C, H, W)`` -> the view ``(N, S, C, H, W)``."""
+    n, c, h, w = x.shape
+    return x.view(n, S, c // S, h, w)
+
+
+def _cat_members(parts: Sequence[Tensor], S: int) -> Tensor:
+    """Concatenate per-member channel blocks so the result stays member-major."""
+    n, _, h, w = parts[0].shape
+    return torch.cat([_blocks(p, S) for p in parts], dim=2).view(n, -1, h, w)
+
+
+def _same(mods: Sequence[nn.Module], attrs: Sequence[str]) -> None:
+    """Refuse members whose modules differ in a structural attribute."""
+    for a in attrs:
+        values = {repr(getattr(m, a)) for m in mods}
+        if len(values) != 1:
+            raise ValueError(f"members differ in {type(mods[0]).__name__}.{a}: {sorted(values)}")
+
+
+def _cat_param(tensors: Sequence[Tensor]) -> nn.Parameter:
+    return nn.Parameter(torch.cat([t.detach() for t in tensors]).clone())
+
+
+def _stack_conv(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
+    """One conv with ``S * groups`` groups: member m's output block m reads only its input block m."""
+    _same(convs, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                  "padding_mode"))
+    c, S = convs[0], len(convs)
+    if c.bias is not None or c.padding_mode != "zeros":
+        raise ValueError("stacked convs support bias-free, zero-padded convs only")
+    w = c.weight
+    out = nn.Conv2d(S * c.in_channels, S * c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
+                    S * c.groups, bias=False, device=w.device, dtype=w.dtype)
+    out.weight = _cat_param([m.weight for m in convs])
+    return out
+
+
+def _stack_bn(bns: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
+    """One BN over ``S*C`` channels: the statistics of channel ``m*C + c`` are member m's."""
+    _same(bns, ("num_features", "eps", "momentum", "affine", "track_running_stats"))
+    b, S = bns[0], len(bns)
+    if b.track_running_stats and len({int(m.num_batches_tracked) for m in bns}) != 1:
+        raise ValueError("members' BatchNorm num_batches_tracked differ (stacked BNs share one counter)")
+    ref = b.running_mean if b.track_running_stats else b.weight
+    out = nn.BatchNorm2d(S * b.num_features, b.eps, b.momentum, b.affine, b.track_running_stats,
+                         device=ref.device, dtype=ref.dtype)
+    if b.affine:
+        out.weight = _cat_param([m.weight for m in bns])
+        out.bias = _cat_param([m.bias for m in bns])
+    if b.track_running_stats:
+        with torch.no_grad():
+            out.running_mean.copy_(torch.cat([m.running_mean for m in bns]))
+            out.running_var.copy_(torch.cat([m.running_var for m in bns]))
+            out.num_batches_tracked.copy_(b.num_batches_tracked)
+    return out
+
+
+class StackedLinear(nn.Module):
+    """S classifiers at once: ``(N, S, F) -> (N, S, K)`` with weight ``(S, K, F)`` and bias ``(S, K)``."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        _same(layers, ("in_features", "out_features"))
+        if any(m.bias is None for m in layers):
+            raise ValueError("stacked classifier needs a bias (the SuperNet classifier has one)")
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())
+        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (S, N, F) @ (S, F, K) -> (S, N, K): one batched matmul for all members
+        return torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight.transpose(1, 2)).transpose(0, 1)
+
+
+class StackedFactorizedReduce(nn.Module):
+    """FactorizedReduce of S members: both strided convs grouped, their halves joined member-major."""
+
+    def __init__(self, frs: Sequence[FactorizedReduce]) -> None:
+        super().__init__()
+        self.S = len(frs)
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = _stack_conv([m.conv_1 for m in frs])
+        self.conv_2 = _stack_conv([m.conv_2 for m in frs])
+        self.bn = _stack_bn([m.bn for m in frs])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(x)
+        return self.bn(_cat_members([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], self.S))
+
+
+class StackedMixedOp(nn.Module):
+    """A mixed edge of S members: ``sum_k w[m, k] * op_k(x)`` on each member's channel block."""
+
+    def __init__(self, mixed: Sequence[MixedOp]) -> None:
+        super().__init__()
+        _same(mixed, ("op_names", "stride", "partial_channels"))
+        for m in mixed:
+            if type(m) is not MixedOp:
+                raise ValueError(f"unsupported mixed op {type(m).__name__} (fused edges are not stacked)")
+            if m.partial_channels != 1:
+                raise ValueError("unsupported feature: partial channels (PC-DARTS)")
+            if m.aux is not None:
+                raise ValueError("unsupported feature: auxiliary skip (DARTS-)")
+            if m.skip_dropout > 0:
+                raise ValueError("unsupported feature: skip dropout (P-DARTS)")
+            if m.single_op is not None:
+                raise ValueError("unsupported feature: single-op (GDAS) mixing")
+        self.S, self.stride, self.op_names = len(mixed), mixed[0].stride, mixed[0].op_names
+        self.ops = _stack_module([m.ops for m in mixed])
+        self._active = [k for k, name in enumerate(self.op_names) if name != "none"]
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        """``weights``: ``(ops, 1, S, 1, 1, 1)`` (the edge's row of every member, shaped to broadcast)."""
+        w = weights.unbind(0)
+        out: Tensor | None = None
+        for k in self._active:
+            term = _blocks(self.ops[k](x), self.S) * w[k]
+            out = term if out is None else out + term
+        if out is None:  # only `none` on this edge
+            return Zero(self.stride)(x)
+        n, s, c, h, wd = out.shape
+        return out.view(n, s * c, h, wd)
+
+
+class StackedCell(nn.Module):
+    """A DARTS search cell of S members; its output concatenates the nodes member-major."""
+
+    def __init__(self, cells: Sequence[SearchCell]) -> None:
+        super().__init__()
+        _same(cells, ("nodes", "reduction", "multiplier"))
+        if any(type(c) is not SearchCell or c._batched for c in cells):
+            raise ValueError("unsupported feature: fused/batched cells (build the members with fused=False)")
+        self.S, self.nodes, self.reduction = len(cells), cells[0].nodes, cells[0].reduction
+        self.preprocess0 = _stack_module([c.preprocess0 for c in cells])
+        self.preprocess1 = _stack_module([c.preprocess1 for c in cells])
+        self.edges = nn.ModuleList(StackedMixedOp([c.edges[e] for c in cells]) for e in range(len(cells[0].edges)))
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        """``weights``: the cell kind's mixing weights ``(S, num_edges, ops)``."""
+        S, E, O = weights.shape
+        rows = weights.permute(1, 2, 0).reshape(E, O, 1, S, 1, 1, 1).unbind(0)
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for _ in range(self.nodes):
+            total: Tensor | None = None
+            for j, h in enumerate(states):
+                y = self.edges[e + j](h, rows[e + j])
+                total = y if total is None else total + y
+            e += len(states)
+            states.append(total)
+        return _cat_members(states[2:], self.S)
+
+
+#: Module type -> how S members' copies of it become one module.
+_STACKERS: dict[type, Callable[[Sequence], nn.Module]] = {
+    nn.Conv2d: _stack_conv,
+    nn.BatchNorm2d: _stack_bn,
+    nn.Linear: StackedLinear,
+    FactorizedReduce: StackedFactorizedReduce,
+    MixedOp: StackedMixedOp,
+    SearchCell: StackedCell,
+}
+
+
+def _stack_module(mods: Sequence[nn.Module]) -> nn.Module:
+    """The stacked version of S structurally equal modules (same type, same children)."""
+    kind = type(mods[0])
+    if any(type(m) is not kind for m in mods):
+        raise ValueError(f"members differ in module type: {sorted({type(m).__name__ for m in mods})}")
+    if kind in _STACKERS:
+        return _STACKERS[kind](mods)
+    if kind in _STATELESS:
+        return copy.deepcopy(mods[0])
+    if kind in _CONTAINERS:
+        first = mods[0]
+        if first._parameters or first._buffers:
+            raise ValueError(f"unsupported module with own parameters: {kind.__name__}")
+        names = list(first._modules)
+        if any(list(m._modules) != names for m in mods):
+            raise ValueError(f"members' {kind.__name__} modules have different children")
+        out = copy.copy(first)
+        out._parameters, out._buffers, out._modules = {}, {}, {}
+        for name in names:
+            out._modules[name] = _stack_module([m._modules[name] for m in mods])
+        return out
+    raise ValueError(f"unsupported module in a stacked supernet: {kind.__name__}")
+
+
+def _check_member(net: SuperNet) -> None:
+    """Refuse a member with a feature the stacked network does not implement, naming it."""
+    if not isinstance(net, SuperNet):
+        raise ValueError(f"members must be SuperNets, got {type(net).__name__}")
+    from nasrun.methods.alpha_maps import Softmax
+
+    space = net.space
+    problems = {
+        "the nb201 skeleton": space.skeleton != "darts",
+        "fused supernets (fused=True)": net.fused,
+        "partial channels (PC-DARTS)": net.partial_channels != 1,
+        "edge normalisation": net.edge_norm,
+        "a non-softmax alpha map": net.alpha_map is not None and type(net.alpha_map) is not Softmax,
+        "independent (per-position) cells": space.sharing != "shared",
+        "ops outside the DARTS space": any(op not in DARTS_OPS for op in net.ops),
+        "an auxiliary skip (DARTS-)": any(isinstance(m, MixedOp) and m.aux is not None for m in net.modules()),
+    }
+    for feature, bad in problems.items():
+        if bad:
+            raise ValueError(f"StackedSuperNet does not support {feature}")
+
+
+class StackedSuperNet(nn.Module):
+    """S plain DARTS supernets as one network (see the module docstring for the layout).
+
+    The state dict keeps the solo supernet's names; conv and BN tensors hold the members' tensors
+    concatenated along dim 0, the alphas (``(S, E, O)``) and the classifier (``(S, K, F)``, ``(S, K)``)
+    stack them along a new dim 0, and every ``num_batches_tracked`` is shared.
+    :meth:`member_state_dict` gives back one member's solo state dict.
+    """
+
+    def __init__(self, nets: Sequence[SuperNet]) -> None:
+        super().__init__()
+        if not nets:
+            raise ValueError("a stacked supernet needs at least one member")
+        for net in nets:
+            _check_member(net)
+        _same(nets, ("C", "num_classes", "layers", "ops", "nodes", "positions", "kinds", "edge_ops"))
+        first = nets[0]
+        self.S, self.C, self.num_classes, self.layers = len(nets), first.C, first.num_classes, first.layers
+        self.ops, self.nodes, self.num_edges = first.ops, first.nodes, first.num_edges
+        self.kinds, self.positions, self.edge_ops = list(first.kinds), list(first.positions), first.edge_ops
+        self.in_channels = first.stem[0].in_channels
+        self.stem = _stack_module([n.stem for n in nets])
+        self.cells = nn.ModuleList(StackedCell([n.cells[i] for n in nets]) for i in range(len(first.cells)))
+        self.head = nn.Identity()
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = StackedLinear([n.classifier for n in nets])
+        for kind in self.kinds:
+            alphas = torch.stack([n.alphas(kind).detach() for n in nets]).clone()
+            setattr(self, f"alphas_{kind}", nn.Parameter(alphas))
+        self._member_index = {f"alphas_{k}" for k in self.kinds} | {"classifier.weight", "classifier.bias"}
+
+    @classmethod
+    def from_members(cls, nets: Sequence[SuperNet]) -> "StackedSuperNet":
+        """Stack copies of the members' parameters and buffers (the members are left untouched)."""
+        return cls(nets)
+
+    # ------------------------------------------------------------------ parameters
+    def alphas(self, kind: str) -> nn.Parameter:
+        return getattr(self, f"alphas_{kind}")
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The stacked alphas ``(S, num_edges, ops)`` of every kind, in the space's order."""
+        return [self.alphas(kind) for kind in self.kinds]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every stacked parameter except the alphas, in ``named_parameters`` order."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def softmax_weights(self) -> dict[str, Tensor]:
+        """Per kind, softmax of every member's alphas over the op axis: ``(S, num_edges, ops)``."""
+        return {kind: F.softmax(self.alphas(kind), dim=-1) for kind in self.kinds}
+
+    def member_tensor(self, name: str, tensor: Tensor, m: int) -> Tensor:
+        """Member m's part (a view) of the stacked state entry ``name`` or of its gradient."""
+        if tensor.dim() == 0:  # num_batches_tracked: one counter for all members
+            return tensor
+        if name in self._member_index:
+            return tensor[m]
+        return tensor.unflatten(0, (self.S, -1))[m]
+
+    def member_state_dict(self, m: int) -> dict[str, Tensor]:
+        """Member m's solo ``SuperNet.state_dict()`` (same names and shapes; copies, detached)."""
+        if not 0 <= m < self.S:
+            raise IndexError(f"member {m} out of range for {self.S} members")
+        return {name: self.member_tensor(name, t, m).detach().clone() for name, t in self.state_dict().items()}
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor, mix: dict[str, Tensor] | None = None) -> Tensor:
+        """Logits ``(N, S, K)`` for the members' batches ``x`` of shape ``(N, S*in_channels, H, W)``
+        (:func:`stack_inputs`); ``mix``: mixing weights ``(S, num_edges, ops)`` per kind (default softmax)."""
+        if mix is None:
+            mix = self.softmax_weights()
+        if x.dim() != 4 or x.shape[1] != self.S * self.in_channels:
+            raise ValueError(f"x has shape {tuple(x.shape)}, expected (N, {self.S * self.in_channels}, H, W)")
+        for kind in self.kinds:
+            shape = (self.S, self.num_edges, len(self.edge_ops[kind][0]))
+            if tuple(mix[kind].shape) != shape:
+                raise ValueError(f"mix[{kind!r}] has shape {tuple(mix[kind].shape)}, expected {shape}")
+        s0 = s1 = self.stem(x)
+        for cell, (kind, _) in zip(self.cells, self.positions):
+            s0, s1 = s1, cell(s0, s1, mix[kind])
+        pooled = self.global_pooling(self.head(s1))
+        return self.classifier(pooled.view(pooled.shape[0], self.S, -1))

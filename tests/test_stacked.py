@@ -1,0 +1,153 @@
+"""The stacked supernet must compute exactly what its members compute one by one (float64, tiny sizes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nasrun.config.compose import compose, to_typed
+from nasrun.search.state import build_supernet
+from nasrun.spaces.names import DARTS_OPS
+from nasrun.supernet import SuperNet
+from nasrun.supernet.stacked import StackedSuperNet, member_loss_sum, stack_inputs
+
+S, C, LAYERS, BATCH, SIZE = 3, 4, 5, 4, 16
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return to_typed(compose("search", [f"supernet.C={C}", f"supernet.layers={LAYERS}", "dataset=digits",
+                                       "supernet.fused=false"]))
+
+
+def build(cfg, seed: int) -> SuperNet:
+    torch.manual_seed(seed)
+    return build_supernet(cfg, 10, 3, LAYERS).double().train()
+
+
+@pytest.fixture
+def members(cfg) -> list[SuperNet]:
+    nets = [build(cfg, m) for m in range(S)]
+    with torch.no_grad():  # distinct, non-trivial alphas, so the mixing really differs per member
+        for m, net in enumerate(nets):
+            for p in net.arch_parameters():
+                p.normal_(0.0, 0.5 + 0.25 * m)
+    return nets
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(S, BATCH, 3, SIZE, SIZE, dtype=torch.float64, generator=g)
+    y = torch.randint(10, (S, BATCH), generator=g)
+    return x, y
+
+
+def test_setup_covers_the_darts_space(members):
+    net = members[0]
+    assert net.ops == DARTS_OPS and net.kinds == ["normal", "reduce"]
+    assert [r for _, r in net.positions] == [False, True, False, True, False]
+    # the members really differ, or equal results would prove nothing
+    assert not torch.equal(members[0].stem[0].weight, members[1].stem[0].weight)
+
+
+def test_logits_match_each_member(members, batch):
+    x, _ = batch
+    stacked = StackedSuperNet.from_members(members)
+    out = stacked(stack_inputs(x))
+    assert out.shape == (BATCH, S, 10)
+    for m, net in enumerate(members):
+        solo = net(x[m])
+        assert solo.abs().max() > 1e-3
+        torch.testing.assert_close(out[:, m], solo, rtol=0, atol=1e-10)
+
+
+def test_gradients_match_each_member(members, batch):
+    x, y = batch
+    stacked = StackedSuperNet.from_members(members)
+    member_loss_sum(stacked(stack_inputs(x)), y.T).backward()
+    for m, net in enumerate(members):
+        F.cross_entropy(net(x[m]), y[m]).backward()
+    names = dict(stacked.named_parameters())
+    assert set(names) == {n for n, _ in members[0].named_parameters()}
+    arch = {id(p) for p in stacked.arch_parameters()}
+    assert {n for n, p in names.items() if id(p) in arch} == {"alphas_normal", "alphas_reduce"}
+    assert names["alphas_normal"].shape == (S, 14, len(DARTS_OPS))
+    for m, net in enumerate(members):
+        for name, p in net.named_parameters():
+            assert p.grad is not None and p.grad.abs().max() > 0, name
+            got = stacked.member_tensor(name, names[name].grad, m)
+            torch.testing.assert_close(got, p.grad, rtol=0, atol=1e-10, msg=f"member {m} {name}")
+
+
+def test_running_statistics_match(members, batch):
+    x, _ = batch
+    stacked = StackedSuperNet.from_members(members)
+    with torch.no_grad():
+        stacked(stack_inputs(x))
+        for m, net in enumerate(members):
+            net(x[m])
+    for m, net in enumerate(members):
+        mine = stacked.member_state_dict(m)
+        buffers = dict(net.named_buffers())
+        assert len(buffers) > 100
+        for name, b in buffers.items():
+            if name.endswith("num_batches_tracked"):
+                assert int(mine[name]) == int(b) == 1, name
+            else:
+                torch.testing.assert_close(mine[name], b, rtol=0, atol=1e-12, msg=f"member {m} {name}")
+        # the statistics moved away from their initial values (0 and 1)
+        assert buffers["cells.4.preprocess1.op.2.running_mean"].abs().max() > 1e-4
+
+
+def test_member_state_dict_round_trip(cfg, members, batch):
+    x, y = batch
+    stacked = StackedSuperNet.from_members(members)
+    opt = torch.optim.SGD(stacked.parameters(), lr=0.1)
+    member_loss_sum(stacked(stack_inputs(x)), y.T).backward()  # a step, so the weights leave their init
+    opt.step()
+    stacked.eval()
+    with torch.no_grad():
+        out = stacked(stack_inputs(x))
+    for m in range(S):
+        fresh = build(cfg, 100 + m).eval()
+        fresh.load_state_dict(stacked.member_state_dict(m), strict=True)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(x[m]), out[:, m], rtol=0, atol=1e-10)
+            assert not torch.allclose(fresh(x[m]), members[m].eval()(x[m]), atol=1e-6)
+
+
+def test_member_state_dict_is_a_copy(members):
+    stacked = StackedSuperNet.from_members(members)
+    sd = stacked.member_state_dict(1)
+    sd["stem.0.weight"].zero_()
+    assert stacked.stem[0].weight.abs().max() > 0
+    torch.testing.assert_close(stacked.member_state_dict(1)["stem.0.weight"], members[1].stem[0].weight)
+    with pytest.raises(IndexError):
+        stacked.member_state_dict(S)
+
+
+@pytest.mark.parametrize("override, feature", [
+    ("supernet.fused=true", "fused"),
+    ("supernet.partial_channels=2", "partial channels"),
+    ("supernet.edge_norm=true", "edge normalisation"),
+])
+def test_refuses_unsupported_members(override, feature):
+    cfg = to_typed(compose("search", [f"supernet.C={C}", "supernet.layers=3", "dataset=digits",
+                                      "supernet.fused=false", override]))
+    torch.manual_seed(0)
+    net = build_supernet(cfg, 10, 3, 3)
+    with pytest.raises(ValueError, match=feature):
+        StackedSuperNet.from_members([net, net])
+
+
+def test_refuses_mismatched_members_and_inputs(cfg, members):
+    other = to_typed(compose("search", ["supernet.C=6", f"supernet.layers={LAYERS}", "dataset=digits",
+                                        "supernet.fused=false"]))
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="members differ"):
+        StackedSuperNet.from_members([members[0], build_supernet(other, 10, 3, LAYERS).double()])
+    stacked = StackedSuperNet.from_members(members)
+    with pytest.raises(ValueError, match="expected"):
+        stacked(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.float64))
