@@ -308,7 +308,10 @@ def test_every_documented_select_line_takes_keys_select_accepts():
         pairs = _pairs(list(cmd.tokens[1:]))
         assert "genotype" in pairs, cmd.where()
         keys = [f"{k}={v}" for k, v in pairs.items() if k.startswith("selection")]
-        assert to_typed(compose("search", keys or ["selection=perturbation"])).selection.tunes, cmd.where()
+        reads = any(k in pairs for k in ("selection.rule", "selection.threshold"))  # select's own default
+        default = [] if "selection" in pairs else ["selection=argmax" if reads else "selection=perturbation"]
+        selection = to_typed(compose("search", ["space=darts", *default, *keys])).selection
+        assert selection.tunes or reads, cmd.where()  # a selection to run, or a rule to read the weights by
         checked += 1
     assert checked >= 1
 
