@@ -60,6 +60,8 @@ def build(preset: str, args: argparse.Namespace, fused: bool | None = None):
                  f"supernet.fused={str(fused).lower()}"]
     if not stage:
         overrides.append(f"supernet.layers={args.layers}")
+    if method == "drnas":  # one stage on every channel: the step of DARTS' size (its stages see 1/6, then 1/4)
+        overrides += ["schedule.stage_partial_channels=[1]", "schedule.stage_ops=[null]"]
     cfg = to_typed(compose("search", overrides))
     device = torch.device(args.device)
     torch.manual_seed(0)

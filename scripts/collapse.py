@@ -32,7 +32,8 @@ METHODS = {
     "amended_eta0.1": ["method=amended", "estimator.eta=0.1"],
     "amended_eta1": ["method=amended", "estimator.eta=1.0"],
     "sdarts_rs": ["method=sdarts_rs"],
-    "drnas": ["method=drnas", "search.arch_warmup_epochs=0", "search.lr=0.025", "search.lr_min=0.001"],
+    "drnas": ["method=drnas", "search.arch_warmup_epochs=0", "search.lr=0.025", "search.lr_min=0.001",
+              "schedule.stage_partial_channels=[1]", "schedule.stage_ops=[null]"],  # one stage, every channel
     "gdas": ["method=gdas", "search.weight_decay=3e-4"],
     "snas": ["method=snas"],
     "fairdarts": ["method=fairdarts", "search.lr=0.025"],

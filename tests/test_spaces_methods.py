@@ -24,10 +24,12 @@ PER_METHOD = {"zarts": ["estimator.update_every=2", "estimator.inner_steps=1", "
               "pdarts": ["schedule.stage_add_layers=[0,1,2]", "supernet.layers=3", "search.batch_size=32"],
               "sdarts_adv": ["perturbation.pgd_steps=2"],
               "darts_pt": ["selection.interval=1", "selection.eval_images=32"],
-              "fairdarts": ["selection.threshold=0.5"]}  # one epoch moves no gate to the released 0.85
+              "fairdarts": ["selection.threshold=0.5"],  # one epoch moves no gate to the released 0.85
+              "drnas": ["supernet.C=12"]}  # its stages on the DARTS-like spaces see 1/6, then 1/4 of the channels
 #: Combinations refused, and the key the refusal names.
 REFUSED = {("pdarts", "rdarts_s1"): "schedule.stage_keep", ("pdarts", "rdarts_s4"): "schedule.stage_keep",
-           ("pdarts", "nb201"): "schedule.max_skips", ("pdarts", "large"): "schedule='progressive'"}
+           ("pdarts", "nb201"): "schedule.max_skips", ("pdarts", "large"): "schedule='progressive'",
+           ("drnas", "rdarts_s4"): "schedule='widening'"}  # its noise op has no widening rule
 
 
 def _search_then_retrain(preset: str, space: str, tmp_path) -> None:

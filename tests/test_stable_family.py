@@ -342,6 +342,8 @@ def test_each_preset_searches_then_retrains_on_digits(space, preset, tmp_path):
     shape = ["space.nodes=2", "supernet.layers=3"] if space == "darts" else ["supernet.layers=1"]
     if preset == "fairdarts":  # two epochs move no gate from 0.5 to the released threshold, 0.85
         shape.append("selection.threshold=0.5")
+    if preset == "drnas":  # its stages see 1/6, then 1/4 of the channels: C a multiple of 12
+        shape += ["supernet.C=12", "search.epochs=1"]
     cfg = to_typed(compose("search", [f"method={preset}", f"space={space}", "dataset=digits", "dataset.subset=16",
                                       "search.epochs=2", "search.batch_size=32", "supernet.C=4", *shape,
                                       "search.arch_warmup_epochs=0", "progress=false"]))

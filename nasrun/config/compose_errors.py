@@ -247,11 +247,26 @@ def explain(command: str, overrides: list[str], exc: BaseException, composer: Co
     option = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
     if option:
         return ConfigError(unknown_option(option.group(1), option.group(2), _listed_options(text)))
+    preset = re.search(r"In 'method/(\w+)': ConfigKeyError raised while composing config:\s*Key '(\w+)' not in "
+                       r"'(\w+)Conf'", text)
+    if preset:  # the preset sets a key of its own choice of an axis, and the command line chose another option
+        return ConfigError(_preset_key(overrides, *preset.groups()))
     if "Unexpected type for root: NoneType" in text:  # a key set under a group left null
         cfg = composer(command, _group_overrides(overrides))
         reasons = [_unchosen(cfg, parsed.key_or_group) for parsed in _parse(overrides)]
         return ConfigError(next((r for r in reasons if r), one_line(exc)))
     return ConfigError(one_line(exc))
+
+
+def _preset_key(overrides: list[str], method: str, key: str, option: str) -> str:
+    """method=NAME sets a key of the option its preset picks; the command line picked another, without that key."""
+    for text in overrides:
+        group, _, chosen = text.lstrip("+~").partition("=")
+        schema = AXES.get(group, {}).get(chosen)
+        if schema is not None and schema.__name__ == f"{option}Conf":
+            return (f"{group}={chosen} is not allowed with method={method}: the preset sets {group}.{key}, which "
+                    f"{group}={chosen} does not have; keep the preset's {group} and set its keys instead")
+    return f"method={method} sets {key}, which the chosen {option} option does not have"
 
 
 def _listed_options(text: str) -> list[str]:

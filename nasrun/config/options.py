@@ -540,6 +540,56 @@ class ProgressiveConf(ScheduleOption):
         return len(self.stage_keep)
 
 
+#: The ops whose weights the widening schedule knows how to widen (DrNAS' ``wider`` of each op).
+WIDENABLE_OPS = ("none", "skip_connect", "max_pool_3x3", "max_pool_5x5", "max_pool_7x7", "avg_pool_3x3",
+                 "sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "dil_conv_3x3", "dil_conv_5x5", "conv_7x1_1x7",
+                 "conv_3x1_1x3", "conv_1x1", "conv_3x3", "nor_conv_1x1", "nor_conv_3x3")
+
+
+@dataclass
+class WideningConf(ScheduleOption):
+    """DrNAS' progressive learning: the same supernet through stages of search.epochs epochs each, with partial
+    channels 1/stage_partial_channels[i] and stage_ops[i] ops per edge. Between stages every edge keeps its
+    strongest alphas, the ops' weights (and their momentum) are widened to the new channel count by copying
+    randomly chosen channels (net2wider), and the alphas' Adam and the learning-rate cosine (over all the
+    stages) go on. arch_warmup_epochs counts within each stage, as released."""
+
+    name: str = "widening"
+    stage_partial_channels: list[int] = field(default_factory=lambda: [6, 4])  # K of each stage: ops see C/K
+    # ops each edge has in each stage, at most (null: all): the strongest alphas when the stage starts
+    stage_ops: list[Optional[int]] = field(default_factory=lambda: [None, 4])
+    max_skips: Optional[int] = None  # at most this many skips in the final normal cell (null = no limit)
+    runs_under_torchrun = False
+    changes_cell_count = False
+
+    def check_fits(self, space: Any, fewest_ops: int) -> None:
+        """Ops it can widen (an edge with fewer ops than a stage keeps keeps them all)."""
+        super().check_fits(space, fewest_ops)
+        unknown = [op for op in space.ops if op not in WIDENABLE_OPS]
+        check(not unknown, "schedule", self.name, f"a schedule other than widening for space={space.name}: it cannot "
+              f"widen {', '.join(unknown)} (it widens {', '.join(WIDENABLE_OPS)})")
+
+    def __post_init__(self) -> None:
+        _own_name("schedule", self)
+        _check_max_skips(self.max_skips)
+        ks, ops = self.stage_partial_channels, self.stage_ops
+        check(1 <= len(ks) <= 16 and all(isinstance(k, int) and 1 <= k <= 64 for k in ks),
+              "schedule.stage_partial_channels", ks, "a list of 1 to 16 integers from 1 to 64, one per stage")
+        check(all(a >= b for a, b in zip(ks, ks[1:])), "schedule.stage_partial_channels", ks,
+              "values that never increase (each stage's ops see at least the channels of the last)")
+        check(len(ops) == len(ks), "schedule.stage_ops", ops,
+              f"one entry per stage ({len(ks)}, the length of schedule.stage_partial_channels)")
+        check(all(k is None or (isinstance(k, int) and 1 <= k <= 1000) for k in ops) and None not in ops[1:],
+              "schedule.stage_ops", ops, "null (every op) for the first stage or integers >= 1; integers after it")
+        sizes = [k for k in ops if k is not None]
+        check(all(a >= b for a, b in zip(sizes, sizes[1:])), "schedule.stage_ops", ops,
+              "integers that never increase from stage to stage")
+
+    @property
+    def stages(self) -> int:
+        return len(self.stage_partial_channels)
+
+
 # ------------------------------------------------------------------------------- selections
 SELECTION_CRITERIA = ("acc", "loss")
 
@@ -627,7 +677,7 @@ AXES: dict[str, dict[str, type]] = {
                      "discrete": DiscreteConf},
     "alpha_map": {"softmax": SoftmaxConf, "argmax": ArgmaxConf, "dirichlet": DirichletConf, "gumbel": GumbelConf,
                   "gumbel_hard": GumbelHardConf, "sigmoid": SigmoidConf},
-    "schedule": {"single": SingleConf, "progressive": ProgressiveConf},
+    "schedule": {"single": SingleConf, "progressive": ProgressiveConf, "widening": WideningConf},
     "selection": {"argmax": ArgmaxSelectionConf, "perturbation": PerturbationSelectionConf},
 }
 

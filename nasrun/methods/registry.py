@@ -16,7 +16,7 @@ from nasrun.methods.estimators import Amended, Estimator, FirstOrder, SecondOrde
 from nasrun.methods.nasp import Discrete, Proximal
 from nasrun.methods.objective import ArchObjective
 from nasrun.methods.perturbations import AdversarialPGD, NoPerturbation, Perturbation, RandomSmoothing
-from nasrun.methods.schedules import Progressive, Schedule, Single
+from nasrun.methods.schedules import Progressive, Schedule, Single, Widening
 from nasrun.methods.selections import ArgmaxSelection, PerturbationSelection, Selection
 from nasrun.methods.zarts import GLD, MGS, RS
 from nasrun.config import options as o
@@ -30,7 +30,8 @@ PERTURBATIONS: dict[type, type[Perturbation]] = {
 }
 ALPHA_MAPS: dict[type, type[AlphaMap]] = {o.SoftmaxConf: Softmax, o.ArgmaxConf: Argmax, o.DirichletConf: Dirichlet,
                                           o.GumbelConf: Gumbel, o.GumbelHardConf: GumbelHard, o.SigmoidConf: Sigmoid}
-SCHEDULES: dict[type, type[Schedule]] = {o.SingleConf: Single, o.ProgressiveConf: Progressive}
+SCHEDULES: dict[type, type[Schedule]] = {o.SingleConf: Single, o.ProgressiveConf: Progressive,
+                                         o.WideningConf: Widening}
 SELECTIONS: dict[type, type[Selection]] = {o.ArgmaxSelectionConf: ArgmaxSelection,
                                            o.PerturbationSelectionConf: PerturbationSelection}
 IMPLEMENTATIONS: dict[str, dict[type, type]] = {"estimator": ESTIMATORS, "perturbation": PERTURBATIONS,

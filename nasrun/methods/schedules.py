@@ -4,7 +4,8 @@ The search loop asks its schedule, once per epoch, for an :class:`EpochPlan` (st
 the stage, whether the alphas move, the skip-dropout rate) and, when a stage is over, for the op
 sets the next stage keeps. :class:`Single` is one stage; :class:`Progressive` is P-DARTS'
 (chenxin061/pdarts): stage i is a fresh supernet of ``supernet.layers + stage_add_layers[i]``
-cells that ends by keeping the ``stage_keep[i]`` strongest ops of every edge.
+cells that ends by keeping the ``stage_keep[i]`` strongest ops of every edge; :class:`Widening` is
+DrNAS': one supernet whose ops see more channels and fewer ops per edge from stage to stage.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from nasrun.genotype.genotype import Genotype
-from nasrun.config.options import ProgressiveConf, SingleConf
+from nasrun.config.options import ProgressiveConf, SingleConf, WideningConf
 from nasrun.supernet.stages import keep_strongest, refine_skips, skip_dropout_rate
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Stage:
     layers: int
-    keep: Optional[int]
+    keep: Optional[int]  # ops per edge kept at the end of the stage (None: every op it has)
     skip_dropout: float
+    partial_channels: Optional[int] = None  # the stage's K (None: supernet.partial_channels)
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,13 @@ class EpochPlan:
 
 
 class Schedule:
-    """One or more stages of ``epochs`` epochs each; alphas frozen for the first ``warmup`` of every stage."""
+    """One or more stages of ``epochs`` epochs each; alphas frozen for the first ``warmup`` of every stage.
+
+    ``widens``: a stage goes on with the last stage's supernet, widened (DrNAS), instead of a fresh one
+    (P-DARTS); its learning-rate cosine then spans every stage instead of restarting with each.
+    """
+
+    widens = False
 
     def __init__(self, conf: Any, layers: int, skip_dropout: list[float], epochs: int, warmup: int) -> None:
         self.conf = conf
@@ -76,7 +84,7 @@ class Schedule:
         """
         last = stage == len(self.stages) - 1
         mix = model.summary_weights()  # what the alphas say, never a sample
-        keep = self.stages[stage].keep
+        keep = self.stages[stage].keep or max(len(row) for rows in model.edge_ops.values() for row in rows)
         kept = {kind: keep_strongest(mix[kind], model.edge_ops[kind], keep, model.ops, drop_none=last)
                 for kind in model.kinds}
 
@@ -110,6 +118,22 @@ class Single(Schedule):
 
     def __init__(self, conf: SingleConf, layers: int, skip_dropout: list[float], epochs: int, warmup: int) -> None:
         super().__init__(conf, layers, skip_dropout, epochs, warmup)
+
+
+class Widening(Schedule):
+    """DrNAS' progressive learning (xiangning-chen/DrNAS ``DARTS-space/train_search.py``): stages of one supernet
+    whose ops see more channels (1/K of them, K from ``stage_partial_channels``) and fewer ops per edge
+    (``stage_ops``) from stage to stage; the weights are widened between stages (``nasrun.supernet.widen``)."""
+
+    widens = True
+
+    def __init__(self, conf: WideningConf, layers: int, skip_dropout: list[float], epochs: int, warmup: int) -> None:
+        super().__init__(conf, layers, skip_dropout, epochs, warmup)
+
+    def _stages(self, layers: int, skip_dropout: list[float]) -> list[Stage]:
+        ks, ops = self.conf.stage_partial_channels, self.conf.stage_ops
+        rates = skip_dropout * len(ks) if len(skip_dropout) == 1 else skip_dropout
+        return [Stage(layers, ops[i + 1] if i + 1 < len(ks) else None, rates[i], ks[i]) for i in range(len(ks))]
 
 
 class Progressive(Schedule):

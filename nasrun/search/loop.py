@@ -205,11 +205,14 @@ def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_i
 
 def _next_stage(state: SearchState, run: RunFolder, stage: int) -> None:
     _end_stage(state, run)
-    state.start_stage(stage, state.stages[-1]["next_edge_ops"])
+    if state.schedule.widens:  # DrNAS: the same supernet, widened, with the kept ops
+        state.widen_stage(stage, state.stages[-1]["next_edge_ops"])
+    else:
+        state.start_stage(stage, state.stages[-1]["next_edge_ops"])
     if state.job is not None:  # the stage's new supernet, in DDP like the last one
         attach_ranks(state, state.job)
     log.info("stage %d/%d: %d cells, %d ops per edge", stage + 1, len(state.schedule.stages),
-             state.schedule.stages[stage].layers, state.model.alpha_shape("normal")[1])
+             state.schedule.stages[stage].layers, state.model.alpha_shape(state.model.kinds[0])[1])
 
 
 def _end_stage(state: SearchState, run: RunFolder) -> None:
@@ -218,7 +221,7 @@ def _end_stage(state: SearchState, run: RunFolder) -> None:
     if run.writes:
         atomic_write_json(run.path / STAGES, [public(r) for r in state.stages])
     log.info("stage %d/%d done: %d ops per edge kept; genotype %s", state.stage + 1, len(state.schedule.stages),
-             len(record["kept"]["normal"][0]), record["genotype"])
+             len(next(iter(record["kept"].values()))[0]), record["genotype"])
 
 
 def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,

@@ -23,6 +23,7 @@ from nasrun.run.rng import rng_state, set_rng_state
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
 from nasrun.supernet import SuperNet
+from nasrun.supernet.widen import Kept, carry_adam, plain_momentum, set_momentum, widen_state, widening_plan
 
 #: What a search checkpoint must hold, with the type of each entry (checked before resuming).
 CHECKPOINT_SCHEMA: dict[str, Any] = {
@@ -33,11 +34,14 @@ CHECKPOINT_SCHEMA: dict[str, Any] = {
 
 
 def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: int,
-                   edge_ops: Optional[dict] = None, alpha_map: Optional[AlphaMap] = None) -> SuperNet:
-    """The supernet of one stage, with the run's alpha map (a new one unless given: a search keeps one for all stages)."""
+                   edge_ops: Optional[dict] = None, alpha_map: Optional[AlphaMap] = None,
+                   partial_channels: Optional[int] = None) -> SuperNet:
+    """The supernet of one stage, with the run's alpha map (a new one unless given: a search keeps one for all
+    stages) and the stage's partial channels (``supernet.partial_channels`` unless given)."""
     net = cfg.supernet
     return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
-                    partial_channels=net.partial_channels, edge_norm=net.edge_norm, edge_ops=edge_ops,
+                    partial_channels=partial_channels or net.partial_channels, edge_norm=net.edge_norm,
+                    edge_ops=edge_ops,
                     alpha_map=alpha_map or make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
                     # a weight step on one path per edge leaves the others without gradient, and the batched
                     # edges have no auxiliary skip: no stacked weights then
@@ -70,18 +74,41 @@ class SearchState:
         self.start_stage(0, None)
 
     def start_stage(self, stage: int, edge_ops: Optional[dict]) -> None:
-        """A fresh supernet over ``edge_ops`` (all ops when None), with fresh optimisers and schedule."""
+        """A fresh supernet over ``edge_ops`` (all ops when None), with fresh optimisers and schedule (one cosine
+        per stage, or over every stage when the schedule widens one supernet from stage to stage)."""
         s = self.cfg.search
         self.stage, self.edge_ops = stage, edge_ops
+        plan = self.schedule.stages[stage]
         self.model = self.numerics.prepare(build_supernet(
-            self.cfg, self.num_classes, self.in_channels, self.schedule.stages[stage].layers, edge_ops,
-            self.alpha_map).to(self.device))
+            self.cfg, self.num_classes, self.in_channels, plan.layers, edge_ops, self.alpha_map,
+            plan.partial_channels).to(self.device))
         self.capture.apply(self.model)  # every stage's supernet, in place
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
                                      weight_decay=s.weight_decay, nesterov=s.nesterov)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=s.arch_lr, betas=tuple(s.arch_betas),
                                       weight_decay=s.arch_weight_decay)
-        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=s.epochs, eta_min=s.lr_min)
+        period = self.schedule.total_epochs if self.schedule.widens else s.epochs
+        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=period, eta_min=s.lr_min)
+
+    def widen_stage(self, stage: int, edge_ops: dict) -> None:
+        """DrNAS' next stage: the supernet rebuilt for the stage's partial channels and kept ops, with the last
+        stage's weights, running statistics and momentum widened (``nasrun.supernet.widen``), the kept ops'
+        alphas and their Adam state, and the learning rate and its cosine where they were."""
+        old, w_opt, a_opt, lr_state = self.model, self.w_opt, self.a_opt, self.lr_schedule.state_dict()
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(self.cfg.seed * 1000 + 5 + stage)  # the copied channels: a stream of their own
+        plan = widening_plan(old, self.schedule.stages[stage].partial_channels, generator)
+        weights = widen_state(old.state_dict(), plan)
+        momentum = widen_state(plain_momentum(old, w_opt), plan)
+        self.start_stage(stage, edge_ops)
+        new = self.model
+        kept = Kept(old, new)
+        new.load_state_dict(kept.rename(weights))
+        set_momentum(self.w_opt, new, kept.rename(momentum))
+        carry_adam(a_opt, old, self.a_opt, new, kept)
+        for group, before in zip(self.w_opt.param_groups, w_opt.param_groups):
+            group["lr"] = before["lr"]
+        self.lr_schedule.load_state_dict(lr_state)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -453,6 +453,20 @@ def _relink(cell: BatchedCell, incompatible_keys) -> None:  # load_state_dict(as
     cell._relink()
 
 
+def stacked_named(model: nn.Module, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`plain_named`: tensors keyed as the plain supernet's (momentum buffers, say) keyed by
+    ``model``'s parameter names, each stacked parameter's members concatenated in row order."""
+    out = dict(tensors)
+    for name, module in model.named_modules():
+        if not (isinstance(module, BatchedCell) and module._batched):
+            continue
+        p = f"{name}." if name else ""
+        for stacked, keys in module._from_plain.items():
+            if all(p + k in out for k in keys):  # e.g. momentum: none for a weight that never had a gradient
+                out[p + stacked] = torch.cat([out.pop(p + k) for k in keys])
+    return out
+
+
 def plain_named(model: nn.Module, tensors: Mapping[str, Optional[Tensor]]) -> dict[str, Optional[Tensor]]:
     """Tensors keyed by ``model``'s parameter names (gradients, say) keyed as the plain supernet's: every
     stacked parameter's entry split into its members' rows under their per-op names."""
