@@ -49,11 +49,12 @@ def _assert_same_run(member: Path, solo: Path) -> None:
     assert [r["val_loss"] for r in rows] == pytest.approx([r["val_loss"] for r in solo_rows], rel=1e-10, abs=1e-12)
 
 
-def _population_matches_solo(tmp_path: Path, configs: list) -> None:
+def _population_matches_solo(tmp_path: Path, configs: list, engine: str = "turns") -> None:
     for i, cfg in enumerate(configs):
         run_search(cfg, tmp_path / f"solo{i}")
     started = time.perf_counter()
-    outcomes = run_population([Member(cfg, tmp_path / f"member{i}", f"#{i}") for i, cfg in enumerate(configs)])
+    outcomes = run_population([Member(cfg, tmp_path / f"member{i}", f"#{i}") for i, cfg in enumerate(configs)],
+                              engine)
     wall = time.perf_counter() - started
     assert [o.status for o in outcomes] == ["completed"] * len(configs)
     # a member's search time is its own, not the population's (the others' epochs are left out)
@@ -76,8 +77,22 @@ def test_jobs_differing_only_in_member_keys_form_one_population():
 
 
 # ------------------------------------------------------------------------------------------ exactness
-def test_three_seeds_end_at_their_solo_runs(tmp_path):
-    _population_matches_solo(tmp_path, [_typed(f"seed={s}") for s in (0, 1, 2)])
+@pytest.mark.parametrize("engine", ["turns", "stacked"])
+def test_three_seeds_end_at_their_solo_runs(tmp_path, engine):
+    _population_matches_solo(tmp_path, [_typed(f"seed={s}") for s in (0, 1, 2)], engine)
+
+
+def test_stacked_members_with_their_own_learning_rates_and_warm_up_end_at_their_solo_runs(tmp_path):
+    """One network for all three; each member's SGD (its lr), Adam and clip are its own."""
+    configs = [_typed(f"seed={s}", f"search.lr={lr}", f"search.arch_lr={alr}", "search.arch_warmup_epochs=1",
+                      "search.epochs=3") for s, lr, alr in ((0, 0.025, 3e-4), (0, 0.1, 3e-3), (1, 0.05, 1e-3))]
+    _population_matches_solo(tmp_path, configs, "stacked")
+
+
+@pytest.mark.slow
+def test_stacked_members_on_rdarts_s3_end_at_their_solo_runs(tmp_path):
+    _population_matches_solo(tmp_path, [to_typed(compose("search", [*_space_overrides("rdarts_s3"), f"seed={s}"]))
+                                        for s in (0, 1)], "stacked")
 
 
 def test_two_etas_end_at_their_solo_runs(tmp_path):
@@ -115,9 +130,10 @@ def test_every_member_method_on_every_space_is_its_solo_run(tmp_path, method, sp
     _population_matches_solo(tmp_path, configs)
 
 
-def test_a_member_that_fails_fails_alone(tmp_path):
+@pytest.mark.parametrize("engine", ["turns", "stacked"])
+def test_a_member_that_fails_fails_alone(tmp_path, engine):
     configs = [_typed("seed=0"), _typed("seed=0", "search.lr=1e300"), _typed("seed=1")]
-    outcomes = run_population([Member(cfg, tmp_path / f"m{i}") for i, cfg in enumerate(configs)])
+    outcomes = run_population([Member(cfg, tmp_path / f"m{i}") for i, cfg in enumerate(configs)], engine)
     assert [o.status for o in outcomes] == ["completed", "failed", "completed"]
     record = json.loads((tmp_path / "m1" / "result.json").read_text())
     assert record["status"] == "failed" and "loss is nan" in record["reason"] and outcomes[1].result == record
@@ -125,8 +141,9 @@ def test_a_member_that_fails_fails_alone(tmp_path):
     _assert_same_run(tmp_path / "m2", tmp_path / "solo")  # the failure changed nothing for the others
 
 
-def test_each_member_logs_only_its_own_lines(tmp_path):
-    run_population([Member(_typed(f"seed={s}"), tmp_path / f"m{s}") for s in (0, 1)])
+@pytest.mark.parametrize("engine", ["turns", "stacked"])
+def test_each_member_logs_only_its_own_lines(tmp_path, engine):
+    run_population([Member(_typed(f"seed={s}"), tmp_path / f"m{s}") for s in (0, 1)], engine)
     for s in (0, 1):
         text = (tmp_path / f"m{s}" / "search.log").read_text()
         assert str(tmp_path / f"m{s}") in text and str(tmp_path / f"m{1 - s}") not in text
@@ -146,6 +163,13 @@ def _nasrun(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     (["search", "-m", "seed=0,1", "hydra/launcher=population", "hydra.launcher.max_members=0"],
      "hydra.launcher.max_members=0 is not allowed"),
     (["search", "-m", "seed=0,1", "hydra.launcher.max_members=2"], "a key of hydra/launcher=population only"),
+    (["search", "-m", "seed=0,1", "hydra.launcher.engine=stacked"], "a key of hydra/launcher=population only"),
+    (["search", "-m", "seed=0,1", "hydra/launcher=population", "hydra.launcher.engine=fast"],
+     "hydra.launcher.engine=fast is not allowed: turns .* or stacked"),
+    (["search", "-m", "seed=0,1", "method=amended", "hydra/launcher=population", "hydra.launcher.engine=stacked"],
+     "engine=stacked is not allowed for the job .*estimator=amended \\(first_order only\\)"),
+    (["search", "-m", "seed=0,1", "space=nb201", "hydra/launcher=population", "hydra.launcher.engine=stacked"],
+     "not space=nb201 \\(DARTS-stacked shared cells\\)"),
 ])
 def test_the_launcher_is_refused_where_it_cannot_run(tmp_path, args, named):
     from nasrun.cli.preflight import check_command_line
@@ -182,6 +206,19 @@ def test_a_sweep_runs_as_a_population_with_solo_folders(tmp_path):
     from nasrun.cli.preflight import check_command_line
 
     check_command_line("retrain", [f"genotype={good}", "recipe=quick", "recipe.epochs=1"])
+
+
+def test_a_stacked_sweep_runs_through_the_launcher_with_solo_folders(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = _nasrun("search", "-m", "seed=0,1", "hydra/launcher=population", "hydra.launcher.engine=stacked", *FP64,
+                   "threads=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for seed in (0, 1):
+        run_search(_typed(f"seed={seed}", "threads=1"), tmp_path / f"solo{seed}")
+        _assert_same_run(sweep / f"{seed}_seed-{seed}", tmp_path / f"solo{seed}")
+    again = _nasrun("search", "-m", "seed=0,1", "hydra/launcher=population", "hydra.launcher.engine=stacked", *FP64,
+                    "threads=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to do" in again.stdout + again.stderr, again.stderr
 
 
 def _wait_for(predicate, proc: subprocess.Popen, seconds: float = 300) -> None:
@@ -235,8 +272,10 @@ def test_a_pipeline_sweep_searches_as_a_population_then_retrains_each_job(tmp_pa
         assert "search: darts on synthetic" in log and str(job) in log
 
 
-def test_an_interrupted_member_folder_resumes_as_a_solo_run(tmp_path):
-    """A signal while one member runs records every member; each folder then resumes on its own, exactly."""
+@pytest.mark.parametrize("engine", ["turns", "stacked"])
+def test_an_interrupted_member_folder_resumes_as_a_solo_run(tmp_path, engine):
+    """A signal while one member runs records every member; each folder then resumes on its own, exactly (a
+    stacked member's plain supernet checkpoint resumes in the solo run's fused one)."""
     from nasrun.run.signals import Interrupted
 
     configs = [_typed(f"seed={s}", "search.epochs=3") for s in (3, 4)]
@@ -246,7 +285,7 @@ def test_an_interrupted_member_folder_resumes_as_a_solo_run(tmp_path):
 
     members = [Member(configs[0], tmp_path / "m0"), Member(configs[1], tmp_path / "m1", on_epoch_end=stop)]
     with pytest.raises(Interrupted):
-        run_population(members)
+        run_population(members, engine)
     for i in (0, 1):
         record = json.loads((tmp_path / f"m{i}" / "result.json").read_text())
         assert (record["status"], record["last_epoch"]) == ("interrupted", 0)

@@ -29,13 +29,20 @@ from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
+#: How a population's members train: in turns, or stacked in one network.
+ENGINES = ("turns", "stacked")
+
 
 @dataclass
 class PopulationLauncherConf:
-    """``hydra.launcher.max_members``: the most members in one population (memory: each has its supernet)."""
+    """``hydra.launcher.max_members``: the most members in one population (memory: each has its supernet);
+    ``hydra.launcher.engine``: ``turns`` (the members take turns, one epoch each; bit for bit their solo runs)
+    or ``stacked`` (one network with a group per member, one forward and backward per step for all; their solo
+    runs up to rounding; first-order DARTS on the DARTS ops, ``nasrun.run.stacked``)."""
 
     _target_: str = "hydra_plugins.nasrun_population_launcher.population_launcher.PopulationLauncher"
     max_members: int = 8
+    engine: str = "turns"
 
 
 class PopulationLauncherBase(Launcher):
@@ -45,11 +52,12 @@ class PopulationLauncherBase(Launcher):
     subclass there.
     """
 
-    def __init__(self, max_members: int = 8) -> None:
-        from nasrun.config.checks import positive_int
+    def __init__(self, max_members: int = 8, engine: str = "turns") -> None:
+        from nasrun.config.checks import one_of, positive_int
 
         positive_int("hydra.launcher.max_members", max_members, hi=1024)
-        self.max_members = int(max_members)
+        one_of("hydra.launcher.engine", engine, ENGINES)
+        self.max_members, self.engine = int(max_members), str(engine)
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -75,7 +83,7 @@ class PopulationLauncherBase(Launcher):
             for i in group:
                 log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
             configure_log(configs[group[0]].hydra.job_logging, self.config.hydra.verbose)  # a job's console format
-            outcomes = _search_population(command, [made[i] for i in group], [plain[i] for i in group])
+            outcomes = _search_population(command, [made[i] for i in group], [plain[i] for i in group], self.engine)
             for i, outcome in zip(group, outcomes):  # pass 3: each job as the basic launcher runs it
                 runs[i] = self._run(configs[i], self._finish_task(command, outcome))
         return [run for run in runs if run is not None]
@@ -124,7 +132,7 @@ def _plain(cfg: DictConfig) -> dict:
     return as_plain_dict(to_typed(cfg))
 
 
-def _search_population(command: str, made: list[JobReturn], plain: list[dict]) -> list:
+def _search_population(command: str, made: list[JobReturn], plain: list[dict], engine: str = "turns") -> list:
     """Pass 2: the population's searches; a signal ends the command here with one line."""
     from nasrun.config.compose import to_typed
     from nasrun.config.members import member_label
@@ -143,7 +151,7 @@ def _search_population(command: str, made: list[JobReturn], plain: list[dict]) -
         else:
             members.append(Member(typed, folder, label))
     try:
-        return run_population(members)
+        return run_population(members, engine)
     except (Interrupted, KeyboardInterrupt) as exc:
         import signal
 

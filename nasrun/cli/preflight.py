@@ -22,11 +22,26 @@ def check_command_line(command: str, args: list[str]) -> None:
     check_population(command, tokens, is_multirun(args))
     check_output_dirs(tokens)
     listed = jobs(tokens, is_multirun(args))
+    stacked = any(t.lstrip("+") == "hydra.launcher.engine=stacked" for t in tokens)
     for job in listed:
-        check_job(command, to_typed(compose(command, job)), job)
+        typed = to_typed(compose(command, job))
+        check_job(command, typed, job)
+        if stacked:
+            check_stackable(typed, job)
     interpolated = [t for t in tokens if "${" in t]
     if interpolated:
         check_output_dirs(interpolated, lambda key, value: resolved_dir(command, listed[0], key, value))
+
+
+def check_stackable(typed: object, job: Sequence[str]) -> None:
+    """``hydra.launcher.engine=stacked``: every member must be one the stacked engine trains."""
+    from nasrun.run.stacked import unstackable
+
+    why = unstackable(typed)
+    if why is not None:
+        shown = " ".join(job) or "the sweep's jobs"
+        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for the job {shown}: it stacks first-order "
+                          f"DARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
 
 
 def check_population(command: str, tokens: list[str], multirun: bool) -> None:
@@ -35,9 +50,10 @@ def check_population(command: str, tokens: list[str], multirun: bool) -> None:
 
     launcher = [t.split("=", 1)[1] for t in tokens if t.lstrip("+").split("=", 1)[0] == "hydra/launcher"]
     if "population" not in launcher:
-        if any(t.lstrip("+").startswith("hydra.launcher.max_members=") for t in tokens):
-            raise ConfigError("hydra.launcher.max_members is a key of hydra/launcher=population only; "
-                              "choose that launcher too or leave the key out")
+        for key in ("max_members", "engine"):
+            if any(t.lstrip("+").startswith(f"hydra.launcher.{key}=") for t in tokens):
+                raise ConfigError(f"hydra.launcher.{key} is a key of hydra/launcher=population only; "
+                                  "choose that launcher too or leave the key out")
         return
     if command not in ("search", "pipeline"):
         raise ConfigError(f"hydra/launcher=population is not allowed for nasrun {command}: it runs the searches of "
@@ -53,6 +69,9 @@ def check_population(command: str, tokens: list[str], multirun: bool) -> None:
         if key == "hydra.launcher.max_members" and not (value.isdigit() and 1 <= int(value) <= 1024):
             raise ConfigError(f"hydra.launcher.max_members={value} is not allowed: an integer from 1 to 1024 "
                               "(the most members in one population)")
+        if key == "hydra.launcher.engine" and value not in ("turns", "stacked"):
+            raise ConfigError(f"hydra.launcher.engine={value} is not allowed: turns (the members take turns) or "
+                              "stacked (one network with a group per member)")
 
 
 def resolved_dir(command: str, job: list[str], key: str, value: str) -> str:

@@ -74,22 +74,29 @@ class _OwnRandom:
         self.state = (device, rng_state(device), {k: v.clone() for k, v in NOISE.state_dict().items()})
 
 
-def run_population(members: list[Member]) -> list[Outcome]:
+def run_population(members: list[Member], engine: str = "turns") -> list[Outcome]:
     """Run every member's search to its end (or to the first signal); one :class:`Outcome` per member.
 
-    A signal records every member that has not ended as interrupted and is raised again.
+    ``engine``: ``turns`` (the members take turns, one epoch each) or ``stacked`` (they train together in one
+    stacked network, :mod:`nasrun.run.stacked`; every member must be stackable). A signal records every
+    member that has not ended as interrupted and is raised again.
     """
     from nasrun.data.load import shared_loads
     from nasrun.search.loop import search_epochs
 
+    lockstep = _lockstep(members) if engine == "stacked" else None
     outcomes: list[Optional[Outcome]] = [None] * len(members)
     randoms = [_OwnRandom() for _ in members]
     with kept_handlers(), interrupts(), shared_loads(), _member_logs(members) as logs:
         live: dict[int, Generator[int, None, dict]] = {}
         try:
             for i, member in enumerate(members):
-                live[i] = search_epochs(member.cfg, member.out_dir, member.on_epoch_end)
+                hook = lockstep.hook(i) if lockstep is not None else None
+                live[i] = search_epochs(member.cfg, member.out_dir, member.on_epoch_end, hook)
+            rounds = 0
             while live:
+                if lockstep is not None and rounds > 0:  # every member is set up: their next epochs, together
+                    lockstep.run_epoch([i for i in live if i in lockstep.states])
                 for i in list(live):
                     with logs(i):
                         randoms[i].restore()
@@ -98,11 +105,26 @@ def run_population(members: list[Member]) -> list[Outcome]:
                     if outcome is not None:
                         outcomes[i] = outcome
                         del live[i]
+                rounds += 1
         except (Interrupted, KeyboardInterrupt) as exc:
             hold()  # a second signal must not cut the members' records short
             _interrupt(live, members, outcomes, signal_of(exc), logs)
             raise
     return [o for o in outcomes if o is not None]
+
+
+def _lockstep(members: list[Member]) -> "Lockstep":
+    """The stacked engine's trainer, after checking that every member can be stacked (one line if not)."""
+    from nasrun.errors import ConfigError
+    from nasrun.run.stacked import Lockstep, unstackable
+
+    for member in members:
+        why = unstackable(member.cfg)
+        if why is not None:
+            raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {member.label or member.out_dir}: "
+                              f"it stacks first-order DARTS on the DARTS ops, not {why}; use "
+                              "hydra.launcher.engine=turns")
+    return Lockstep()
 
 
 def _advance(epochs: Generator[int, None, dict], member: Member) -> Optional[Outcome]:

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Callable, Generator, Iterator, Optional
+from typing import Any, Callable, Generator, Iterator, Optional
 
 import numpy as np
 import torch
@@ -89,11 +89,16 @@ def run_search(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[Epoc
     return run_to_end(search_epochs(cfg, out_dir, on_epoch_end))
 
 
-def search_epochs(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[EpochHook] = None
-                  ) -> Generator[int, None, dict]:
+def search_epochs(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[EpochHook] = None,
+                  trainer: Optional[Any] = None) -> Generator[int, None, dict]:
     """:func:`run_search` one epoch at a time: yields each epoch's number once its checkpoint is written,
     returns the result. A population advances its members this way (:mod:`nasrun.run.population`);
     an exception thrown in at a yield ends the run as it would have ended there (recorded in result.json).
+
+    ``trainer`` (a stacked population's, :mod:`nasrun.run.stacked`) trains the epochs instead of
+    :func:`train_epoch`: it gets the state once the run is set up (``ready``; the generator then yields -1
+    before the first epoch) and gives each epoch's statistics (``train``); ``trainer.plain`` builds the
+    supernet without fused edges.
     """
     config = as_plain_dict(cfg)
     check_search_ranks(cfg)
@@ -104,7 +109,7 @@ def search_epochs(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[E
 
     if distributed.is_distributed():
         return run_ranks("search", out_dir, config, "search.log", cfg.device,
-                         lambda run, job: run_to_end(_search(cfg, config, run, holder, on_epoch_end, job)),
+                         lambda run, job: run_to_end(_search(cfg, config, run, holder, on_epoch_end, job=job)),
                          last_epoch)
     with RunFolder(out_dir, "search", "search.log") as run:
         previous = run.completed(config)
@@ -112,7 +117,7 @@ def search_epochs(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[E
             log.info("%s already holds a completed search; nothing to do", run.path)
             return previous
         with recorded(run, config, last_epoch):
-            return (yield from _search(cfg, config, run, holder, on_epoch_end))
+            return (yield from _search(cfg, config, run, holder, on_epoch_end, trainer))
 
 
 def run_to_end(epochs: Generator[int, None, dict]) -> dict:
@@ -125,7 +130,7 @@ def run_to_end(epochs: Generator[int, None, dict]) -> dict:
 
 
 def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoch_end: Optional[EpochHook],
-            job: Optional[Job] = None) -> Generator[int, None, dict]:
+            trainer: Optional[Any] = None, job: Optional[Job] = None) -> Generator[int, None, dict]:
     started = Stopwatch()
     device = resolve_device(cfg.device) if job is None else job.device
     check_available(cfg.precision, device)
@@ -139,7 +144,8 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     NOISE.seed(cfg.seed)  # R-DARTS S4's noise op: its own stream, kept in the checkpoint
     data = load_dataset(dataset_cfg)
     train_idx, val_idx = search_split(len(data.train), dataset_cfg.search_split, cfg.seed)
-    state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device, job)
+    state = holder["state"] = _new_state(cfg, dataset_cfg, data, train_idx, val_idx, device, job,
+                                         fused=False if getattr(trainer, "plain", False) else None)
     evidence = Evidence(cfg, data, val_idx, device) if run.writes else None  # rank 0's (eval mode): no collectives
     epoch_log = EpochLog(cfg, run.path, "search") if run.writes else NoEpochLog()
     ckpt = run.load_checkpoint(config, CHECKPOINT_SCHEMA) if run.writes else None
@@ -157,11 +163,16 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
     log.info("search: %s on %s, %s, %s%s, %s per epoch, device %s -> %s", cfg.method.name, dataset_cfg.name,
              cfg.space.name, count(schedule.total_epochs, "epoch"), stages,
              count(state.train_stream.batches_per_pass, "step"), device, run.path)
+    if trainer is not None:  # a stacked population sets every member up before it trains any
+        trainer.ready(state)
+        with started.paused():
+            yield -1
+    train = trainer.train if trainer is not None else train_epoch
     for epoch in range(state.epoch, schedule.total_epochs):
         plan = schedule.plan(epoch)
         if plan.stage != state.stage:  # the previous stage is over: keep its strongest ops, start the next
             _next_stage(state, run, plan.stage)
-        row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence)
+        row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence, train)
         epoch_log.epoch(epoch, row, lambda: (state.model.genotype(), _history(state)))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
@@ -186,7 +197,7 @@ def _join(state: SearchState, job: Job) -> None:
 
 
 def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_idx, device,
-               job: Optional[Job] = None) -> SearchState:
+               job: Optional[Job] = None, fused: Optional[bool] = None) -> SearchState:
     s = cfg.search
     common = dict(mean=data.mean, std=data.std, crop_padding=dataset_cfg.crop_padding, device=device,
                   loader=dataset_cfg.loader, workers=dataset_cfg.workers, pin_memory=dataset_cfg.pin_memory)
@@ -200,7 +211,7 @@ def _new_state(cfg: NasrunConf, dataset_cfg: DatasetConf, data, train_idx, val_i
     objective = ArchObjective(Numerics.of(cfg))
     return SearchState(cfg, dataset_cfg.num_classes, dataset_cfg.in_channels, device, schedule,
                        make_estimator(cfg.estimator, objective), make_perturbation(cfg.perturbation, objective),
-                       train_stream, val_stream)
+                       train_stream, val_stream, fused)
 
 
 def _next_stage(state: SearchState, run: RunFolder, stage: int) -> None:
@@ -225,14 +236,14 @@ def _end_stage(state: SearchState, run: RunFolder) -> None:
 
 
 def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,
-                  started: Stopwatch, evidence: Optional[Evidence]) -> dict:
+                  started: Stopwatch, evidence: Optional[Evidence], train: Optional[Callable] = None) -> dict:
     """Train one epoch, evaluate, write its rows and the checkpoint; return the metrics row."""
     cfg, model, schedule = state.cfg, state.model, state.schedule
     t0 = time.time()
     lr = state.lr_schedule.get_last_lr()[0]
     if schedule.stages[plan.stage].skip_dropout > 0:
         model.set_skip_dropout(plan.skip_dropout)
-    stats = train_epoch(state, plan, lr)
+    stats = (train or train_epoch)(state, plan, lr)
     state.lr_schedule.step()
     if state.job is None:
         val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,

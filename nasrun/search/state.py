@@ -23,6 +23,7 @@ from nasrun.run.rng import rng_state, set_rng_state
 from nasrun.spaces.ops import NOISE
 from nasrun.spaces.space import Space
 from nasrun.supernet import SuperNet
+from nasrun.supernet.batched import plain_named
 from nasrun.supernet.widen import Kept, carry_adam, plain_momentum, set_momentum, widen_state, widening_plan
 
 #: What a search checkpoint must hold, with the type of each entry (checked before resuming).
@@ -35,18 +36,33 @@ CHECKPOINT_SCHEMA: dict[str, Any] = {
 
 def build_supernet(cfg: NasrunConf, num_classes: int, in_channels: int, layers: int,
                    edge_ops: Optional[dict] = None, alpha_map: Optional[AlphaMap] = None,
-                   partial_channels: Optional[int] = None) -> SuperNet:
+                   partial_channels: Optional[int] = None, fused: Optional[bool] = None) -> SuperNet:
     """The supernet of one stage, with the run's alpha map (a new one unless given: a search keeps one for all
-    stages) and the stage's partial channels (``supernet.partial_channels`` unless given)."""
+    stages), the stage's partial channels (``supernet.partial_channels`` unless given) and fused edges (
+    ``supernet.fused`` unless given: the same results either way)."""
     net = cfg.supernet
     return SuperNet(net.C, num_classes, layers, in_channels=in_channels, stem_multiplier=net.stem_multiplier,
                     partial_channels=partial_channels or net.partial_channels, edge_norm=net.edge_norm,
                     edge_ops=edge_ops,
-                    alpha_map=alpha_map or make_alpha_map(cfg.alpha_map), space=Space(cfg.space), fused=net.fused,
+                    alpha_map=alpha_map or make_alpha_map(cfg.alpha_map), space=Space(cfg.space),
+                    fused=net.fused if fused is None else fused,
                     # a weight step on one path per edge leaves the others without gradient, and the batched
                     # edges have no auxiliary skip: no stacked weights then
                     batched=not (cfg.perturbation.single_path or cfg.alpha_map.single_path or net.aux_skip > 0),
                     aux_skip=net.aux_skip > 0)
+
+
+def _own(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that is a view into a larger one (a stacked population's member) as its own copy, so that a
+    checkpoint holds this run's numbers only."""
+    if t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        return t.detach().clone()
+    return t
+
+
+def _weight_names(model: SuperNet) -> list[tuple[str, torch.Tensor]]:
+    arch = {id(p) for p in model.arch_parameters()}
+    return [(name, p) for name, p in model.named_parameters() if id(p) not in arch]
 
 
 class SearchState:
@@ -54,8 +70,9 @@ class SearchState:
 
     def __init__(self, cfg: NasrunConf, num_classes: int, in_channels: int, device: torch.device,
                  schedule: Schedule, estimator: Estimator, perturbation: Perturbation, train_stream: Any,
-                 val_stream: Any) -> None:
+                 val_stream: Any, fused: Optional[bool] = None) -> None:
         self.cfg, self.num_classes, self.in_channels, self.device = cfg, num_classes, in_channels, device
+        self.fused = fused  # None: supernet.fused; a stacked population builds its members plain
         self.schedule, self.estimator, self.perturbation = schedule, estimator, perturbation
         self.train_stream, self.val_stream = train_stream, val_stream
         self.numerics = Numerics.of(cfg)  # precision and memory format of the supernet and its weight step
@@ -81,7 +98,7 @@ class SearchState:
         plan = self.schedule.stages[stage]
         self.model = self.numerics.prepare(build_supernet(
             self.cfg, self.num_classes, self.in_channels, plan.layers, edge_ops, self.alpha_map,
-            plan.partial_channels).to(self.device))
+            plan.partial_channels, self.fused).to(self.device))
         self.capture.apply(self.model)  # every stage's supernet, in place
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), lr=s.lr, momentum=s.momentum,
                                      weight_decay=s.weight_decay, nesterov=s.nesterov)
@@ -114,8 +131,10 @@ class SearchState:
         return {
             "epoch": self.epoch - 1,  # the last finished epoch
             "elapsed": self.elapsed,
-            "model": self.model.state_dict(),
+            "model": {k: _own(v) for k, v in self.model.state_dict().items()},
             "weight_optimizer": self.w_opt.state_dict(),
+            # the weights the optimizer holds, by name: its momentum moves between fused and plain supernets
+            "weight_names": [name for name, _ in _weight_names(self.model)],
             "arch_optimizer": self.a_opt.state_dict(),
             "scheduler": self.lr_schedule.state_dict(),
             "train_stream": self.train_stream.state_dict(),
@@ -136,7 +155,7 @@ class SearchState:
         self.start_stage(ckpt["stage"], ckpt["edge_ops"] if ckpt["stage"] > 0 else None)
         self.stages = list(ckpt["stages"])
         self.model.load_state_dict(ckpt["model"])
-        self.w_opt.load_state_dict(ckpt["weight_optimizer"])
+        self._load_weight_optimizer(ckpt["weight_optimizer"], ckpt.get("weight_names"))
         self.a_opt.load_state_dict(ckpt["arch_optimizer"])
         self.lr_schedule.load_state_dict(ckpt["scheduler"])
         self.train_stream.load_state_dict(ckpt["train_stream"])
@@ -148,6 +167,23 @@ class SearchState:
         self.history = {k: [np.asarray(a) for a in v] for k, v in ckpt["alpha_history"].items()}
         self.selection = ckpt.get("selection")
         self.epoch, self.elapsed = ckpt["epoch"] + 1, float(ckpt["elapsed"])
+
+    def _load_weight_optimizer(self, saved: dict, names: Optional[list]) -> None:
+        """The SGD state as saved; from a supernet of the other layout (fused or plain: a stacked population's
+        members are plain), its momentum by name, through the plain layout both share."""
+        own = [name for name, _ in _weight_names(self.model)]
+        if names is None or list(names) == own:
+            self.w_opt.load_state_dict(saved)
+            return
+        other = build_supernet(self.cfg, self.num_classes, self.in_channels, self.schedule.stages[self.stage].layers,
+                               self.edge_ops, self.alpha_map, self.schedule.stages[self.stage].partial_channels,
+                               fused=not self.model.fused)
+        named = {name: saved["state"].get(i, {}).get("momentum_buffer") for i, name in enumerate(names)}
+        plain = {k: v for k, v in plain_named(other, named).items() if v is not None}
+        set_momentum(self.w_opt, self.model, plain)
+        for key, value in saved["param_groups"][0].items():
+            if key != "params":
+                self.w_opt.param_groups[0][key] = value
 
     def record_alphas(self) -> None:
         """Append this epoch's mixing weights (full op vocabulary, + edge weights) to the alpha history."""

@@ -303,6 +303,36 @@ class StackedSuperNet(nn.Module):
         """Stack copies of the members' parameters and buffers (the members are left untouched)."""
         return cls(nets)
 
+    @classmethod
+    def linked(cls, nets: Sequence[SuperNet]) -> "StackedSuperNet":
+        """The stacked network, with every member's weights and BN buffers made views into its tensors.
+
+        A member's optimiser then steps the stacked weights in place, its BN statistics move with the stacked
+        BN's, and its ``state_dict`` reads the member's share: nothing is copied between steps. Every
+        ``num_batches_tracked`` of the members is the stacked BN's one counter. The alphas stay the members'
+        own (pass them stacked to :meth:`forward` as ``mix``)."""
+        net = cls(nets)
+        params, buffers = dict(net.named_parameters()), dict(net.named_buffers())
+        for m, member in enumerate(nets):
+            for name, p in member.named_parameters():
+                if not name.startswith("alphas_"):
+                    p.data = net.member_tensor(name, params[name].data, m)
+            for name, b in list(member.named_buffers()):
+                owner, _, attr = name.rpartition(".")
+                module = member.get_submodule(owner)
+                shared = buffers[name] if b.dim() == 0 else net.member_tensor(name, buffers[name], m)
+                setattr(module, attr, shared)
+        return net
+
+    def member_grads(self, nets: Sequence[SuperNet]) -> None:
+        """Give every member's weights their share of the stacked gradients (views; after a backward)."""
+        params = dict(self.named_parameters())
+        for m, member in enumerate(nets):
+            for name, p in member.named_parameters():
+                g = params[name].grad if name in params and not name.startswith("alphas_") else None
+                if g is not None:
+                    p.grad = self.member_tensor(name, g, m)
+
     # ------------------------------------------------------------------ parameters
     def alphas(self, kind: str) -> nn.Parameter:
         return getattr(self, f"alphas_{kind}")

@@ -177,8 +177,9 @@ def set_momentum(opt: torch.optim.Optimizer, model: nn.Module, plain: Mapping[st
     from nasrun.supernet.batched import stacked_named
 
     stacked = stacked_named(model, plain)
+    held = {id(p) for group in opt.param_groups for p in group["params"]}
     for name, p in model.named_parameters():
-        if name in stacked and p in set(opt.param_groups[0]["params"]):
+        if name in stacked and id(p) in held:
             opt.state[p]["momentum_buffer"] = stacked[name].detach().clone()
 
 

@@ -1,0 +1,237 @@
+"""The stacked population engine: the members' supernets as one network, one forward and backward per step.
+
+Under ``hydra.launcher.engine=stacked`` the members of a population train in lockstep. Every step, each
+member draws its own batches from its own streams, and one :class:`~nasrun.supernet.stacked.StackedSuperNet`
+(member m's channels in group m of every convolution) computes all their losses at once: the architecture
+step's gradient of each member's validation loss with respect to its own alphas, then the weight step's
+backward of the sum of the members' training losses, whose gradient with respect to member m's weights is
+member m's own. Each member then clips and steps with its own optimisers (so its learning rate, momentum,
+decay, clipping and Adam are its own), in place on the stacked weights its supernet's weights are views of.
+
+Everything else of an epoch (the learning-rate step, the evaluation, the metrics, genotype and checkpoint)
+is the member's own search loop, run member by member (``nasrun.search.loop``); this module only replaces
+the member's training pass, through the loop's ``trainer`` hook. A member is its solo run up to rounding: the
+stacked convolutions sum in another order than a solo one, so float64 members agree with their solo runs to
+about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
+
+What can be stacked (:func:`unstackable` says why not): first-order DARTS on softmax mixing weights without a
+perturbation, one stage, the architecture step first, on DARTS-stacked shared cells of the DARTS ops, without
+partial channels, edge normalisation, auxiliary skip or skip dropout, in fp32 or fp64.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from nasrun.spaces.names import DARTS_OPS
+
+log = logging.getLogger(__name__)
+
+
+def unstackable(cfg: Any) -> Optional[str]:
+    """Why a member with this config cannot be stacked (None: it can)."""
+    from nasrun.spaces.space import Space
+
+    space, net, s = Space(cfg.space), cfg.supernet, cfg.search
+    reasons = [
+        (cfg.estimator.name != "first_order", f"estimator={cfg.estimator.name} (first_order only)"),
+        (cfg.perturbation.name != "none", f"perturbation={cfg.perturbation.name} (none only)"),
+        (cfg.alpha_map.name != "softmax", f"alpha_map={cfg.alpha_map.name} (softmax only)"),
+        (cfg.schedule.name != "single", f"schedule={cfg.schedule.name} (single only)"),
+        (cfg.selection.tunes, f"selection={cfg.selection.name} (a selection without tuning epochs only)"),
+        (s.order != "arch_first" or s.clip_with_alphas, "search.order=weight_first or search.clip_with_alphas"),
+        (space.skeleton != "darts" or space.sharing != "shared", f"space={space.name} (DARTS-stacked shared cells)"),
+        (any(op not in DARTS_OPS for op in space.ops), f"space={space.name}'s ops (the DARTS ops only)"),
+        (net.partial_channels != 1 or net.edge_norm, "supernet.partial_channels or supernet.edge_norm"),
+        (net.aux_skip > 0 or any(p > 0 for p in net.skip_dropout), "supernet.aux_skip or supernet.skip_dropout"),
+        (cfg.precision not in ("fp32", "fp64") or cfg.channels_last, f"precision={cfg.precision} or channels_last"),
+        (cfg.search.compile != "off", f"search.compile={cfg.search.compile}"),
+    ]
+    why = [text for bad, text in reasons if bad]
+    return "; ".join(why) if why else None
+
+
+class Lockstep:
+    """Trains the members it is given together; each member's loop fetches its epoch's statistics from here.
+
+    ``hook(i)`` is member i's ``trainer`` for :func:`nasrun.search.loop.search_epochs`: its ``ready`` receives
+    the member's state once the member is set up (or resumed), its ``train`` returns (or raises) what the last
+    :meth:`run_epoch` computed for the member.
+    """
+
+    def __init__(self) -> None:
+        self.states: dict[int, Any] = {}
+        self.done: dict[int, Any] = {}
+
+    def hook(self, i: int) -> "_MemberHook":
+        return _MemberHook(self, i)
+
+    def run_epoch(self, members: list[int]) -> None:
+        """The next epoch of every member given, members at the same epoch together."""
+        by_epoch: dict[int, list[int]] = {}
+        for i in members:
+            state = self.states[i]
+            if state.epoch < state.schedule.total_epochs:
+                by_epoch.setdefault(state.epoch, []).append(i)
+        for group in by_epoch.values():
+            self.done.update(_stacked_epoch({i: self.states[i] for i in group}))
+
+
+class _MemberHook:
+    plain = True  # members are built as plain supernets: the stacked network links their weights
+
+    def __init__(self, lockstep: Lockstep, i: int) -> None:
+        self.lockstep, self.i = lockstep, i
+
+    def ready(self, state: Any) -> None:
+        self.lockstep.states[self.i] = state
+
+    def train(self, state: Any, plan: Any, lr: float) -> dict:
+        outcome = self.lockstep.done.pop(self.i)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def _stacked_epoch(states: dict[int, Any]) -> dict[int, Any]:
+    """One epoch of the members in ``states``; per member its statistics, or the exception that ended it."""
+    from nasrun.search.loop import _Totals
+
+    out: dict[int, Any] = {}
+    live = dict(states)
+    totals = {i: _Totals() for i in live}
+    plans = {i: s.schedule.plan(s.epoch) for i, s in live.items()}
+    lrs = {i: s.lr_schedule.get_last_lr()[0] for i, s in live.items()}
+    for i, s in live.items():
+        s.model.train()
+        s.alpha_map.begin_epoch(plans[i].stage_epoch, s.schedule.epochs)
+    steps = {s.train_stream.batches_per_pass for s in live.values()}
+    if len(steps) != 1:
+        raise RuntimeError(f"stacked members differ in steps per epoch: {sorted(steps)}")
+    random_before = torch.random.get_rng_state()
+    net = _link(live)
+    for _ in range(steps.pop()):
+        for s in live.values():
+            s.alpha_map.begin_step()
+        batches = {i: (next(s.train_stream), next(s.val_stream)) for i, s in live.items()}
+        arch = [i for i in live if plans[i].arch_active]
+        if arch:
+            _arch_step(net, live, arch, batches, totals)
+        failed = _weight_step(net, live, batches, totals, lrs)
+        if failed:
+            out.update(failed)
+            live = {i: s for i, s in live.items() if i not in failed}
+            if not live:
+                break
+            net = _link(live)
+    if not torch.equal(random_before, torch.random.get_rng_state()):
+        raise RuntimeError("a stacked epoch drew from the process's random generator; its members are not their "
+                           "solo runs (run them with hydra.launcher.engine=turns)")
+    out.update({i: totals[i].summary() for i in live})
+    return out
+
+
+def _link(live: dict[int, Any]) -> Any:
+    """The stacked network of the live members; its modules' own initialisation (overwritten by the members'
+    weights at once) must not move the process's generator."""
+    from nasrun.supernet.stacked import StackedSuperNet
+
+    with torch.random.fork_rng(devices=[]):
+        return StackedSuperNet.linked([s.model for s in live.values()])
+
+
+def _inputs(live: dict[int, Any], batches: dict, which: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' images stacked along channels and their labels ``(N, S)``."""
+    from nasrun.supernet.stacked import stack_inputs
+
+    xs = torch.stack([live[i].numerics.inputs(batches[i][which][0]) for i in live])
+    ys = torch.stack([batches[i][which][1] for i in live], dim=1)
+    return stack_inputs(xs), ys
+
+
+def _losses(net: Any, live: dict[int, Any], x: torch.Tensor, y: torch.Tensor, detach_alphas: bool = False):
+    """Each member's mean cross-entropy ``(S,)`` and the logits ``(N, S, K)`` under its softmax weights."""
+    models = [s.model for s in live.values()]
+    mix = {k: F.softmax(torch.stack([m.alphas(k) for m in models]), dim=-1) for k in models[0].kinds}
+    if detach_alphas:
+        mix = {k: v.detach() for k, v in mix.items()}
+    logits = net(x, mix)
+    losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
+    return losses, logits
+
+
+def _non_finite(live: dict[int, Any], losses: torch.Tensor, lrs: dict) -> dict[int, Exception]:
+    """The members whose training loss is not finite, with the error their solo step raises."""
+    from nasrun.train.steps import checked
+
+    failed = {}
+    for j, i in enumerate(live):
+        try:
+            checked(losses[j], lrs[i])
+        except Exception as exc:  # noqa: BLE001 - this member's failure, recorded by its own loop
+            failed[i] = exc
+    return failed
+
+
+def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, totals: dict) -> None:
+    """Each member's first-order architecture step on its validation batch (members past their warm-up)."""
+    from nasrun.methods.estimators import ArchGrad, apply_arch_step, two_term_stats
+
+    x, y = _inputs(live, batches, 1)
+    losses, logits = _losses(net, live, x, y)  # a non-finite one ends its member in the weight step, as solo
+    members = list(live)
+    alphas = [a for i in arch for a in live[i].model.arch_parameters()]
+    picked = torch.stack([losses[members.index(i)] for i in arch]).sum()
+    grads = torch.autograd.grad(picked, alphas, allow_unused=True)
+    k = 0
+    for i in arch:
+        s = live[i]
+        params = s.model.arch_parameters()
+        own = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[k:k + len(params)], params)]
+        k += len(params)
+        j = members.index(i)
+        yv = batches[i][1][1]
+        correct = int((logits[:, j].argmax(1) == yv).sum())
+        step = ArchGrad(own, float(losses[j].detach()), correct, two_term_stats(own, None))
+        for key, value in step.stats.items():
+            totals[i].arch_stats.setdefault(key, []).append(value)
+        apply_arch_step(s.model, step, s.a_opt, s.estimator, s.cfg.search.arch_grad_clip)
+        totals[i].arch_loss += step.val_loss * len(yv)
+        totals[i].arch_correct += correct
+        totals[i].arch_n += len(yv)
+
+
+def _weight_step(net: Any, live: dict[int, Any], batches: dict, totals: dict, lrs: dict) -> dict:
+    """Each member's weight step on its training batch: one backward, then its own clip and SGD step."""
+    if not live:
+        return {}
+    x, y = _inputs(live, batches, 0)
+    for s in live.values():
+        s.w_opt.zero_grad(set_to_none=True)
+        for p in s.model.arch_parameters():  # as a solo weight step leaves them: no gradient
+            p.grad = None
+    net.zero_grad(set_to_none=True)
+    losses, logits = _losses(net, live, x, y, detach_alphas=True)
+    failed = _non_finite(live, losses, lrs)
+    keep = torch.tensor([i not in failed for i in live], dtype=losses.dtype, device=losses.device)
+    (losses * keep).sum().backward()
+    net.member_grads([s.model for s in live.values()])
+    for j, (i, s) in enumerate(live.items()):
+        if i in failed:
+            continue
+        params = s.model.weight_parameters()
+        if s.cfg.search.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, s.cfg.search.grad_clip)
+        s.w_opt.step()
+        yi = batches[i][0][1]
+        totals[i].loss += float(losses[j].detach()) * len(yi)
+        totals[i].correct += int((logits[:, j].argmax(1) == yi).sum())
+        totals[i].n += len(yi)
+    return failed
+
+
+__all__ = ["Lockstep", "unstackable"]
