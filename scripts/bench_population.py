@@ -3,6 +3,7 @@
     python scripts/bench_population.py                                # CPU, 1 thread, C=8, 5 cells, batch 32, 16 px
     python scripts/bench_population.py --C 16 --layers 8 --batch 64 --size 32   # the papers' size
     python scripts/bench_population.py --device cuda --members 1 2 4 8
+    python scripts/bench_population.py --engine stacked               # the members stacked in one network
 
 For each S in --members, a fresh process searches S seeds of one config on synthetic images in two
 ways, in turn for --repeats rounds: as a population (``nasrun.run.population``) and as S solo searches
@@ -12,9 +13,11 @@ one after another in the same process (what Hydra's basic launcher does with a s
     population / one-by-one    median wall time of the whole search, and per member-step
     peak_rss_mib               the process's peak resident memory (and peak CUDA memory on a GPU)
 
-Each member's step is its solo step (the members take turns, one epoch each), so operators and time
-per member-step stay those of one search: the population saves the process start, the imports and
-the dataset load, and keeps every member exact.
+With ``--engine turns`` (the default) each member's step is its solo step (the members take turns, one
+epoch each), so operators and time per member-step stay those of one search: the population saves the
+process start, the imports and the dataset load, and keeps every member exact. With ``--engine stacked``
+the members train in one network with a group per member (``nasrun.run.stacked``): one forward and
+backward per step for all of them.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def one_size(args: argparse.Namespace, members: int) -> dict:
 
     configs = [to_typed(compose("search", [*overrides(args), f"seed={s}"])) for s in range(members)]
     steps = -(-args.images // 2 // args.batch) * args.epochs * members  # member-steps of one search of all
+
     def as_population(tmp: Path) -> None:
-        run_population([Member(c, tmp / f"p{i}") for i, c in enumerate(configs)])
+        run_population([Member(c, tmp / f"p{i}") for i, c in enumerate(configs)], args.engine)
 
     def one_after_another(tmp: Path) -> None:
         for i, c in enumerate(configs):
@@ -71,7 +75,7 @@ def one_size(args: argparse.Namespace, members: int) -> dict:
                 times[way].append(time.perf_counter() - t0)
     population, one_by_one = times[as_population], times[one_after_another]
     with tempfile.TemporaryDirectory() as tmp, OpCounter() as counter:
-        run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(configs)])
+        run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(configs)], args.engine)
     peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"members": members, "ops_per_step": round(counter.ops / (steps / members)),
             "population_s": statistics.median(population), "one_by_one_s": statistics.median(one_by_one),
@@ -92,12 +96,13 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--engine", default="turns", choices=["turns", "stacked"])
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one S in this process
     args = p.parse_args()
     if args.one is not None:
         print(json.dumps(one_size(args, args.one)))
         return
-    print(f"# {' '.join(overrides(args))}; median of {args.repeats}")
+    print(f"# {' '.join(overrides(args))}; engine {args.engine}; median of {args.repeats}")
     base = None
     for members in args.members:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--one", str(members)]

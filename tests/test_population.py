@@ -89,6 +89,16 @@ def test_stacked_members_with_their_own_learning_rates_and_warm_up_end_at_their_
     _population_matches_solo(tmp_path, configs, "stacked")
 
 
+@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+def test_stacked_amended_members_with_their_own_eta_and_radius_end_at_their_solo_runs(tmp_path, hvp):
+    """The eta sweep in one network: each member's H v and B u are its own blocks of the stacked products."""
+    configs = [_typed("method=amended", f"estimator.hvp={hvp}", f"estimator.eta={eta}", f"estimator.fd_radius={r}")
+               for eta, r in ((0.1, 0.01), (1.0, 0.01), (0.5, 0.03))]
+    _population_matches_solo(tmp_path, configs, "stacked")
+    rows = [json.loads(line) for line in (tmp_path / "member1" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["second_norm"] > 0 for r in rows)  # the amending term is there, not first order
+
+
 @pytest.mark.slow
 def test_stacked_members_on_rdarts_s3_end_at_their_solo_runs(tmp_path):
     _population_matches_solo(tmp_path, [to_typed(compose("search", [*_space_overrides("rdarts_s3"), f"seed={s}"]))
@@ -166,8 +176,10 @@ def _nasrun(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
     (["search", "-m", "seed=0,1", "hydra.launcher.engine=stacked"], "a key of hydra/launcher=population only"),
     (["search", "-m", "seed=0,1", "hydra/launcher=population", "hydra.launcher.engine=fast"],
      "hydra.launcher.engine=fast is not allowed: turns .* or stacked"),
-    (["search", "-m", "seed=0,1", "method=amended", "hydra/launcher=population", "hydra.launcher.engine=stacked"],
-     "engine=stacked is not allowed for the job .*estimator=amended \\(first_order only\\)"),
+    (["search", "-m", "seed=0,1", "method=darts_2nd", "hydra/launcher=population", "hydra.launcher.engine=stacked"],
+     "engine=stacked is not allowed for the job .*not estimator=second_order"),
+    (["search", "-m", "seed=0,1", "method=sdarts_rs", "hydra/launcher=population", "hydra.launcher.engine=stacked"],
+     "not perturbation=random"),
     (["search", "-m", "seed=0,1", "space=nb201", "hydra/launcher=population", "hydra.launcher.engine=stacked"],
      "not space=nb201 \\(DARTS-stacked shared cells\\)"),
 ])

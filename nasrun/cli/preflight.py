@@ -35,13 +35,13 @@ def check_command_line(command: str, args: list[str]) -> None:
 
 def check_stackable(typed: object, job: Sequence[str]) -> None:
     """``hydra.launcher.engine=stacked``: every member must be one the stacked engine trains."""
-    from nasrun.run.stacked import unstackable
+    from nasrun.methods.stacking import unstackable
 
     why = unstackable(typed)
     if why is not None:
         shown = " ".join(job) or "the sweep's jobs"
         raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for the job {shown}: it stacks first-order "
-                          f"DARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
+                          f"DARTS and Amended-DARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
 
 
 def check_population(command: str, tokens: list[str], multirun: bool) -> None:

@@ -477,6 +477,9 @@ class ScheduleOption(AxisOption):
     #: cell per position, fixed by its layer count).
     changes_cell_count: ClassVar[bool] = True
 
+    def check_supernet(self, supernet: Any) -> None:
+        """What the schedule asks of the ``supernet`` config (a ConfigError line naming the key); base: nothing."""
+
     def check_fits(self, space: Any, fewest_ops: int) -> None:
         """What the schedule asks of ``space`` (a :class:`nasrun.spaces.space.Space` whose sparsest edge has
         ``fewest_ops`` ops): a ConfigError line naming the key before any work."""
@@ -561,6 +564,15 @@ class WideningConf(ScheduleOption):
     max_skips: Optional[int] = None  # at most this many skips in the final normal cell (null = no limit)
     runs_under_torchrun = False
     changes_cell_count = False
+
+    def check_supernet(self, supernet: Any) -> None:
+        """C a multiple of every stage's K; partial channels set per stage here, and no auxiliary skip to widen."""
+        check(all(supernet.C % k == 0 for k in self.stage_partial_channels), "supernet.C", supernet.C,
+              f"a multiple of every schedule.stage_partial_channels ({self.stage_partial_channels}): ops see C/K")
+        check(supernet.partial_channels == 1, "supernet.partial_channels", supernet.partial_channels,
+              "1 with schedule=widening (set the channels of each stage with schedule.stage_partial_channels)")
+        check(supernet.aux_skip == 0, "supernet.aux_skip", supernet.aux_skip,
+              "0 with schedule=widening (it widens the ops of an edge, not an auxiliary skip)")
 
     def check_fits(self, space: Any, fewest_ops: int) -> None:
         """Ops it can widen (an edge with fewer ops than a stage keeps keeps them all)."""

@@ -442,14 +442,7 @@ class NasrunConf:
               f"at least {space.min_layers} for space={space.name} ({space.layers_meaning})")
         fewest = min(len(row) for kind in space.cell_types for row in space.edge_ops(kind))
         sched.check_fits(space, fewest)
-        for K in getattr(sched, "stage_partial_channels", []):
-            check(self.supernet.C % K == 0, "supernet.C", self.supernet.C,
-                  f"a multiple of every schedule.stage_partial_channels ({sched.stage_partial_channels}): ops see C/K")
-        if sched.name == "widening":
-            check(self.supernet.partial_channels == 1, "supernet.partial_channels", self.supernet.partial_channels,
-                  "1 with schedule=widening (set the channels of each stage with schedule.stage_partial_channels)")
-            check(self.supernet.aux_skip == 0, "supernet.aux_skip", self.supernet.aux_skip,
-                  "0 with schedule=widening (it widens the ops of an edge, not an auxiliary skip)")
+        sched.check_supernet(self.supernet)
         if sched.max_skips is not None:
             check(space.derivation == "top_k" and space.sharing == "shared" and "skip_connect" in space.ops,
                   "schedule.max_skips", sched.max_skips,

@@ -19,10 +19,13 @@ import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Generator, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Generator, Iterator, Optional
 
 from nasrun.config.schema import NasrunConf
 from nasrun.run.signals import Interrupted, hold, interrupts, kept_handlers, record_interrupted, signal_of
+
+if TYPE_CHECKING:
+    from nasrun.run.stacked import Lockstep
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +119,14 @@ def run_population(members: list[Member], engine: str = "turns") -> list[Outcome
 def _lockstep(members: list[Member]) -> "Lockstep":
     """The stacked engine's trainer, after checking that every member can be stacked (one line if not)."""
     from nasrun.errors import ConfigError
-    from nasrun.run.stacked import Lockstep, unstackable
+    from nasrun.methods.stacking import unstackable
+    from nasrun.run.stacked import Lockstep
 
     for member in members:
         why = unstackable(member.cfg)
         if why is not None:
             raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {member.label or member.out_dir}: "
-                              f"it stacks first-order DARTS on the DARTS ops, not {why}; use "
+                              f"it stacks first-order DARTS and Amended-DARTS on the DARTS ops, not {why}; use "
                               "hydra.launcher.engine=turns")
     return Lockstep()
 

@@ -14,45 +14,24 @@ the member's training pass, through the loop's ``trainer`` hook. A member is its
 stacked convolutions sum in another order than a solo one, so float64 members agree with their solo runs to
 about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
 
-What can be stacked (:func:`unstackable` says why not): first-order DARTS on softmax mixing weights without a
-perturbation, one stage, the architecture step first, on DARTS-stacked shared cells of the DARTS ops, without
-partial channels, edge normalisation, auxiliary skip or skip dropout, in fp32 or fp64.
+What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): first-order DARTS and
+Amended-DARTS on softmax mixing weights without a perturbation, one stage, the architecture step first, on
+DARTS-stacked shared cells of the DARTS ops, without partial channels, edge normalisation, auxiliary skip or
+skip dropout, in fp32 or fp64.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nasrun.spaces.names import DARTS_OPS
+from nasrun.methods.stacking import stacked_arch_grads, unstackable
 
 log = logging.getLogger(__name__)
-
-
-def unstackable(cfg: Any) -> Optional[str]:
-    """Why a member with this config cannot be stacked (None: it can)."""
-    from nasrun.spaces.space import Space
-
-    space, net, s = Space(cfg.space), cfg.supernet, cfg.search
-    reasons = [
-        (cfg.estimator.name != "first_order", f"estimator={cfg.estimator.name} (first_order only)"),
-        (cfg.perturbation.name != "none", f"perturbation={cfg.perturbation.name} (none only)"),
-        (cfg.alpha_map.name != "softmax", f"alpha_map={cfg.alpha_map.name} (softmax only)"),
-        (cfg.schedule.name != "single", f"schedule={cfg.schedule.name} (single only)"),
-        (cfg.selection.tunes, f"selection={cfg.selection.name} (a selection without tuning epochs only)"),
-        (s.order != "arch_first" or s.clip_with_alphas, "search.order=weight_first or search.clip_with_alphas"),
-        (space.skeleton != "darts" or space.sharing != "shared", f"space={space.name} (DARTS-stacked shared cells)"),
-        (any(op not in DARTS_OPS for op in space.ops), f"space={space.name}'s ops (the DARTS ops only)"),
-        (net.partial_channels != 1 or net.edge_norm, "supernet.partial_channels or supernet.edge_norm"),
-        (net.aux_skip > 0 or any(p > 0 for p in net.skip_dropout), "supernet.aux_skip or supernet.skip_dropout"),
-        (cfg.precision not in ("fp32", "fp64") or cfg.channels_last, f"precision={cfg.precision} or channels_last"),
-        (cfg.search.compile != "off", f"search.compile={cfg.search.compile}"),
-    ]
-    why = [text for bad, text in reasons if bad]
-    return "; ".join(why) if why else None
 
 
 class Lockstep:
@@ -78,7 +57,13 @@ class Lockstep:
             if state.epoch < state.schedule.total_epochs:
                 by_epoch.setdefault(state.epoch, []).append(i)
         for group in by_epoch.values():
-            self.done.update(_stacked_epoch({i: self.states[i] for i in group}))
+            started = time.perf_counter()
+            done = _stacked_epoch({i: self.states[i] for i in group})
+            share = (time.perf_counter() - started) / len(group)  # each member's part of the shared work
+            for stats in done.values():
+                if isinstance(stats, dict):
+                    stats["train_seconds"] = share
+            self.done.update(done)
 
 
 class _MemberHook:
@@ -178,25 +163,21 @@ def _non_finite(live: dict[int, Any], losses: torch.Tensor, lrs: dict) -> dict[i
 
 
 def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, totals: dict) -> None:
-    """Each member's first-order architecture step on its validation batch (members past their warm-up)."""
-    from nasrun.methods.estimators import ArchGrad, apply_arch_step, two_term_stats
+    """Each member's architecture step on its validation batch (first order, or Amended-DARTS' products on
+    its training batch), members past their warm-up."""
+    from nasrun.methods.estimators import ArchGrad, apply_arch_step
 
-    x, y = _inputs(live, batches, 1)
-    losses, logits = _losses(net, live, x, y)  # a non-finite one ends its member in the weight step, as solo
-    members = list(live)
-    alphas = [a for i in arch for a in live[i].model.arch_parameters()]
-    picked = torch.stack([losses[members.index(i)] for i in arch]).sum()
-    grads = torch.autograd.grad(picked, alphas, allow_unused=True)
-    k = 0
-    for i in arch:
-        s = live[i]
-        params = s.model.arch_parameters()
-        own = [torch.zeros_like(p) if g is None else g for g, p in zip(grads[k:k + len(params)], params)]
-        k += len(params)
-        j = members.index(i)
+    val, train = _inputs(live, batches, 1), _inputs(live, batches, 0)
+    alphas = [live[i].model.arch_parameters() for i in live]
+    grads, stats, losses, logits = stacked_arch_grads(
+        net, alphas, [s.cfg.estimator for s in live.values()],
+        lambda: _losses(net, live, *val), lambda: _losses(net, live, *train))
+    for j, (i, s) in enumerate(live.items()):
+        if i not in arch:
+            continue
         yv = batches[i][1][1]
         correct = int((logits[:, j].argmax(1) == yv).sum())
-        step = ArchGrad(own, float(losses[j].detach()), correct, two_term_stats(own, None))
+        step = ArchGrad(grads[j], float(losses[j].detach()), correct, stats[j])
         for key, value in step.stats.items():
             totals[i].arch_stats.setdefault(key, []).append(value)
         apply_arch_step(s.model, step, s.a_opt, s.estimator, s.cfg.search.arch_grad_clip)
@@ -234,4 +215,4 @@ def _weight_step(net: Any, live: dict[int, Any], batches: dict, totals: dict, lr
     return failed
 
 
-__all__ = ["Lockstep", "unstackable"]
+__all__ = ["Lockstep", "unstackable"]  # unstackable: nasrun.methods.stacking's, for the launcher

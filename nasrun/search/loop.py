@@ -250,7 +250,10 @@ def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFo
                                      state.device, numerics=state.numerics)
     else:
         val_loss, val_acc = evaluate_ranks(state, data, val_idx)
-    seconds = time.time() - t0
+    # a stacked population trained this epoch outside this call: its share of that time is this run's
+    away = stats.pop("train_seconds", 0.0)
+    state.elapsed += away
+    seconds = time.time() - t0 + away
     genotype = model.genotype()
     state.record_alphas()
     row = {**_metrics_row(state, plan, lr, stats, val_loss, val_acc, genotype, seconds),

@@ -175,9 +175,9 @@ class SearchState:
         if names is None or list(names) == own:
             self.w_opt.load_state_dict(saved)
             return
-        other = build_supernet(self.cfg, self.num_classes, self.in_channels, self.schedule.stages[self.stage].layers,
-                               self.edge_ops, self.alpha_map, self.schedule.stages[self.stage].partial_channels,
-                               fused=not self.model.fused)
+        stage = self.schedule.stages[self.stage]  # the other layout's names only (the global generator is reset later)
+        other = build_supernet(self.cfg, self.num_classes, self.in_channels, stage.layers, self.edge_ops, None,
+                               stage.partial_channels, fused=not self.model.fused)
         named = {name: saved["state"].get(i, {}).get("momentum_buffer") for i, name in enumerate(names)}
         plain = {k: v for k, v in plain_named(other, named).items() if v is not None}
         set_momentum(self.w_opt, self.model, plain)

@@ -358,6 +358,15 @@ class StackedSuperNet(nn.Module):
             return tensor[m]
         return tensor.unflatten(0, (self.S, -1))[m]
 
+    def member_blocks(self, name: str, tensor: Tensor) -> Tensor:
+        """The stacked entry ``name`` (or its gradient, or a direction shaped like it) as ``(S, ...)``: a view."""
+        return tensor if name in self._member_index else tensor.unflatten(0, (self.S, -1))
+
+    def scale_blocks(self, name: str, tensor: Tensor, factors: Tensor) -> Tensor:
+        """``tensor`` (shaped like the stacked entry ``name``) with member m's block times ``factors[m]``."""
+        blocks = self.member_blocks(name, tensor)
+        return (blocks * factors.view(-1, *[1] * (blocks.dim() - 1))).view_as(tensor)
+
     def member_state_dict(self, m: int) -> dict[str, Tensor]:
         """Member m's solo ``SuperNet.state_dict()`` (same names and shapes; copies, detached)."""
         if not 0 <= m < self.S:

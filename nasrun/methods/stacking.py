@@ -1,0 +1,146 @@
+"""The options a stacked population implements, and their architecture gradients for all members at once.
+
+A stacked population (``hydra.launcher.engine=stacked``, :mod:`nasrun.run.stacked`) computes every member's
+losses in one network whose weights are the members' weights side by side (member m's block of every stacked
+weight). Its Hessian is block-diagonal over the members, so a product of the sum of the members' losses with
+a stacked direction is every member's own product at once. Here, for first-order DARTS and Amended-DARTS:
+
+- first order: the gradient of each member's validation loss with respect to its alphas;
+- Amended-DARTS: ``g1 - eta * B (H v)``, each member with its own eta and radius. Exactly (double backward
+  of the summed training loss: ``H v`` and ``B u`` blockwise), or by the reference's central differences,
+  where each member's step ``epsilon_m = r_m / ||direction_m||`` moves only its own block.
+
+The options listed in :data:`STACKED` are the ones implemented here; any other is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor
+
+from nasrun.config import options as o
+from nasrun.methods.estimators import preserved_buffers
+from nasrun.spaces.names import DARTS_OPS
+
+#: The options (by schema) a stacked population runs; a selection must not tune (``selection.tunes``).
+STACKED = {o.FirstOrderConf, o.AmendedConf, o.NoPerturbationConf, o.SoftmaxConf, o.SingleConf}
+
+#: ``losses(mix_grad)``: each member's mean cross-entropy ``(S,)`` on a batch, with the logits.
+Losses = Callable[[], tuple[Tensor, Tensor]]
+
+
+def unstackable(cfg: Any) -> Optional[str]:
+    """Why a member with this config cannot be stacked (None: it can)."""
+    from nasrun.spaces.space import Space
+
+    space, net, s = Space(cfg.space), cfg.supernet, cfg.search
+    axes = [(type(getattr(cfg, axis)) not in STACKED, f"{axis}={getattr(cfg, axis).name}")
+            for axis in ("estimator", "perturbation", "alpha_map", "schedule")]
+    reasons = axes + [
+        (cfg.selection.tunes, f"selection={cfg.selection.name} (a selection without tuning epochs only)"),
+        (s.order != "arch_first" or s.clip_with_alphas, "search.order=weight_first or search.clip_with_alphas"),
+        (space.skeleton != "darts" or space.sharing != "shared", f"space={space.name} (DARTS-stacked shared cells)"),
+        (any(op not in DARTS_OPS for op in space.ops), f"space={space.name}'s ops (the DARTS ops only)"),
+        (net.partial_channels != 1 or net.edge_norm, "supernet.partial_channels or supernet.edge_norm"),
+        (net.aux_skip > 0 or any(p > 0 for p in net.skip_dropout), "supernet.aux_skip or supernet.skip_dropout"),
+        (cfg.precision not in ("fp32", "fp64") or cfg.channels_last, f"precision={cfg.precision} or channels_last"),
+        (s.compile != "off", f"search.compile={s.compile}"),
+    ]
+    why = [text for bad, text in reasons if bad]
+    return "; ".join(why) if why else None
+
+
+def member_norms(net: Any, tensors: list[Tensor]) -> Tensor:
+    """``(S,)``: each member's global norm of ``tensors`` (laid out as ``net``'s stacked weights)."""
+    names = [n for n, _ in _weights(net)]
+    sums = sum(net.member_blocks(name, t.detach()).pow(2).flatten(1).sum(1) for name, t in zip(names, tensors))
+    return sums.sqrt()
+
+
+def _weights(net: Any) -> list[tuple[str, Tensor]]:
+    own = {f"alphas_{k}" for k in net.kinds}
+    return [(n, p) for n, p in net.named_parameters() if n not in own]
+
+
+def stacked_arch_grads(net: Any, alphas: list[list[Tensor]], confs: list[Any], val: Losses, train: Losses
+                       ) -> tuple[list[list[Tensor]], list[dict], Tensor, Tensor]:
+    """Every member's architecture gradient and diagnostics, its validation losses ``(S,)`` and logits.
+
+    ``alphas[m]``: member m's alphas (what ``val`` and ``train`` differentiate through); ``confs[m]``: its
+    estimator option (first order or Amended-DARTS)."""
+    from nasrun.methods.estimators import two_term_stats
+
+    weights = [p for _, p in _weights(net)]
+    flat = [a for own in alphas for a in own]
+    losses, logits = val()
+    amended = [getattr(c, "eta", 0.0) != 0 for c in confs]
+    wrt = flat + (weights if any(amended) else [])
+    grads = torch.autograd.grad(losses.sum(), wrt, allow_unused=True)
+    g1, k = [], 0
+    for own in alphas:
+        g1.append([torch.zeros_like(a) if g is None else g for g, a in zip(grads[k:k + len(own)], own)])
+        k += len(own)
+    if not any(amended):
+        return g1, [two_term_stats(g, None) for g in g1], losses, logits
+    v = [torch.zeros_like(w) if g is None else g for g, w in zip(grads[len(flat):], weights)]
+    z = _amended_products(net, weights, flat, v, confs, train)
+    out, stats, k = [], [], 0
+    for m, own in enumerate(alphas):
+        if not amended[m]:
+            out.append(g1[m])
+            stats.append(two_term_stats(g1[m], None))
+        else:
+            second = [-confs[m].eta * zi for zi in z[k:k + len(own)]]
+            out.append([g + t for g, t in zip(g1[m], second)])
+            stats.append(two_term_stats(g1[m], second))
+        k += len(own)
+    return out, stats, losses, logits
+
+
+def _amended_products(net: Any, weights: list[Tensor], alphas: list[Tensor], v: list[Tensor], confs: list[Any],
+                      train: Losses) -> list[Tensor]:
+    """Every member's ``B (H v)`` of its training loss at the current weights (its alphas' order)."""
+    with preserved_buffers(net):
+        if all(c.hvp == "exact" for c in confs if getattr(c, "eta", 0.0) != 0):
+            loss = train()[0].sum()
+            g = torch.autograd.grad(loss, weights, create_graph=True)
+            u = torch.autograd.grad(g, weights, grad_outputs=v, retain_graph=True)
+            out = torch.autograd.grad(g, alphas, grad_outputs=[ui.detach() for ui in u], allow_unused=True)
+            return [torch.zeros_like(a) if o is None else o for o, a in zip(out, alphas)]
+        if any(c.hvp == "exact" for c in confs if getattr(c, "eta", 0.0) != 0):
+            raise ValueError("a stacked population's Amended-DARTS members share estimator.hvp")
+        radius = torch.tensor([getattr(c, "fd_radius", 0.01) for c in confs], dtype=weights[0].dtype,
+                              device=weights[0].device)
+        names = [n for n, _ in _weights(net)]
+        saved = [w.detach().clone() for w in weights]
+        try:
+            diffs, eps = _central(net, weights, saved, v, radius, weights, train)
+            u = [net.scale_blocks(name, d, 1 / (2 * eps)) for name, d in zip(names, diffs)]
+            diffs, eps = _central(net, weights, saved, u, radius, alphas, train)
+            per_member = len(alphas) // len(confs)
+            return [d / (2 * eps[j // per_member]) for j, d in enumerate(diffs)]
+        finally:
+            with torch.no_grad():
+                for w, c in zip(weights, saved):
+                    w.copy_(c)
+
+
+def _central(net: Any, weights: list[Tensor], center: list[Tensor], direction: list[Tensor], radius: Tensor,
+             wrt: list[Tensor], train: Losses) -> tuple[list[Tensor], Tensor]:
+    """``grad L(w + e u) - grad L(w - e u)`` for every member at once, with each member's ``e_m = r_m / ||u_m||``
+    (the caller divides by ``2 e``). Leaves the weights perturbed; the caller restores them."""
+    names = [n for n, _ in _weights(net)]
+    eps = radius / (member_norms(net, direction) + 1e-12)
+    out = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for name, w, c, d in zip(names, weights, center, direction):
+                w.copy_(net.scale_blocks(name, d, sign * eps).add_(c))
+        g = torch.autograd.grad(train()[0].sum(), wrt, allow_unused=True)
+        out.append([gi if gi is not None else torch.zeros_like(t) for gi, t in zip(g, wrt)])
+    return [p - m for p, m in zip(*out)], eps
+
+
+__all__ = ["STACKED", "unstackable", "stacked_arch_grads", "member_norms"]
