@@ -44,7 +44,9 @@ class Lockstep:
 
     def __init__(self) -> None:
         self.states: dict[int, Any] = {}
+        self.data: dict[int, tuple] = {}  # each member's dataset and search-val indices
         self.done: dict[int, Any] = {}
+        self.scores: dict[int, tuple[float, float]] = {}
 
     def hook(self, i: int) -> "_MemberHook":
         return _MemberHook(self, i)
@@ -59,6 +61,9 @@ class Lockstep:
         for group in by_epoch.values():
             started = time.perf_counter()
             done = _stacked_epoch({i: self.states[i] for i in group})
+            trained = {i: self.states[i] for i in group if isinstance(done.get(i), dict)}
+            if trained:
+                self.scores.update(_stacked_evaluation(trained, {i: self.data[i] for i in trained}))
             share = (time.perf_counter() - started) / len(group)  # each member's part of the shared work
             for stats in done.values():
                 if isinstance(stats, dict):
@@ -72,8 +77,12 @@ class _MemberHook:
     def __init__(self, lockstep: Lockstep, i: int) -> None:
         self.lockstep, self.i = lockstep, i
 
-    def ready(self, state: Any) -> None:
+    def ready(self, state: Any, data: Any, val_idx: torch.Tensor) -> None:
         self.lockstep.states[self.i] = state
+        self.lockstep.data[self.i] = (data, val_idx)
+
+    def evaluated(self, state: Any) -> tuple[float, float]:
+        return self.lockstep.scores.pop(self.i)
 
     def train(self, state: Any, plan: Any, lr: float) -> dict:
         outcome = self.lockstep.done.pop(self.i)
@@ -118,6 +127,31 @@ def _stacked_epoch(states: dict[int, Any]) -> dict[int, Any]:
                            "solo runs (run them with hydra.launcher.engine=turns)")
     out.update({i: totals[i].summary() for i in live})
     return out
+
+
+@torch.no_grad()
+def _stacked_evaluation(live: dict[int, Any], data: dict[int, tuple]) -> dict[int, tuple[float, float]]:
+    """Each member's loss and accuracy on its search-val images in eval mode, batch by batch as
+    :func:`nasrun.train.steps.evaluate` takes them, all members in one forward per batch."""
+    from nasrun.data.loaders import eval_batches
+    from nasrun.supernet.stacked import stack_inputs
+
+    first = next(iter(live.values()))
+    net = _link(live)
+    net.eval()
+    streams = [eval_batches(d.train, idx, s.cfg.search.eval_batch_size, d.mean, d.std, s.device)
+               for s, (d, idx) in ((live[i], data[i]) for i in live)]
+    models = [s.model for s in live.values()]
+    mix = {k: F.softmax(torch.stack([m.alphas(k) for m in models]), dim=-1) for k in models[0].kinds}
+    sums = [[0.0, 0, 0] for _ in live]
+    for batches in zip(*streams):
+        x = torch.stack([first.numerics.inputs(b[0]) for b in batches])
+        logits = net(stack_inputs(x), mix)
+        for j, (_, y) in enumerate(batches):
+            sums[j][0] += float(F.cross_entropy(logits[:, j], y, reduction="sum"))
+            sums[j][1] += int((logits[:, j].argmax(1) == y).sum())
+            sums[j][2] += len(y)
+    return {i: (loss / max(n, 1), correct / max(n, 1)) for i, (loss, correct, n) in zip(live, sums)}
 
 
 def _link(live: dict[int, Any]) -> Any:
@@ -192,15 +226,13 @@ def _weight_step(net: Any, live: dict[int, Any], batches: dict, totals: dict, lr
         return {}
     x, y = _inputs(live, batches, 0)
     for s in live.values():
-        s.w_opt.zero_grad(set_to_none=True)
         for p in s.model.arch_parameters():  # as a solo weight step leaves them: no gradient
             p.grad = None
-    net.zero_grad(set_to_none=True)
+    net.zero_member_grads()  # the members' weight gradients are views into the stacked ones
     losses, logits = _losses(net, live, x, y, detach_alphas=True)
     failed = _non_finite(live, losses, lrs)
     keep = torch.tensor([i not in failed for i in live], dtype=losses.dtype, device=losses.device)
     (losses * keep).sum().backward()
-    net.member_grads([s.model for s in live.values()])
     for j, (i, s) in enumerate(live.items()):
         if i in failed:
             continue

@@ -95,10 +95,11 @@ def search_epochs(cfg: NasrunConf, out_dir: str | Path, on_epoch_end: Optional[E
     returns the result. A population advances its members this way (:mod:`nasrun.run.population`);
     an exception thrown in at a yield ends the run as it would have ended there (recorded in result.json).
 
-    ``trainer`` (a stacked population's, :mod:`nasrun.run.stacked`) trains the epochs instead of
-    :func:`train_epoch`: it gets the state once the run is set up (``ready``; the generator then yields -1
-    before the first epoch) and gives each epoch's statistics (``train``); ``trainer.plain`` builds the
-    supernet without fused edges.
+    ``trainer`` (a stacked population's, :mod:`nasrun.run.stacked`) trains and evaluates the epochs instead of
+    :func:`train_epoch` and :func:`evaluate`: it gets the state, the data and the search-val indices once the
+    run is set up (``ready``; the generator then yields -1 before the first epoch) and gives each epoch's
+    statistics (``train``) and evaluation (``evaluated``); ``trainer.plain`` builds the supernet without fused
+    edges.
     """
     config = as_plain_dict(cfg)
     check_search_ranks(cfg)
@@ -164,15 +165,14 @@ def _search(cfg: NasrunConf, config: dict, run: RunFolder, holder: dict, on_epoc
              cfg.space.name, count(schedule.total_epochs, "epoch"), stages,
              count(state.train_stream.batches_per_pass, "step"), device, run.path)
     if trainer is not None:  # a stacked population sets every member up before it trains any
-        trainer.ready(state)
+        trainer.ready(state, data, val_idx)
         with started.paused():
             yield -1
-    train = trainer.train if trainer is not None else train_epoch
     for epoch in range(state.epoch, schedule.total_epochs):
         plan = schedule.plan(epoch)
         if plan.stage != state.stage:  # the previous stage is over: keep its strongest ops, start the next
             _next_stage(state, run, plan.stage)
-        row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence, train)
+        row = _search_epoch(state, plan, data, val_idx, run, config, started, evidence, trainer)
         epoch_log.epoch(epoch, row, lambda: (state.model.genotype(), _history(state)))
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
@@ -236,16 +236,18 @@ def _end_stage(state: SearchState, run: RunFolder) -> None:
 
 
 def _search_epoch(state: SearchState, plan: EpochPlan, data, val_idx, run: RunFolder, config: dict,
-                  started: Stopwatch, evidence: Optional[Evidence], train: Optional[Callable] = None) -> dict:
+                  started: Stopwatch, evidence: Optional[Evidence], trainer: Optional[Any] = None) -> dict:
     """Train one epoch, evaluate, write its rows and the checkpoint; return the metrics row."""
     cfg, model, schedule = state.cfg, state.model, state.schedule
     t0 = time.time()
     lr = state.lr_schedule.get_last_lr()[0]
     if schedule.stages[plan.stage].skip_dropout > 0:
         model.set_skip_dropout(plan.skip_dropout)
-    stats = (train or train_epoch)(state, plan, lr)
+    stats = trainer.train(state, plan, lr) if trainer is not None else train_epoch(state, plan, lr)
     state.lr_schedule.step()
-    if state.job is None:
+    if trainer is not None:  # a stacked population evaluated its members together, after their training
+        val_loss, val_acc = trainer.evaluated(state)
+    elif state.job is None:
         val_loss, val_acc = evaluate(model, data.train, val_idx, cfg.search.eval_batch_size, data.mean, data.std,
                                      state.device, numerics=state.numerics)
     else:

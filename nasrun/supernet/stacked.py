@@ -309,7 +309,8 @@ class StackedSuperNet(nn.Module):
 
         A member's optimiser then steps the stacked weights in place, its BN statistics move with the stacked
         BN's, and its ``state_dict`` reads the member's share: nothing is copied between steps. Every
-        ``num_batches_tracked`` of the members is the stacked BN's one counter. The alphas stay the members'
+        ``num_batches_tracked`` of the members is the stacked BN's one counter, and every member's weight gradient
+        a view of its share of the stacked gradient (:meth:`zero_member_grads`). The alphas stay the members'
         own (pass them stacked to :meth:`forward` as ``mix``)."""
         net = cls(nets)
         params, buffers = dict(net.named_parameters()), dict(net.named_buffers())
@@ -322,16 +323,24 @@ class StackedSuperNet(nn.Module):
                 module = member.get_submodule(owner)
                 shared = buffers[name] if b.dim() == 0 else net.member_tensor(name, buffers[name], m)
                 setattr(module, attr, shared)
+        net._link_grads(nets)
         return net
 
-    def member_grads(self, nets: Sequence[SuperNet]) -> None:
-        """Give every member's weights their share of the stacked gradients (views; after a backward)."""
+    def zero_member_grads(self) -> None:
+        """Zero the stacked weights' gradients in place (one call): the members' ``.grad`` are views into them."""
+        torch._foreach_zero_([p.grad for p in self._linked_weights])
+
+    def _link_grads(self, nets: Sequence[SuperNet]) -> None:
+        """Every stacked weight gets a gradient buffer once, and each member's weight a view of its share: a
+        backward accumulates into the buffer in place, so no member's gradient is set again step by step."""
         params = dict(self.named_parameters())
+        self._linked_weights = [p for name, p in params.items() if not name.startswith("alphas_")]
+        for p in self._linked_weights:
+            p.grad = torch.zeros_like(p)
         for m, member in enumerate(nets):
             for name, p in member.named_parameters():
-                g = params[name].grad if name in params and not name.startswith("alphas_") else None
-                if g is not None:
-                    p.grad = self.member_tensor(name, g, m)
+                if not name.startswith("alphas_"):
+                    p.grad = self.member_tensor(name, params[name].grad, m)
 
     # ------------------------------------------------------------------ parameters
     def alphas(self, kind: str) -> nn.Parameter:
