@@ -9,7 +9,9 @@ For each S in --members, a fresh process searches S seeds of one config on synth
 ways, in turn for --repeats rounds: as a population (``nasrun.run.population``) and as S solo searches
 one after another in the same process (what Hydra's basic launcher does with a sweep). It prints per S
 
-    members=S ops_per_step=N   ATen operators per population step: all members' work, evaluation and set-up included
+    members=S ops_per_step=N   ATen operators per population step in steady state: all members' work, with
+                               their share of each epoch's evaluation and checkpoints (the difference between
+                               populations of one epoch more and less, divided by the steps of an epoch)
     population / one-by-one    median wall time of the whole search, and per member-step
     peak_rss_mib               the process's peak resident memory (and peak CUDA memory on a GPU)
 
@@ -74,10 +76,16 @@ def one_size(args: argparse.Namespace, members: int) -> dict:
                 way(Path(tmp))
                 times[way].append(time.perf_counter() - t0)
     population, one_by_one = times[as_population], times[one_after_another]
-    with tempfile.TemporaryDirectory() as tmp, OpCounter() as counter:
-        run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(configs)], args.engine)
+    counts = []
+    for extra in (0, 1):  # the population with one epoch more: the difference is one epoch in steady state
+        longer = [to_typed(compose("search", [*overrides(args), f"seed={s}", f"search.epochs={args.epochs + extra}"]))
+                  for s in range(members)]
+        with tempfile.TemporaryDirectory() as tmp, OpCounter() as counter:
+            run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(longer)], args.engine)
+        counts.append(counter.ops)
+    per_epoch_steps = -(-args.images // 2 // args.batch)
     peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"members": members, "ops_per_step": round(counter.ops / (steps / members)),
+    return {"members": members, "ops_per_step": round((counts[1] - counts[0]) / per_epoch_steps),
             "population_s": statistics.median(population), "one_by_one_s": statistics.median(one_by_one),
             "member_step_ms": 1000 * statistics.median(population) / steps,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_cuda_mib": peak_cuda}

@@ -80,6 +80,8 @@ class _MemberHook:
     def ready(self, state: Any, data: Any, val_idx: torch.Tensor) -> None:
         self.lockstep.states[self.i] = state
         self.lockstep.data[self.i] = (data, val_idx)
+        for group in state.w_opt.param_groups:  # one kernel call per update for all of a member's weights, on
+            group["foreach"] = True             # every device (the same arithmetic as the per-weight loop)
 
     def evaluated(self, state: Any) -> tuple[float, float]:
         return self.lockstep.scores.pop(self.i)
@@ -238,7 +240,7 @@ def _weight_step(net: Any, live: dict[int, Any], batches: dict, totals: dict, lr
             continue
         params = s.model.weight_parameters()
         if s.cfg.search.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, s.cfg.search.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, s.cfg.search.grad_clip, foreach=True)
         s.w_opt.step()
         yi = batches[i][0][1]
         totals[i].loss += float(losses[j].detach()) * len(yi)
