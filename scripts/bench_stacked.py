@@ -23,22 +23,11 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
-# this checkout's nasrun, not an installed copy (the stacked module may exist only here)
+# this checkout's nasrun, not an installed copy; and the benchmarks' shared operator counter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-class OpCount(TorchDispatchMode):
-    """Counts the ATen operators dispatched inside it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import OpCounter  # noqa: E402
 
 
 def build_members(S: int, args: argparse.Namespace, fused: bool, dtype: torch.dtype, device: torch.device) -> list:
@@ -84,9 +73,9 @@ def timed(fn: Callable[[], None], repeats: int) -> float:
 
 
 def count_ops(fn: Callable[[], None]) -> int:
-    with OpCount() as c:
+    with OpCounter() as c:
         fn()
-    return c.n
+    return c.ops
 
 
 def grad_diff(stacked, models: list) -> tuple[float, float]:
