@@ -151,7 +151,7 @@ def test_a_member_that_fails_fails_alone(tmp_path, engine):
     _assert_same_run(tmp_path / "m2", tmp_path / "solo")  # the failure changed nothing for the others
 
 
-@pytest.mark.parametrize("engine", ["turns", "stacked"])
+@pytest.mark.parametrize("engine", ["turns", pytest.param("stacked", marks=pytest.mark.slow)])
 def test_each_member_logs_only_its_own_lines(tmp_path, engine):
     run_population([Member(_typed(f"seed={s}"), tmp_path / f"m{s}") for s in (0, 1)], engine)
     for s in (0, 1):
@@ -220,6 +220,7 @@ def test_a_sweep_runs_as_a_population_with_solo_folders(tmp_path):
     check_command_line("retrain", [f"genotype={good}", "recipe=quick", "recipe.epochs=1"])
 
 
+@pytest.mark.slow
 def test_a_stacked_sweep_runs_through_the_launcher_with_solo_folders(tmp_path):
     sweep = tmp_path / "sweep"
     proc = _nasrun("search", "-m", "seed=0,1", "hydra/launcher=population", "hydra.launcher.engine=stacked", *FP64,
