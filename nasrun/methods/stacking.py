@@ -27,7 +27,7 @@ from nasrun.spaces.names import DARTS_OPS
 #: The options (by schema) a stacked population runs; a selection must not tune (``selection.tunes``).
 STACKED = {o.FirstOrderConf, o.AmendedConf, o.NoPerturbationConf, o.SoftmaxConf, o.SingleConf}
 
-#: ``losses(mix_grad)``: each member's mean cross-entropy ``(S,)`` on a batch, with the logits.
+#: ``losses()``: each member's mean cross-entropy ``(S,)`` on its batch (through its alphas), with the logits.
 Losses = Callable[[], tuple[Tensor, Tensor]]
 
 
