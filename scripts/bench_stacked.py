@@ -111,7 +111,7 @@ def run_one(S: int, args: argparse.Namespace, dtype: torch.dtype, device: torch.
     from nasrun.supernet.stacked import StackedSuperNet, stack_inputs
 
     plain = build_members(S, args, False, dtype, device)
-    stacked = StackedSuperNet.from_members(plain)
+    stacked = StackedSuperNet(plain)
     if args.channels_last:
         stacked = stacked.to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)

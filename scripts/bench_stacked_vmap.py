@@ -18,37 +18,23 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
-from torch.utils._python_dispatch import TorchDispatchMode
 
-
-class OpCount(TorchDispatchMode):
-    """Counts the ATen operators dispatched inside it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared operator counter
+from bench import OpCounter  # noqa: E402
 
 
 def members(S: int, args: argparse.Namespace, dtype: torch.dtype, device: torch.device) -> list:
-    from nasrun.config.compose import compose, to_typed
-    from nasrun.search.state import build_supernet
+    """S plain supernets, member m seeded with m (``bench_stacked.build_members``)."""
+    from bench_stacked import build_members
 
-    cfg = to_typed(compose("search", [f"supernet.C={args.C}", f"supernet.layers={args.layers}", "dataset=digits",
-                                      "supernet.fused=false"]))
-    out = []
-    for m in range(S):
-        torch.manual_seed(m)
-        out.append(build_supernet(cfg, 10, 3, args.layers).to(device, dtype).train())
-    return out
+    return build_members(S, args, False, dtype, device)
 
 
 def one_by_one(models: list, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -112,9 +98,9 @@ def main() -> None:
                              for n, b in model.named_buffers() if b.is_floating_point()])
         counts = []
         for fn in (lambda: step(params, buffers, x, y), lambda: one_by_one(models, x, y)):
-            with OpCount() as c:
+            with OpCounter() as c:
                 fn()
-            counts.append(c.n)
+            counts.append(c.ops)
         t_stacked = timed(lambda: step(params, buffers, x, y), args.repeats)
         t_solo = timed(lambda: one_by_one(models, x, y), args.repeats)
         print(f"members={S} max_diff={diff:.1e} ops_stacked={counts[0]} ops_one_by_one={counts[1]} "

@@ -54,7 +54,7 @@ def test_setup_covers_the_darts_space(members):
 
 def test_logits_match_each_member(members, batch):
     x, _ = batch
-    stacked = StackedSuperNet.from_members(members)
+    stacked = StackedSuperNet(members)
     out = stacked(stack_inputs(x))
     assert out.shape == (BATCH, S, 10)
     for m, net in enumerate(members):
@@ -65,7 +65,7 @@ def test_logits_match_each_member(members, batch):
 
 def test_gradients_match_each_member(members, batch):
     x, y = batch
-    stacked = StackedSuperNet.from_members(members)
+    stacked = StackedSuperNet(members)
     member_loss_sum(stacked(stack_inputs(x)), y.T).backward()
     for m, net in enumerate(members):
         F.cross_entropy(net(x[m]), y[m]).backward()
@@ -83,7 +83,7 @@ def test_gradients_match_each_member(members, batch):
 
 def test_running_statistics_match(members, batch):
     x, _ = batch
-    stacked = StackedSuperNet.from_members(members)
+    stacked = StackedSuperNet(members)
     with torch.no_grad():
         stacked(stack_inputs(x))
         for m, net in enumerate(members):
@@ -103,7 +103,7 @@ def test_running_statistics_match(members, batch):
 
 def test_member_state_dict_round_trip(cfg, members, batch):
     x, y = batch
-    stacked = StackedSuperNet.from_members(members)
+    stacked = StackedSuperNet(members)
     opt = torch.optim.SGD(stacked.parameters(), lr=0.1)
     member_loss_sum(stacked(stack_inputs(x)), y.T).backward()  # a step, so the weights leave their init
     opt.step()
@@ -119,7 +119,7 @@ def test_member_state_dict_round_trip(cfg, members, batch):
 
 
 def test_member_state_dict_is_a_copy(members):
-    stacked = StackedSuperNet.from_members(members)
+    stacked = StackedSuperNet(members)
     sd = stacked.member_state_dict(1)
     sd["stem.0.weight"].zero_()
     assert stacked.stem[0].weight.abs().max() > 0
@@ -139,7 +139,7 @@ def test_refuses_unsupported_members(override, feature):
     torch.manual_seed(0)
     net = build_supernet(cfg, 10, 3, 3)
     with pytest.raises(ValueError, match=feature):
-        StackedSuperNet.from_members([net, net])
+        StackedSuperNet([net, net])
 
 
 def test_refuses_mismatched_members_and_inputs(cfg, members):
@@ -147,7 +147,7 @@ def test_refuses_mismatched_members_and_inputs(cfg, members):
                                         "supernet.fused=false"]))
     torch.manual_seed(0)
     with pytest.raises(ValueError, match="members differ"):
-        StackedSuperNet.from_members([members[0], build_supernet(other, 10, 3, LAYERS).double()])
-    stacked = StackedSuperNet.from_members(members)
+        StackedSuperNet([members[0], build_supernet(other, 10, 3, LAYERS).double()])
+    stacked = StackedSuperNet(members)
     with pytest.raises(ValueError, match="expected"):
         stacked(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.float64))

@@ -29,9 +29,6 @@ from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
-#: How a population's members train: in turns, or stacked in one network.
-ENGINES = ("turns", "stacked")
-
 
 @dataclass
 class PopulationLauncherConf:
@@ -54,6 +51,7 @@ class PopulationLauncherBase(Launcher):
 
     def __init__(self, max_members: int = 8, engine: str = "turns") -> None:
         from nasrun.config.checks import one_of, positive_int
+        from nasrun.config.members import ENGINES
 
         positive_int("hydra.launcher.max_members", max_members, hi=1024)
         one_of("hydra.launcher.engine", engine, ENGINES)

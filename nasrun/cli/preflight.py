@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nasrun.config.compose import compose, to_typed
+from nasrun.config.members import ENGINES
 from nasrun.config.overrides import check_command_reads, check_output_dirs, is_multirun, jobs, override_tokens
 from nasrun.errors import ConfigError, NasrunError
 
@@ -26,22 +27,13 @@ def check_command_line(command: str, args: list[str]) -> None:
     for job in listed:
         typed = to_typed(compose(command, job))
         check_job(command, typed, job)
-        if stacked:
-            check_stackable(typed, job)
+        if stacked:  # every member must be one the stacked engine trains
+            from nasrun.methods.stacking import check_stackable
+
+            check_stackable(typed, f"the job {' '.join(job) or 'of the sweep'}")
     interpolated = [t for t in tokens if "${" in t]
     if interpolated:
         check_output_dirs(interpolated, lambda key, value: resolved_dir(command, listed[0], key, value))
-
-
-def check_stackable(typed: object, job: Sequence[str]) -> None:
-    """``hydra.launcher.engine=stacked``: every member must be one the stacked engine trains."""
-    from nasrun.methods.stacking import unstackable
-
-    why = unstackable(typed)
-    if why is not None:
-        shown = " ".join(job) or "the sweep's jobs"
-        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for the job {shown}: it stacks first-order "
-                          f"DARTS and Amended-DARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
 
 
 def check_population(command: str, tokens: list[str], multirun: bool) -> None:
@@ -69,7 +61,7 @@ def check_population(command: str, tokens: list[str], multirun: bool) -> None:
         if key == "hydra.launcher.max_members" and not (value.isdigit() and 1 <= int(value) <= 1024):
             raise ConfigError(f"hydra.launcher.max_members={value} is not allowed: an integer from 1 to 1024 "
                               "(the most members in one population)")
-        if key == "hydra.launcher.engine" and value not in ("turns", "stacked"):
+        if key == "hydra.launcher.engine" and value not in ENGINES:
             raise ConfigError(f"hydra.launcher.engine={value} is not allowed: turns (the members take turns) or "
                               "stacked (one network with a group per member)")
 

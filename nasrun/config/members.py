@@ -34,6 +34,9 @@ MEMBER_KEYS = (
 PIPELINE_MEMBER_PREFIXES = ("recipe.",)
 
 
+#: How a population's members train (``hydra.launcher.engine``): in turns, or stacked in one network.
+ENGINES = ("turns", "stacked")
+
 def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     """A nested dict as ``{"a.b": value}``."""
     if isinstance(tree, dict):

@@ -52,16 +52,20 @@ def unstackable(cfg: Any) -> Optional[str]:
     return "; ".join(why) if why else None
 
 
-def member_norms(net: Any, tensors: list[Tensor]) -> Tensor:
-    """``(S,)``: each member's global norm of ``tensors`` (laid out as ``net``'s stacked weights)."""
-    names = [n for n, _ in _weights(net)]
+def check_stackable(cfg: Any, who: str) -> None:
+    """One ConfigError line when the member ``who`` (its job's overrides or folder) cannot be stacked."""
+    from nasrun.errors import ConfigError
+
+    why = unstackable(cfg)
+    if why is not None:
+        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks first-order DARTS and "
+                          f"Amended-DARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
+
+
+def member_norms(net: Any, names: list[str], tensors: list[Tensor]) -> Tensor:
+    """``(S,)``: each member's global norm of ``tensors``, shaped as ``net``'s stacked weights ``names``."""
     sums = sum(net.member_blocks(name, t.detach()).pow(2).flatten(1).sum(1) for name, t in zip(names, tensors))
     return sums.sqrt()
-
-
-def _weights(net: Any) -> list[tuple[str, Tensor]]:
-    own = {f"alphas_{k}" for k in net.kinds}
-    return [(n, p) for n, p in net.named_parameters() if n not in own]
 
 
 def stacked_arch_grads(net: Any, alphas: list[list[Tensor]], confs: list[Any], val: Losses, train: Losses
@@ -72,7 +76,7 @@ def stacked_arch_grads(net: Any, alphas: list[list[Tensor]], confs: list[Any], v
     estimator option (first order or Amended-DARTS)."""
     from nasrun.methods.estimators import two_term_stats
 
-    weights = [p for _, p in _weights(net)]
+    names, weights = map(list, zip(*net.named_weights()))
     flat = [a for own in alphas for a in own]
     losses, logits = val()
     amended = [getattr(c, "eta", 0.0) != 0 for c in confs]
@@ -85,7 +89,7 @@ def stacked_arch_grads(net: Any, alphas: list[list[Tensor]], confs: list[Any], v
     if not any(amended):
         return g1, [two_term_stats(g, None) for g in g1], losses, logits
     v = [torch.zeros_like(w) if g is None else g for g, w in zip(grads[len(flat):], weights)]
-    z = _amended_products(net, weights, flat, v, confs, train)
+    z = _amended_products(net, names, weights, flat, v, confs, train)
     out, stats, k = [], [], 0
     for m, own in enumerate(alphas):
         if not amended[m]:
@@ -99,8 +103,8 @@ def stacked_arch_grads(net: Any, alphas: list[list[Tensor]], confs: list[Any], v
     return out, stats, losses, logits
 
 
-def _amended_products(net: Any, weights: list[Tensor], alphas: list[Tensor], v: list[Tensor], confs: list[Any],
-                      train: Losses) -> list[Tensor]:
+def _amended_products(net: Any, names: list[str], weights: list[Tensor], alphas: list[Tensor], v: list[Tensor],
+                      confs: list[Any], train: Losses) -> list[Tensor]:
     """Every member's ``B (H v)`` of its training loss at the current weights (its alphas' order)."""
     with preserved_buffers(net):
         if all(c.hvp == "exact" for c in confs if getattr(c, "eta", 0.0) != 0):
@@ -113,12 +117,11 @@ def _amended_products(net: Any, weights: list[Tensor], alphas: list[Tensor], v: 
             raise ValueError("a stacked population's Amended-DARTS members share estimator.hvp")
         radius = torch.tensor([getattr(c, "fd_radius", 0.01) for c in confs], dtype=weights[0].dtype,
                               device=weights[0].device)
-        names = [n for n, _ in _weights(net)]
         saved = [w.detach().clone() for w in weights]
         try:
-            diffs, eps = _central(net, weights, saved, v, radius, weights, train)
+            diffs, eps = _central(net, names, weights, saved, v, radius, weights, train)
             u = [net.scale_blocks(name, d, 1 / (2 * eps)) for name, d in zip(names, diffs)]
-            diffs, eps = _central(net, weights, saved, u, radius, alphas, train)
+            diffs, eps = _central(net, names, weights, saved, u, radius, alphas, train)
             per_member = len(alphas) // len(confs)
             return [d / (2 * eps[j // per_member]) for j, d in enumerate(diffs)]
         finally:
@@ -127,12 +130,11 @@ def _amended_products(net: Any, weights: list[Tensor], alphas: list[Tensor], v: 
                     w.copy_(c)
 
 
-def _central(net: Any, weights: list[Tensor], center: list[Tensor], direction: list[Tensor], radius: Tensor,
-             wrt: list[Tensor], train: Losses) -> tuple[list[Tensor], Tensor]:
+def _central(net: Any, names: list[str], weights: list[Tensor], center: list[Tensor], direction: list[Tensor],
+             radius: Tensor, wrt: list[Tensor], train: Losses) -> tuple[list[Tensor], Tensor]:
     """``grad L(w + e u) - grad L(w - e u)`` for every member at once, with each member's ``e_m = r_m / ||u_m||``
     (the caller divides by ``2 e``). Leaves the weights perturbed; the caller restores them."""
-    names = [n for n, _ in _weights(net)]
-    eps = radius / (member_norms(net, direction) + 1e-12)
+    eps = radius / (member_norms(net, names, direction) + 1e-12)
     out = []
     for sign in (1.0, -1.0):
         with torch.no_grad():
@@ -143,4 +145,4 @@ def _central(net: Any, weights: list[Tensor], center: list[Tensor], direction: l
     return [p - m for p, m in zip(*out)], eps
 
 
-__all__ = ["STACKED", "unstackable", "stacked_arch_grads", "member_norms"]
+__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_arch_grads", "member_norms"]

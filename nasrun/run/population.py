@@ -118,16 +118,11 @@ def run_population(members: list[Member], engine: str = "turns") -> list[Outcome
 
 def _lockstep(members: list[Member]) -> "Lockstep":
     """The stacked engine's trainer, after checking that every member can be stacked (one line if not)."""
-    from nasrun.errors import ConfigError
-    from nasrun.methods.stacking import unstackable
+    from nasrun.methods.stacking import check_stackable
     from nasrun.run.stacked import Lockstep
 
     for member in members:
-        why = unstackable(member.cfg)
-        if why is not None:
-            raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {member.label or member.out_dir}: "
-                              f"it stacks first-order DARTS and Amended-DARTS on the DARTS ops, not {why}; use "
-                              "hydra.launcher.engine=turns")
+        check_stackable(member.cfg, str(member.label or member.out_dir))
     return Lockstep()
 
 

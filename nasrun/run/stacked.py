@@ -22,16 +22,13 @@ skip dropout, in fp32 or fp64.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from nasrun.methods.stacking import stacked_arch_grads, unstackable
-
-log = logging.getLogger(__name__)
+from nasrun.methods.stacking import stacked_arch_grads
 
 
 class Lockstep:
@@ -60,10 +57,9 @@ class Lockstep:
                 by_epoch.setdefault(state.epoch, []).append(i)
         for group in by_epoch.values():
             started = time.perf_counter()
-            done = _stacked_epoch({i: self.states[i] for i in group})
-            trained = {i: self.states[i] for i in group if isinstance(done.get(i), dict)}
+            done, net, trained = _stacked_epoch({i: self.states[i] for i in group})
             if trained:
-                self.scores.update(_stacked_evaluation(trained, {i: self.data[i] for i in trained}))
+                self.scores.update(_stacked_evaluation(net, trained, {i: self.data[i] for i in trained}))
             share = (time.perf_counter() - started) / len(group)  # each member's part of the shared work
             for stats in done.values():
                 if isinstance(stats, dict):
@@ -93,8 +89,9 @@ class _MemberHook:
         return outcome
 
 
-def _stacked_epoch(states: dict[int, Any]) -> dict[int, Any]:
-    """One epoch of the members in ``states``; per member its statistics, or the exception that ended it."""
+def _stacked_epoch(states: dict[int, Any]) -> tuple[dict[int, Any], Any, dict[int, Any]]:
+    """One epoch of the members in ``states``: per member its statistics or the exception that ended it, and the
+    stacked network of the members still live at its end (with their states)."""
     from nasrun.search.loop import _Totals
 
     out: dict[int, Any] = {}
@@ -114,37 +111,37 @@ def _stacked_epoch(states: dict[int, Any]) -> dict[int, Any]:
         for s in live.values():
             s.alpha_map.begin_step()
         batches = {i: (next(s.train_stream), next(s.val_stream)) for i, s in live.items()}
+        train, val = _inputs(live, batches, 0), _inputs(live, batches, 1)
         arch = [i for i in live if plans[i].arch_active]
         if arch:
-            _arch_step(net, live, arch, batches, totals)
-        failed = _weight_step(net, live, batches, totals, lrs)
+            _arch_step(net, live, arch, batches, train, val, totals)
+        failed = _weight_step(net, live, batches, train, totals, lrs)
         if failed:
             out.update(failed)
             live = {i: s for i, s in live.items() if i not in failed}
             if not live:
-                break
+                return out, None, live
             net = _link(live)
     if not torch.equal(random_before, torch.random.get_rng_state()):
         raise RuntimeError("a stacked epoch drew from the process's random generator; its members are not their "
                            "solo runs (run them with hydra.launcher.engine=turns)")
     out.update({i: totals[i].summary() for i in live})
-    return out
+    return out, net, live
 
 
 @torch.no_grad()
-def _stacked_evaluation(live: dict[int, Any], data: dict[int, tuple]) -> dict[int, tuple[float, float]]:
+def _stacked_evaluation(net: Any, live: dict[int, Any], data: dict[int, tuple]) -> dict[int, tuple[float, float]]:
     """Each member's loss and accuracy on its search-val images in eval mode, batch by batch as
-    :func:`nasrun.train.steps.evaluate` takes them, all members in one forward per batch."""
+    :func:`nasrun.train.steps.evaluate_topk` takes them (its loop for one model), all members in one forward per
+    batch of ``net``, the epoch's stacked network."""
     from nasrun.data.loaders import eval_batches
     from nasrun.supernet.stacked import stack_inputs
 
     first = next(iter(live.values()))
-    net = _link(live)
     net.eval()
     streams = [eval_batches(d.train, idx, s.cfg.search.eval_batch_size, d.mean, d.std, s.device)
                for s, (d, idx) in ((live[i], data[i]) for i in live)]
-    models = [s.model for s in live.values()]
-    mix = {k: F.softmax(torch.stack([m.alphas(k) for m in models]), dim=-1) for k in models[0].kinds}
+    mix = _mix(live)
     sums = [[0.0, 0, 0] for _ in live]
     for batches in zip(*streams):
         x = torch.stack([first.numerics.inputs(b[0]) for b in batches])
@@ -174,36 +171,41 @@ def _inputs(live: dict[int, Any], batches: dict, which: int) -> tuple[torch.Tens
     return stack_inputs(xs), ys
 
 
+def _mix(live: dict[int, Any]) -> dict[str, torch.Tensor]:
+    """Every member's softmax mixing weights, stacked ``(S, num_edges, ops)`` per kind (through its alphas)."""
+    models = [s.model for s in live.values()]
+    return {k: F.softmax(torch.stack([m.alphas(k) for m in models]), dim=-1) for k in models[0].kinds}
+
+
 def _losses(net: Any, live: dict[int, Any], x: torch.Tensor, y: torch.Tensor, detach_alphas: bool = False):
     """Each member's mean cross-entropy ``(S,)`` and the logits ``(N, S, K)`` under its softmax weights."""
-    models = [s.model for s in live.values()]
-    mix = {k: F.softmax(torch.stack([m.alphas(k) for m in models]), dim=-1) for k in models[0].kinds}
-    if detach_alphas:
-        mix = {k: v.detach() for k, v in mix.items()}
-    logits = net(x, mix)
-    losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)
-    return losses, logits
+    from nasrun.supernet.stacked import member_losses
+
+    mix = _mix(live)
+    logits = net(x, {k: v.detach() for k, v in mix.items()} if detach_alphas else mix)
+    return member_losses(logits, y), logits
 
 
-def _non_finite(live: dict[int, Any], losses: torch.Tensor, lrs: dict) -> dict[int, Exception]:
-    """The members whose training loss is not finite, with the error their solo step raises."""
+def _checked(live: dict[int, Any], losses: torch.Tensor, lrs: dict) -> tuple[dict[int, float], dict[int, Exception]]:
+    """Each member's training loss as a number, and the members whose loss is not finite with the error their solo
+    step raises."""
     from nasrun.train.steps import checked
 
-    failed = {}
+    values, failed = {}, {}
     for j, i in enumerate(live):
         try:
-            checked(losses[j], lrs[i])
+            values[i] = checked(losses[j], lrs[i])
         except Exception as exc:  # noqa: BLE001 - this member's failure, recorded by its own loop
             failed[i] = exc
-    return failed
+    return values, failed
 
 
-def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, totals: dict) -> None:
+def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, train: tuple, val: tuple,
+               totals: dict) -> None:
     """Each member's architecture step on its validation batch (first order, or Amended-DARTS' products on
     its training batch), members past their warm-up."""
     from nasrun.methods.estimators import ArchGrad, apply_arch_step
 
-    val, train = _inputs(live, batches, 1), _inputs(live, batches, 0)
     alphas = [live[i].model.arch_parameters() for i in live]
     grads, stats, losses, logits = stacked_arch_grads(
         net, alphas, [s.cfg.estimator for s in live.values()],
@@ -222,17 +224,15 @@ def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, t
         totals[i].arch_n += len(yv)
 
 
-def _weight_step(net: Any, live: dict[int, Any], batches: dict, totals: dict, lrs: dict) -> dict:
+def _weight_step(net: Any, live: dict[int, Any], batches: dict, train: tuple, totals: dict, lrs: dict) -> dict:
     """Each member's weight step on its training batch: one backward, then its own clip and SGD step."""
-    if not live:
-        return {}
-    x, y = _inputs(live, batches, 0)
+    x, y = train
     for s in live.values():
         for p in s.model.arch_parameters():  # as a solo weight step leaves them: no gradient
             p.grad = None
     net.zero_member_grads()  # the members' weight gradients are views into the stacked ones
     losses, logits = _losses(net, live, x, y, detach_alphas=True)
-    failed = _non_finite(live, losses, lrs)
+    values, failed = _checked(live, losses, lrs)
     keep = torch.tensor([i not in failed for i in live], dtype=losses.dtype, device=losses.device)
     (losses * keep).sum().backward()
     for j, (i, s) in enumerate(live.items()):
@@ -243,10 +243,10 @@ def _weight_step(net: Any, live: dict[int, Any], batches: dict, totals: dict, lr
             torch.nn.utils.clip_grad_norm_(params, s.cfg.search.grad_clip, foreach=True)
         s.w_opt.step()
         yi = batches[i][0][1]
-        totals[i].loss += float(losses[j].detach()) * len(yi)
+        totals[i].loss += values[i] * len(yi)
         totals[i].correct += int((logits[:, j].argmax(1) == yi).sum())
         totals[i].n += len(yi)
     return failed
 
 
-__all__ = ["Lockstep", "unstackable"]  # unstackable: nasrun.methods.stacking's, for the launcher
+__all__ = ["Lockstep"]

@@ -60,11 +60,6 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _weight_names(model: SuperNet) -> list[tuple[str, torch.Tensor]]:
-    arch = {id(p) for p in model.arch_parameters()}
-    return [(name, p) for name, p in model.named_parameters() if id(p) not in arch]
-
-
 class SearchState:
     """The model, optimisers and streams of a search, stage by stage."""
 
@@ -134,7 +129,7 @@ class SearchState:
             "model": {k: _own(v) for k, v in self.model.state_dict().items()},
             "weight_optimizer": self.w_opt.state_dict(),
             # the weights the optimizer holds, by name: its momentum moves between fused and plain supernets
-            "weight_names": [name for name, _ in _weight_names(self.model)],
+            "weight_names": [name for name, _ in self.model.named_weight_parameters()],
             "arch_optimizer": self.a_opt.state_dict(),
             "scheduler": self.lr_schedule.state_dict(),
             "train_stream": self.train_stream.state_dict(),
@@ -171,7 +166,7 @@ class SearchState:
     def _load_weight_optimizer(self, saved: dict, names: Optional[list]) -> None:
         """The SGD state as saved; from a supernet of the other layout (fused or plain: a stacked population's
         members are plain), its momentum by name, through the plain layout both share."""
-        own = [name for name, _ in _weight_names(self.model)]
+        own = [name for name, _ in self.model.named_weight_parameters()]
         if names is None or list(names) == own:
             self.w_opt.load_state_dict(saved)
             return

@@ -442,11 +442,17 @@ def _plain_state(cell: BatchedCell, state_dict: dict, prefix: str, local_metadat
 def _stacked_state(cell: BatchedCell, state_dict: dict, prefix: str, local_metadata: dict, strict: bool,
                    missing_keys: list, unexpected_keys: list, error_msgs: list) -> None:
     """``load_state_dict`` pre hook: the plain layout's per-op conv weights stacked as the groups hold them."""
+    with torch.no_grad():
+        _stack_entries(cell, state_dict, prefix)
+
+
+def _stack_entries(cell: "BatchedCell", tensors: dict, prefix: str) -> None:
+    """In ``tensors``, every stacked parameter's members (plain per-op names) replaced by their concatenation in
+    row order, where all its members are there and it is not there already."""
     for stacked, keys in cell._from_plain.items():
-        if prefix + stacked in state_dict or not all(prefix + k in state_dict for k in keys):
+        if prefix + stacked in tensors or not all(prefix + k in tensors for k in keys):
             continue
-        with torch.no_grad():
-            state_dict[prefix + stacked] = torch.cat([state_dict.pop(prefix + k) for k in keys])
+        tensors[prefix + stacked] = torch.cat([tensors.pop(prefix + k) for k in keys])
 
 
 def _relink(cell: BatchedCell, incompatible_keys) -> None:  # load_state_dict(assign=True) put new tensors in place
@@ -458,12 +464,8 @@ def stacked_named(model: nn.Module, tensors: Mapping[str, Tensor]) -> dict[str, 
     ``model``'s parameter names, each stacked parameter's members concatenated in row order."""
     out = dict(tensors)
     for name, module in model.named_modules():
-        if not (isinstance(module, BatchedCell) and module._batched):
-            continue
-        p = f"{name}." if name else ""
-        for stacked, keys in module._from_plain.items():
-            if all(p + k in out for k in keys):  # e.g. momentum: none for a weight that never had a gradient
-                out[p + stacked] = torch.cat([out.pop(p + k) for k in keys])
+        if isinstance(module, BatchedCell) and module._batched:  # a member missing (no momentum yet): left plain
+            _stack_entries(module, out, f"{name}." if name else "")
     return out
 
 

@@ -178,10 +178,14 @@ class SuperNet(nn.Module):
             params += [getattr(self, f"betas_{kind}") for kind in self.kinds]
         return params
 
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Every parameter except the alphas, with its name, in ``named_parameters`` order."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [(name, p) for name, p in self.named_parameters() if id(p) not in arch]
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter except the alphas, in ``named_parameters`` order."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [p for _, p in self.named_weight_parameters()]
 
     @property
     def normal_kinds(self) -> list[str]:

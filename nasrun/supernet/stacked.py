@@ -36,7 +36,7 @@ from nasrun.supernet.cell import SearchCell
 from nasrun.supernet.mixed_op import MixedOp
 from nasrun.supernet.network import SuperNet
 
-__all__ = ["StackedSuperNet", "stack_inputs", "member_loss_sum"]
+__all__ = ["StackedSuperNet", "stack_inputs", "member_losses", "member_loss_sum"]
 
 #: Modules whose forward only chains their children: stacked by stacking the children.
 _CONTAINERS = (nn.Sequential, nn.ModuleList, ReLUConvBN, SepConv, DilConv)
@@ -50,11 +50,14 @@ def stack_inputs(xs: Tensor) -> Tensor:
     return xs.transpose(0, 1).reshape(N, S * C, H, W)
 
 
-def member_loss_sum(logits: Tensor, targets: Tensor) -> Tensor:
-    """Sum over members of each member's mean cross-entropy; ``logits (N, S, K)``, ``targets (N, S)``.
+def member_losses(logits: Tensor, targets: Tensor) -> Tensor:
+    """Each member's mean cross-entropy ``(S,)``; ``logits (N, S, K)``, ``targets (N, S)``."""
+    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(0)
 
-    One call: the mean over all N*S terms, times S, is the sum of the S per-member means."""
-    return F.cross_entropy(logits.transpose(1, 2), targets) * logits.shape[1]
+
+def member_loss_sum(logits: Tensor, targets: Tensor) -> Tensor:
+    """Sum over members of each member's mean cross-entropy (its gradient is every member's own)."""
+    return member_losses(logits, targets).sum()
 
 
 def _blocks(x: Tensor, S: int) -> Tensor:
@@ -299,11 +302,6 @@ class StackedSuperNet(nn.Module):
         self._member_index = {f"alphas_{k}" for k in self.kinds} | {"classifier.weight", "classifier.bias"}
 
     @classmethod
-    def from_members(cls, nets: Sequence[SuperNet]) -> "StackedSuperNet":
-        """Stack copies of the members' parameters and buffers (the members are left untouched)."""
-        return cls(nets)
-
-    @classmethod
     def linked(cls, nets: Sequence[SuperNet]) -> "StackedSuperNet":
         """The stacked network, with every member's weights and BN buffers made views into its tensors.
 
@@ -334,7 +332,7 @@ class StackedSuperNet(nn.Module):
         """Every stacked weight gets a gradient buffer once, and each member's weight a view of its share: a
         backward accumulates into the buffer in place, so no member's gradient is set again step by step."""
         params = dict(self.named_parameters())
-        self._linked_weights = [p for name, p in params.items() if not name.startswith("alphas_")]
+        self._linked_weights = [p for _, p in self.named_weights()]
         for p in self._linked_weights:
             p.grad = torch.zeros_like(p)
         for m, member in enumerate(nets):
@@ -350,10 +348,14 @@ class StackedSuperNet(nn.Module):
         """The stacked alphas ``(S, num_edges, ops)`` of every kind, in the space's order."""
         return [self.alphas(kind) for kind in self.kinds]
 
+    def named_weights(self) -> list[tuple[str, nn.Parameter]]:
+        """Every stacked parameter except the alphas, with its (the solo supernet's) name."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [(name, p) for name, p in self.named_parameters() if id(p) not in arch]
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every stacked parameter except the alphas, in ``named_parameters`` order."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
+        return [p for _, p in self.named_weights()]
 
     def softmax_weights(self) -> dict[str, Tensor]:
         """Per kind, softmax of every member's alphas over the op axis: ``(S, num_edges, ops)``."""
