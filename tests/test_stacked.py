@@ -63,6 +63,20 @@ def test_logits_match_each_member(members, batch):
         torch.testing.assert_close(out[:, m], solo, rtol=0, atol=1e-10)
 
 
+def test_member_concatenation_in_either_layout():
+    """The cell's member-major concatenation gives the same tensor from channels-last parts (the CPU's layout)."""
+    from nasrun.supernet.stacked import _cat_members
+
+    g = torch.Generator().manual_seed(2)
+    parts = [torch.randn(2, S * c, 5, 5, dtype=torch.float64, generator=g) for c in (2, 3)]
+    plain = _cat_members(parts, S)
+    last = _cat_members([p.contiguous(memory_format=torch.channels_last) for p in parts], S)
+    assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
+    assert torch.equal(plain, last)
+    # member m's channels are its block of the first part, then its block of the second
+    torch.testing.assert_close(plain[:, 5:10], torch.cat([parts[0][:, 2:4], parts[1][:, 3:6]], 1), rtol=0, atol=0)
+
+
 def test_gradients_match_each_member(members, batch):
     x, y = batch
     stacked = StackedSuperNet(members)
@@ -151,3 +165,50 @@ def test_refuses_mismatched_members_and_inputs(cfg, members):
     stacked = StackedSuperNet(members)
     with pytest.raises(ValueError, match="expected"):
         stacked(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("simplex", ["renorm", "project"])
+def test_the_stacked_attack_is_each_members_own_attack(simplex):
+    """SDARTS-ADV's attack on stacked weights equals the solo attack member by member, including a member whose
+    attack lowers its loss (it keeps its clean weights) and members with their own radius."""
+    from types import SimpleNamespace
+
+    from nasrun.methods.perturbations import back_on_simplex, pgd_attack, uniform_noise
+    from nasrun.methods.stacking import stacked_pgd
+
+    g = torch.Generator().manual_seed(3)
+    clean = {k: torch.softmax(torch.randn(S, 5, 4, dtype=torch.float64, generator=g), -1) for k in ("normal", "reduce")}
+    coef = {k: torch.randn(S, 5, 4, dtype=torch.float64, generator=g) for k in clean}
+    eps, steps = [0.3, 0.2, 0.5], 4
+
+    def loss_of_member(m: int, mix: dict) -> torch.Tensor:
+        if m == 1:  # its ascent leads back towards the clean weights: the attack cannot raise this loss
+            return -sum(((mix[k] - clean[k][m]) ** 2).sum() for k in mix)
+        return sum((coef[k][m] * mix[k] ** (m + 1)).sum() for k in mix)
+
+    class Member(torch.nn.Module):
+        def __init__(self, m: int) -> None:
+            super().__init__()
+            self.m = m
+
+        def mixing_weights(self) -> dict:
+            return {k: v[self.m] for k, v in clean.items()}
+
+    solo, starts = [], []
+    for m in range(S):
+        torch.manual_seed(m)
+        objective = lambda model, x, y, mix: SimpleNamespace(total=loss_of_member(model.m, mix))  # noqa: E731
+        solo.append(pgd_attack(Member(m), None, None, eps[m], steps, None, True, simplex, objective))
+        torch.manual_seed(m)  # the same draws as the solo attack's random start
+        starts.append({k: uniform_noise(v[m], eps[m]) for k, v in clean.items()})
+    radius = torch.tensor(eps, dtype=torch.float64).view(-1, 1, 1)
+    start = {k: back_on_simplex(v + torch.stack([s[k] for s in starts]), v, radius, simplex) for k, v in clean.items()}
+    stacked = stacked_pgd(lambda mix: torch.stack([loss_of_member(m, {k: v[m] for k, v in mix.items()})
+                                                   for m in range(S)]),
+                          clean, start, radius, 2 * radius / steps, steps, simplex)
+    assert [kept for _, kept in solo] == [True, False, True]
+    for m, (mix, _) in enumerate(solo):
+        for k in clean:
+            torch.testing.assert_close(stacked[k][m], mix[k], rtol=0, atol=1e-14)
+    assert not torch.equal(stacked["normal"][0], clean["normal"][0])
+    assert torch.equal(stacked["normal"][1], clean["normal"][1])

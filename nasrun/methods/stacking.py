@@ -8,9 +8,10 @@ a stacked direction is every member's own product at once. Here, for first-order
 - first order: the gradient of each member's validation loss with respect to its alphas;
 - Amended-DARTS: ``g1 - eta * B (H v)``, each member with its own eta and radius. Exactly (double backward
   of the summed training loss: ``H v`` and ``B u`` blockwise), or by the reference's central differences,
-  where each member's step ``epsilon_m = r_m / ||direction_m||`` moves only its own block.
-
-The options listed in :data:`STACKED` are the ones implemented here; any other is refused by name.
+  where each member's step ``epsilon_m = r_m / ||direction_m||`` moves only its own block;
+- SDARTS-ADV's attack on the weight step's mixing weights (:func:`stacked_pgd`), each member with its own radius.
+SDARTS-RS needs nothing stacked: each member draws its own noise. The options listed in :data:`STACKED` are the
+ones a stacked population runs; any other is refused by name.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from nasrun.methods.estimators import preserved_buffers
 from nasrun.spaces.names import DARTS_OPS
 
 #: The options (by schema) a stacked population runs; a selection must not tune (``selection.tunes``).
-STACKED = {o.FirstOrderConf, o.AmendedConf, o.NoPerturbationConf, o.SoftmaxConf, o.SingleConf}
+STACKED = {o.FirstOrderConf, o.AmendedConf, o.NoPerturbationConf, o.RandomConf, o.AdversarialConf, o.SoftmaxConf,
+           o.SingleConf}
 
 #: ``losses()``: each member's mean cross-entropy ``(S,)`` on its batch (through its alphas), with the logits.
 Losses = Callable[[], tuple[Tensor, Tensor]]
@@ -58,8 +60,8 @@ def check_stackable(cfg: Any, who: str) -> None:
 
     why = unstackable(cfg)
     if why is not None:
-        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks first-order DARTS and "
-                          f"Amended-DARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
+        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks first-order DARTS, "
+                          f"Amended-DARTS and SDARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
 
 
 def member_norms(net: Any, names: list[str], tensors: list[Tensor]) -> Tensor:
@@ -145,4 +147,33 @@ def _central(net: Any, names: list[str], weights: list[Tensor], center: list[Ten
     return [p - m for p, m in zip(*out)], eps
 
 
-__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_arch_grads", "member_norms"]
+def stacked_pgd(losses_of: Callable[[dict[str, Tensor]], Tensor], clean: dict[str, Tensor], start: dict[str, Tensor],
+                eps: Tensor, step: Tensor, steps: int, simplex: str) -> dict[str, Tensor]:
+    """SDARTS-ADV's attack (:func:`nasrun.methods.perturbations.pgd_attack`) for every member at once.
+
+    ``losses_of(mix)``: each member's loss ``(S,)`` under the stacked mixing weights ``mix`` (the network in eval
+    mode); ``clean``, ``start``: the clean and the starting weights, ``(S, num_edges, ops)`` per kind; ``eps``,
+    ``step``: each member's radius and step size, float64 ``(S, 1, 1)``. A member's loss depends on its own block of
+    the weights only, so the gradient of the summed losses is each member's own; every other operation acts per
+    row. A member whose attack did not raise its loss keeps its clean weights, as in the solo attack."""
+    from nasrun.methods.perturbations import back_on_simplex
+
+    with torch.no_grad():
+        loss0 = losses_of(clean)
+    mix, keys = dict(start), list(start)
+    dtype = mix[keys[0]].dtype
+    step_, eps_ = step.to(dtype), eps.to(dtype)  # what a Python number becomes in the solo attack's arithmetic
+    for _ in range(steps):
+        leaves = {k: mix[k].detach().requires_grad_(True) for k in keys}
+        grads = torch.autograd.grad(losses_of(leaves).sum(), [leaves[k] for k in keys])
+        with torch.no_grad():
+            for k, g in zip(keys, grads):
+                a = leaves[k] + step_ * g.sign()
+                a = clean[k] + torch.minimum(torch.maximum(a - clean[k], -eps_), eps_)
+                mix[k] = back_on_simplex(a, clean[k], eps, simplex)
+    with torch.no_grad():
+        worse = (loss0 > losses_of(mix)).view(-1, 1, 1)
+    return {k: torch.where(worse, clean[k], mix[k]).detach() for k in keys}
+
+
+__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_arch_grads", "member_norms", "stacked_pgd"]

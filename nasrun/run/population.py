@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Generator, Iterator, Optional
 
 from nasrun.config.schema import NasrunConf
+from nasrun.run.rng import OwnRandom
 from nasrun.run.signals import Interrupted, hold, interrupts, kept_handlers, record_interrupted, signal_of
 
 if TYPE_CHECKING:
@@ -54,29 +55,6 @@ class Outcome:
     error: Optional[BaseException] = None
 
 
-class _OwnRandom:
-    """The process-wide random state one member draws from, set before its epochs and kept aside after."""
-
-    def __init__(self) -> None:
-        self.state: Optional[tuple] = None
-
-    def restore(self) -> None:
-        if self.state is not None:
-            from nasrun.run.rng import set_rng_state
-            from nasrun.spaces.ops import NOISE
-
-            device, generators, noise = self.state
-            set_rng_state(generators, device)
-            NOISE.load_state_dict(noise)
-
-    def keep(self, cfg: NasrunConf) -> None:
-        from nasrun.run.rng import resolve_device, rng_state
-        from nasrun.spaces.ops import NOISE
-
-        device = resolve_device(cfg.device)
-        self.state = (device, rng_state(device), {k: v.clone() for k, v in NOISE.state_dict().items()})
-
-
 def run_population(members: list[Member], engine: str = "turns") -> list[Outcome]:
     """Run every member's search to its end (or to the first signal); one :class:`Outcome` per member.
 
@@ -89,7 +67,7 @@ def run_population(members: list[Member], engine: str = "turns") -> list[Outcome
 
     lockstep = _lockstep(members) if engine == "stacked" else None
     outcomes: list[Optional[Outcome]] = [None] * len(members)
-    randoms = [_OwnRandom() for _ in members]
+    randoms = [OwnRandom() for _ in members]
     with kept_handlers(), interrupts(), shared_loads(), _member_logs(members) as logs:
         live: dict[int, Generator[int, None, dict]] = {}
         try:
@@ -99,7 +77,7 @@ def run_population(members: list[Member], engine: str = "turns") -> list[Outcome
             rounds = 0
             while live:
                 if lockstep is not None and rounds > 0:  # every member is set up: their next epochs, together
-                    lockstep.run_epoch([i for i in live if i in lockstep.states])
+                    lockstep.run_epoch([i for i in live if i in lockstep.states], randoms)
                 for i in list(live):
                     with logs(i):
                         randoms[i].restore()

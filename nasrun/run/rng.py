@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -49,6 +50,41 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise RunFolderError(f"the checkpoint's RNG state cannot be restored ({type(exc).__name__}: {exc}); "
                              f"{AFRESH}") from None
+
+
+class OwnRandom:
+    """The process-wide random state one population member draws from (torch's, numpy's and Python's generators,
+    the CUDA generator, the noise op's source): set before the member runs and kept aside after."""
+
+    def __init__(self) -> None:
+        self.state: Optional[tuple] = None
+
+    def restore(self) -> None:
+        if self.state is not None:
+            from nasrun.spaces.ops import NOISE
+
+            device, generators, noise = self.state
+            set_rng_state(generators, device)
+            NOISE.load_state_dict(noise)
+
+    def keep(self, cfg: Any) -> None:
+        from nasrun.spaces.ops import NOISE
+
+        device = resolve_device(cfg.device)
+        self.state = (device, rng_state(device), {k: v.clone() for k, v in NOISE.state_dict().items()})
+
+    @contextmanager
+    def drawing(self, cfg: Any) -> Iterator[None]:
+        """Inside, the process draws from this member's state, which keeps the draws; the process's own state
+        comes back after (a stacked population's members draw their noise one by one in a shared step)."""
+        outer = OwnRandom()
+        outer.keep(cfg)
+        self.restore()
+        try:
+            yield
+        finally:
+            self.keep(cfg)
+            outer.restore()
 
 
 def resolve_device(name: str) -> torch.device:

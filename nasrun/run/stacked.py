@@ -15,20 +15,22 @@ stacked convolutions sum in another order than a solo one, so float64 members ag
 about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
 
 What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): first-order DARTS and
-Amended-DARTS on softmax mixing weights without a perturbation, one stage, the architecture step first, on
-DARTS-stacked shared cells of the DARTS ops, without partial channels, edge normalisation, auxiliary skip or
-skip dropout, in fp32 or fp64.
+Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, one stage,
+the architecture step first, on DARTS-stacked shared cells of the DARTS ops, without partial channels, edge
+normalisation, auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
+own random state (``OwnRandom.drawing``), so it is its solo run's.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from nasrun.methods.stacking import stacked_arch_grads
+from nasrun.methods.stacking import stacked_arch_grads, stacked_pgd
+from nasrun.run.rng import OwnRandom
 
 
 class Lockstep:
@@ -48,8 +50,9 @@ class Lockstep:
     def hook(self, i: int) -> "_MemberHook":
         return _MemberHook(self, i)
 
-    def run_epoch(self, members: list[int]) -> None:
-        """The next epoch of every member given, members at the same epoch together."""
+    def run_epoch(self, members: list[int], randoms: Sequence[OwnRandom]) -> None:
+        """The next epoch of every member given, members at the same epoch together; ``randoms[i]``: the random
+        state member i draws its perturbations from."""
         by_epoch: dict[int, list[int]] = {}
         for i in members:
             state = self.states[i]
@@ -57,7 +60,7 @@ class Lockstep:
                 by_epoch.setdefault(state.epoch, []).append(i)
         for group in by_epoch.values():
             started = time.perf_counter()
-            done, net, trained = _stacked_epoch({i: self.states[i] for i in group})
+            done, net, trained = _stacked_epoch({i: self.states[i] for i in group}, randoms)
             if trained:
                 self.scores.update(_stacked_evaluation(net, trained, {i: self.data[i] for i in trained}))
             share = (time.perf_counter() - started) / len(group)  # each member's part of the shared work
@@ -89,7 +92,8 @@ class _MemberHook:
         return outcome
 
 
-def _stacked_epoch(states: dict[int, Any]) -> tuple[dict[int, Any], Any, dict[int, Any]]:
+def _stacked_epoch(states: dict[int, Any], randoms: Sequence[OwnRandom]
+                   ) -> tuple[dict[int, Any], Any, dict[int, Any]]:
     """One epoch of the members in ``states``: per member its statistics or the exception that ended it, and the
     stacked network of the members still live at its end (with their states)."""
     from nasrun.search.loop import _Totals
@@ -115,7 +119,8 @@ def _stacked_epoch(states: dict[int, Any]) -> tuple[dict[int, Any], Any, dict[in
         arch = [i for i in live if plans[i].arch_active]
         if arch:
             _arch_step(net, live, arch, batches, train, val, totals)
-        failed = _weight_step(net, live, batches, train, totals, lrs)
+        mix = _weight_mix(net, live, plans, batches, train, randoms)
+        failed = _weight_step(net, live, batches, train, totals, lrs, mix)
         if failed:
             out.update(failed)
             live = {i: s for i, s in live.items() if i not in failed}
@@ -186,6 +191,71 @@ def _losses(net: Any, live: dict[int, Any], x: torch.Tensor, y: torch.Tensor, de
     return member_losses(logits, y), logits
 
 
+def _losses_under(net: Any, mix: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+    from nasrun.supernet.stacked import member_losses
+
+    logits = net(x, mix)
+    return member_losses(logits, y), logits
+
+
+def _weight_mix(net: Any, live: dict[int, Any], plans: dict, batches: dict, train: tuple,
+                randoms: Sequence[OwnRandom]) -> Optional[dict[str, torch.Tensor]]:
+    """The stacked mixing weights the weight step trains under: None for the clean ones (no perturbation), each
+    member's own SDARTS-RS draw, or SDARTS-ADV's attack for every member at once. A member's noise comes from its
+    own random state, in the order its solo step draws it."""
+    from nasrun.config.options import AdversarialConf, NoPerturbationConf
+    from nasrun.methods.perturbations import epsilon_at
+
+    states = list(live.items())
+    confs = [s.cfg.perturbation for _, s in states]
+    kinds = {type(c) for c in confs}
+    if kinds == {NoPerturbationConf}:
+        return None
+    if len(kinds) != 1:
+        raise ValueError(f"stacked members differ in perturbation: {sorted(c.name for c in confs)}")
+    epochs = [(plans[i].stage_epoch, s.schedule.epochs) for i, s in states]
+    if kinds != {AdversarialConf}:  # SDARTS-RS: each member's own perturbation, drawn as in its solo step
+        mixes = []
+        for (i, s), (epoch, total) in zip(states, epochs):
+            with randoms[i].drawing(s.cfg):
+                mixes.append(s.perturbation(s.model, *batches[i][0], epoch, total))
+        return {k: torch.stack([m[k].detach() for m in mixes]) for k in mixes[0]}
+    return _attack(net, live, [epsilon_at(c, *e) for c, e in zip(confs, epochs)], train, randoms)
+
+
+def _attack(net: Any, live: dict[int, Any], eps: list[float], train: tuple, randoms: Sequence[OwnRandom]
+            ) -> dict[str, torch.Tensor]:
+    """SDARTS-ADV's weights for every member: its random start from its own state, then the stacked attack with
+    each member's radius ``eps[j]`` on its training batch."""
+    from nasrun.methods.perturbations import back_on_simplex, uniform_noise
+
+    states = list(live.items())
+    confs = [s.cfg.perturbation for _, s in states]
+    shared = {(c.pgd_steps, c.pgd_random_start, c.simplex) for c in confs}
+    if len(shared) != 1:
+        raise ValueError(f"stacked SDARTS-ADV members differ in pgd_steps, pgd_random_start or simplex: {shared}")
+    steps, simplex = confs[0].pgd_steps, confs[0].simplex
+    clean = {k: v.detach() for k, v in _mix(live).items()}
+    rows = {"dtype": torch.float64, "device": next(iter(clean.values())).device}
+    radius = torch.tensor(eps, **rows).view(-1, 1, 1)
+    step = torch.tensor([2 * e / steps if c.pgd_step_size is None else c.pgd_step_size for e, c in zip(eps, confs)],
+                        **rows).view(-1, 1, 1)
+    start = {k: v.clone() for k, v in clean.items()}
+    if confs[0].pgd_random_start:
+        noise = []
+        for j, (i, s) in enumerate(states):
+            with randoms[i].drawing(s.cfg):
+                noise.append({k: uniform_noise(v[j], eps[j]) for k, v in clean.items()})
+        start = {k: back_on_simplex(v + torch.stack([n[k] for n in noise]), v, radius, simplex)
+                 for k, v in clean.items()}
+    x, y = train
+    net.eval()
+    try:
+        return stacked_pgd(lambda m: _losses_under(net, m, x, y)[0], clean, start, radius, step, steps, simplex)
+    finally:
+        net.train()
+
+
 def _checked(live: dict[int, Any], losses: torch.Tensor, lrs: dict) -> tuple[dict[int, float], dict[int, Exception]]:
     """Each member's training loss as a number, and the members whose loss is not finite with the error their solo
     step raises."""
@@ -224,14 +294,16 @@ def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, t
         totals[i].arch_n += len(yv)
 
 
-def _weight_step(net: Any, live: dict[int, Any], batches: dict, train: tuple, totals: dict, lrs: dict) -> dict:
-    """Each member's weight step on its training batch: one backward, then its own clip and SGD step."""
+def _weight_step(net: Any, live: dict[int, Any], batches: dict, train: tuple, totals: dict, lrs: dict,
+                 mix: Optional[dict[str, torch.Tensor]]) -> dict:
+    """Each member's weight step on its training batch under ``mix`` (None: the clean softmax weights): one
+    backward, then its own clip and SGD step."""
     x, y = train
     for s in live.values():
         for p in s.model.arch_parameters():  # as a solo weight step leaves them: no gradient
             p.grad = None
     net.zero_member_grads()  # the members' weight gradients are views into the stacked ones
-    losses, logits = _losses(net, live, x, y, detach_alphas=True)
+    losses, logits = _losses(net, live, x, y, detach_alphas=True) if mix is None else _losses_under(net, mix, x, y)
     values, failed = _checked(live, losses, lrs)
     keep = torch.tensor([i not in failed for i in live], dtype=losses.dtype, device=losses.device)
     (losses * keep).sum().backward()

@@ -15,6 +15,9 @@ Running them one after another dispatches S times the operators; here they share
 - the mixing weights are ``(S, num_edges, ops)`` per kind, broadcast over each member's block, and
   the classifier is a batched matmul with weights ``(S, K, F)``; logits are ``(N, S, K)``.
 
+On the CPU the network runs channels-last (oneDNN's grouped and depthwise convs are several times
+faster so) and its depthwise convs take the faster equal forms of :mod:`nasrun.supernet.depthwise`.
+
 Limits: the plain DARTS skeleton only (``fused=False``, softmax mixing, no partial channels, edge
 normalisation, auxiliary skip or skip dropout, the DARTS ops); members must have equal structure and
 equal BN batch counts. Every op but ``none`` always runs: unlike :class:`MixedOp`, an op weighted
@@ -33,6 +36,7 @@ from torch import Tensor, nn
 from nasrun.spaces.names import DARTS_OPS
 from nasrun.spaces.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from nasrun.supernet.cell import SearchCell
+from nasrun.supernet.depthwise import DepthwiseConv2d
 from nasrun.supernet.mixed_op import MixedOp
 from nasrun.supernet.network import SuperNet
 
@@ -67,9 +71,17 @@ def _blocks(x: Tensor, S: int) -> Tensor:
 
 
 def _cat_members(parts: Sequence[Tensor], S: int) -> Tensor:
-    """Concatenate per-member channel blocks so the result stays member-major."""
+    """Concatenate per-member channel blocks so the result stays member-major (and channels-last if the parts are)."""
     n, _, h, w = parts[0].shape
+    if all(_channels_last(p) for p in parts):
+        # (N, H, W, S, C_i) -> (N, H, W, S, sum C_i): the same member-major order, laid out channels-last
+        nhwc = [p.permute(0, 2, 3, 1).reshape(n, h, w, S, -1) for p in parts]
+        return torch.cat(nhwc, dim=4).view(n, h, w, -1).permute(0, 3, 1, 2)
     return torch.cat([_blocks(p, S) for p in parts], dim=2).view(n, -1, h, w)
+
+
+def _channels_last(x: Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _same(mods: Sequence[nn.Module], attrs: Sequence[str]) -> None:
@@ -92,7 +104,8 @@ def _stack_conv(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
     if c.bias is not None or c.padding_mode != "zeros":
         raise ValueError("stacked convs support bias-free, zero-padded convs only")
     w = c.weight
-    out = nn.Conv2d(S * c.in_channels, S * c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
+    kind = DepthwiseConv2d if c.groups == c.in_channels == c.out_channels else nn.Conv2d
+    out = kind(S * c.in_channels, S * c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
                     S * c.groups, bias=False, device=w.device, dtype=w.dtype)
     out.weight = _cat_param([m.weight for m in convs])
     return out
@@ -396,6 +409,8 @@ class StackedSuperNet(nn.Module):
             shape = (self.S, self.num_edges, len(self.edge_ops[kind][0]))
             if tuple(mix[kind].shape) != shape:
                 raise ValueError(f"mix[{kind!r}] has shape {tuple(mix[kind].shape)}, expected {shape}")
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for cell, (kind, _) in zip(self.cells, self.positions):
             s0, s1 = s1, cell(s0, s1, mix[kind])
