@@ -94,3 +94,36 @@ def test_drop_path_is_seeded_and_differentiable():
     assert torch.equal(a, b)
     a.sum().backward()
     assert x.grad is not None
+
+
+@pytest.mark.parametrize("size", [8, 6])
+def test_factorized_reduce_channels_last_is_the_plain_computation(size):
+    """On a channels-last input the strided 1x1 convs run on every other pixel: the same values and gradients."""
+    torch.manual_seed(0)
+    op = FactorizedReduce(4, 6).double()
+    x = torch.randn(3, 4, size, size, dtype=torch.float64)
+    outs = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xi = x.contiguous(memory_format=layout).requires_grad_()
+        y = op(xi)
+        grads = torch.autograd.grad(y.square().sum(), [xi, op.conv_1.weight, op.conv_2.weight])
+        outs.append((y, *grads))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_factorized_reduce_channels_last_backward_leaves_the_heap_intact():
+    """oneDNN's backward of a strided 1x1 conv on a channels-last input corrupts the heap on some CPUs (an AMD
+    EPYC with torch 2.14 aborts within a few steps); FactorizedReduce must not take that path. In a subprocess,
+    so a corruption fails this test instead of the session."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from nasrun.spaces import FactorizedReduce\n"
+            "torch.set_num_threads(1); op = FactorizedReduce(4, 4)\n"
+            "for _ in range(300):\n"
+            "    x = torch.randn(16, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()\n"
+            "    op(x).sum().backward(); junk = [torch.empty(100 + j) for j in range(100)]\n"
+            "print('intact')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "intact", proc.stderr[-500:]

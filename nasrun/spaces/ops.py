@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasrun.spaces.names import DARTS_OPS  # noqa: F401 - the DARTS op list lives with the op names
@@ -74,8 +75,19 @@ class FactorizedReduce(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(x)
-        out = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
+        out = torch.cat([strided_pointwise(self.conv_1, x), strided_pointwise(self.conv_2, x[:, :, 1:, 1:])], dim=1)
         return self.bn(out)
+
+
+def strided_pointwise(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)`` for a strided 1x1 conv. On a channels-last input it runs as the same conv with stride 1 on every
+    stride-th pixel (the same terms): the CPU's oneDNN backward of a strided 1x1 conv on a channels-last input
+    writes past its buffers on some CPUs (seen on AMD EPYC with torch 2.14), which corrupts the heap."""
+    s = conv.stride
+    plain = s == (1, 1) or conv.kernel_size != (1, 1) or conv.padding != (0, 0)
+    if plain or not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        return conv(x)
+    return F.conv2d(x[:, :, ::s[0], ::s[1]], conv.weight, conv.bias, 1, 0, 1, conv.groups)
 
 
 def strided_shape(x: Tensor, stride: int) -> tuple[int, int, int, int]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasrun.spaces.names import DARTS_OPS
-from nasrun.spaces.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
+from nasrun.spaces.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero, strided_pointwise
 from nasrun.supernet.cell import SearchCell
 from nasrun.supernet.depthwise import DepthwiseConv2d
 from nasrun.supernet.mixed_op import MixedOp
@@ -160,7 +160,8 @@ class StackedFactorizedReduce(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.relu(x)
-        return self.bn(_cat_members([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], self.S))
+        halves = [strided_pointwise(self.conv_1, x), strided_pointwise(self.conv_2, x[:, :, 1:, 1:])]
+        return self.bn(_cat_members(halves, self.S))
 
 
 class StackedMixedOp(nn.Module):
