@@ -3,9 +3,10 @@
 A stacked population (``hydra.launcher.engine=stacked``, :mod:`nasrun.run.stacked`) computes every member's
 losses in one network whose weights are the members' weights side by side (member m's block of every stacked
 weight). Its Hessian is block-diagonal over the members, so a product of the sum of the members' losses with
-a stacked direction is every member's own product at once. Here, for first-order DARTS and Amended-DARTS:
+a stacked direction is every member's own product at once. Here, for DARTS and Amended-DARTS:
 
 - first order: the gradient of each member's validation loss with respect to its alphas;
+- second order: each member's virtual SGD step on its own blocks, then its ``B v'`` (:func:`stacked_unrolled_grads`);
 - Amended-DARTS: ``g1 - eta * B (H v)``, each member with its own eta and radius. Exactly (double backward
   of the summed training loss: ``H v`` and ``B u`` blockwise), or by the reference's central differences,
   where each member's step ``epsilon_m = r_m / ||direction_m||`` moves only its own block;
@@ -26,7 +27,7 @@ from nasrun.methods.estimators import preserved_buffers
 from nasrun.spaces.names import DARTS_OPS
 
 #: The options (by schema) a stacked population runs; a selection must not tune (``selection.tunes``).
-STACKED = {o.FirstOrderConf, o.AmendedConf, o.NoPerturbationConf, o.RandomConf, o.AdversarialConf, o.SoftmaxConf,
+STACKED = {o.FirstOrderConf, o.SecondOrderConf, o.AmendedConf, o.NoPerturbationConf, o.RandomConf, o.AdversarialConf, o.SoftmaxConf,
            o.SingleConf}
 
 #: ``losses()``: each member's mean cross-entropy ``(S,)`` on its batch (through its alphas), with the logits.
@@ -60,8 +61,8 @@ def check_stackable(cfg: Any, who: str) -> None:
 
     why = unstackable(cfg)
     if why is not None:
-        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks first-order DARTS, "
-                          f"Amended-DARTS and SDARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
+        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks DARTS (first and second "
+                          f"order), Amended-DARTS and SDARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
 
 
 def member_norms(net: Any, names: list[str], tensors: list[Tensor]) -> Tensor:
@@ -147,6 +148,69 @@ def _central(net: Any, names: list[str], weights: list[Tensor], center: list[Ten
     return [p - m for p, m in zip(*out)], eps
 
 
+def stacked_unrolled_grads(net: Any, members: list[tuple[Any, Any]], alphas: list[list[Tensor]], confs: list[Any],
+                           lrs: list[float], val: Losses, train: Losses
+                           ) -> tuple[list[list[Tensor]], list[dict], Tensor, Tensor]:
+    """Second-order DARTS (:class:`nasrun.methods.estimators.SecondOrder`) for every member at once.
+
+    ``members[m]``: member m's supernet (its weights views into ``net``'s) and weight optimiser; ``lrs[m]``: its
+    learning rate xi. Each member's virtual step is its own SGD step on its blocks (its momentum buffer and decay);
+    the validation gradient at the unrolled weights and ``B v'`` around the current weights (central differences
+    with each member's ``epsilon_m = r_m / ||v'_m||``, or exactly) are blockwise. Returns as
+    :func:`stacked_arch_grads`, the validation losses and logits at the unrolled weights, as the solo estimator's."""
+    from nasrun.methods.estimators import two_term_stats, virtual_step
+
+    if any(type(c) is not o.SecondOrderConf for c in confs):
+        raise ValueError("a stacked population's second-order members must all be second order")
+    names, weights = map(list, zip(*net.named_weights()))
+    flat = [a for own in alphas for a in own]
+    saved = [w.detach().clone() for w in weights]
+    with preserved_buffers(net):
+        try:
+            g = torch.autograd.grad(train()[0].sum(), weights, allow_unused=True)
+            for m, (model, opt) in enumerate(members):
+                own = dict(model.named_weight_parameters())
+                virtual_step(opt, [own[n] for n in names], [net.member_tensor(n, c, m) for n, c in zip(names, saved)],
+                             [None if gi is None else net.member_tensor(n, gi, m) for n, gi in zip(names, g)], lrs[m])
+            losses, logits = val()
+            grads = torch.autograd.grad(losses.sum(), flat + weights, allow_unused=True)
+            v = [torch.zeros_like(w) if gi is None else gi for gi, w in zip(grads[len(flat):], weights)]
+            mixed = _unrolled_mixed(net, names, weights, saved, flat, v, confs, train)
+        finally:
+            with torch.no_grad():
+                for w, c in zip(weights, saved):
+                    w.copy_(c)
+    out, stats, k = [], [], 0
+    for m, own in enumerate(alphas):
+        direct = [torch.zeros_like(a) if gi is None else gi for gi, a in zip(grads[k:k + len(own)], own)]
+        second = [-lrs[m] * x for x in mixed[k:k + len(own)]]
+        out.append([d + t for d, t in zip(direct, second)])
+        stats.append(two_term_stats(direct, second))
+        k += len(own)
+    return out, stats, losses, logits
+
+
+def _unrolled_mixed(net: Any, names: list[str], weights: list[Tensor], saved: list[Tensor], alphas: list[Tensor],
+                    v: list[Tensor], confs: list[Any], train: Losses) -> list[Tensor]:
+    """Every member's ``B v'`` of its training loss around the current weights ``saved`` (its alphas' order)."""
+    exact = {c.hvp == "exact" for c in confs}
+    if len(exact) != 1:
+        raise ValueError("a stacked population's second-order members share estimator.hvp")
+    if exact.pop():
+        with torch.no_grad():
+            for w, c in zip(weights, saved):
+                w.copy_(c)
+        g = torch.autograd.grad(train()[0].sum(), weights, create_graph=True, allow_unused=True)
+        pairs = [(gi, d.detach()) for gi, d in zip(g, v) if gi is not None and gi.requires_grad]
+        out = torch.autograd.grad([gi for gi, _ in pairs], alphas, grad_outputs=[d for _, d in pairs],
+                                  allow_unused=True)
+        return [torch.zeros_like(a) if x is None else x for x, a in zip(out, alphas)]
+    radius = torch.tensor([c.fd_radius for c in confs], dtype=weights[0].dtype, device=weights[0].device)
+    diffs, eps = _central(net, names, weights, saved, v, radius, alphas, train)
+    per_member = len(alphas) // len(confs)
+    return [d / (2 * eps[j // per_member]) for j, d in enumerate(diffs)]
+
+
 def stacked_pgd(losses_of: Callable[[dict[str, Tensor]], Tensor], clean: dict[str, Tensor], start: dict[str, Tensor],
                 eps: Tensor, step: Tensor, steps: int, simplex: str) -> dict[str, Tensor]:
     """SDARTS-ADV's attack (:func:`nasrun.methods.perturbations.pgd_attack`) for every member at once.
@@ -176,4 +240,5 @@ def stacked_pgd(losses_of: Callable[[dict[str, Tensor]], Tensor], clean: dict[st
     return {k: torch.where(worse, clean[k], mix[k]).detach() for k in keys}
 
 
-__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_arch_grads", "member_norms", "stacked_pgd"]
+__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_arch_grads", "stacked_unrolled_grads", "member_norms",
+           "stacked_pgd"]

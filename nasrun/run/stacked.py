@@ -14,8 +14,8 @@ the member's training pass, through the loop's ``trainer`` hook. A member is its
 stacked convolutions sum in another order than a solo one, so float64 members agree with their solo runs to
 about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
 
-What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): first-order DARTS and
-Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, one stage,
+What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): DARTS (first and second order)
+and Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, one stage,
 the architecture step first, on DARTS-stacked shared cells of the DARTS ops, without partial channels, edge
 normalisation, auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
 own random state (``OwnRandom.drawing``), so it is its solo run's.
@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from nasrun.methods.stacking import stacked_arch_grads, stacked_pgd
+from nasrun.methods.stacking import stacked_arch_grads, stacked_pgd, stacked_unrolled_grads
 from nasrun.run.rng import OwnRandom
 
 
@@ -118,7 +118,7 @@ def _stacked_epoch(states: dict[int, Any], randoms: Sequence[OwnRandom]
         train, val = _inputs(live, batches, 0), _inputs(live, batches, 1)
         arch = [i for i in live if plans[i].arch_active]
         if arch:
-            _arch_step(net, live, arch, batches, train, val, totals)
+            _arch_step(net, live, arch, batches, train, val, totals, lrs)
         mix = _weight_mix(net, live, plans, batches, train, randoms)
         failed = _weight_step(net, live, batches, train, totals, lrs, mix)
         if failed:
@@ -271,15 +271,21 @@ def _checked(live: dict[int, Any], losses: torch.Tensor, lrs: dict) -> tuple[dic
 
 
 def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, train: tuple, val: tuple,
-               totals: dict) -> None:
+               totals: dict, lrs: dict) -> None:
     """Each member's architecture step on its validation batch (first order, or Amended-DARTS' products on
     its training batch), members past their warm-up."""
+    from nasrun.config.options import SecondOrderConf
     from nasrun.methods.estimators import ArchGrad, apply_arch_step
 
     alphas = [live[i].model.arch_parameters() for i in live]
-    grads, stats, losses, logits = stacked_arch_grads(
-        net, alphas, [s.cfg.estimator for s in live.values()],
-        lambda: _losses(net, live, *val), lambda: _losses(net, live, *train))
+    confs = [s.cfg.estimator for s in live.values()]
+    val_losses, train_losses = lambda: _losses(net, live, *val), lambda: _losses(net, live, *train)
+    if any(isinstance(c, SecondOrderConf) for c in confs):
+        grads, stats, losses, logits = stacked_unrolled_grads(
+            net, [(s.model, s.w_opt) for s in live.values()], alphas, confs, [lrs[i] for i in live], val_losses,
+            train_losses)
+    else:
+        grads, stats, losses, logits = stacked_arch_grads(net, alphas, confs, val_losses, train_losses)
     for j, (i, s) in enumerate(live.items()):
         if i not in arch:
             continue
