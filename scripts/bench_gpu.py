@@ -29,10 +29,10 @@ graph (e.g. for a mutated input), which makes ``graph`` no more than ``compile``
 process in turn; one that fails (e.g. out of memory) prints its error and the rest go on.
 ``--budget-s`` stops starting new settings after that many seconds.
 
-Then the population rows (``--population``, default 1 and 8 members; none with ``--population`` alone):
-``scripts/bench_population.py``'s measurement on this device at the first batch size, one epoch of 8 steps
-per member on synthetic images, as ``population members=S ops_per_step=N population_s=... one_by_one_s=...
-member_step_ms=...``.
+Then the population rows (``--population``, default 1 and 8 members; none with ``--population`` alone), for each
+engine of ``--engines`` (default turns and stacked): ``scripts/bench_population.py``'s measurement on this device
+at the first batch size, one epoch of 8 steps per member on synthetic images, as ``population engine=E
+members=S ops_per_step=N population_s=... one_by_one_s=... member_step_ms=...``.
 """
 
 from __future__ import annotations
@@ -170,6 +170,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=None, help="start no setting after this many seconds")
     p.add_argument("--population", type=int, nargs="*", default=[1, 8],
                    help="members of the population rows (scripts/bench_population.py); none: no rows")
+    p.add_argument("--engines", nargs="+", default=["turns", "stacked"], choices=["turns", "stacked"],
+                   help="population engines of those rows")
     args = p.parse_args(argv)
     if args.quick:
         args.nodes = QUICK["nodes"]
@@ -205,30 +207,30 @@ def main(argv: list[str] | None = None) -> int:
                         failed += 1
                         print(f"{name} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", flush=True)
                     release(device)
-    for members in args.population:
+    for engine, members in [(e, m) for e in args.engines for m in args.population]:
+        name = f"population engine={engine} members={members}"
         if args.budget_s is not None and time.time() - started > args.budget_s:
-            print(f"population members={members} skipped: --budget-s {args.budget_s:.0f} spent", flush=True)
+            print(f"{name} skipped: --budget-s {args.budget_s:.0f} spent", flush=True)
             continue
         try:
-            print(population_row(members, args), flush=True)
+            print(population_row(engine, members, args), flush=True)
         except Exception as exc:  # noqa: BLE001 - report and go on
             failed += 1
-            print(f"population members={members} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
-                  flush=True)
+            print(f"{name} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", flush=True)
         release(device)
     return 1 if failed else 0
 
 
-def population_row(members: int, args: argparse.Namespace) -> str:
-    """One line of scripts/bench_population.py's figures for ``members`` on this device."""
+def population_row(engine: str, members: int, args: argparse.Namespace) -> str:
+    """One line of scripts/bench_population.py's figures for ``members`` under ``engine`` on this device."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_population import one_size
 
     batch = args.batches[0]
     row = one_size(argparse.Namespace(C=args.C, layers=args.layers, batch=batch, size=args.size, images=16 * batch,
                                       epochs=1, repeats=1 if args.quick else 3, threads=args.threads or 1,
-                                      device=args.device, method="darts"), members)
-    return (f"population members={members} batch={batch} ops_per_step={row['ops_per_step']} "
+                                      device=args.device, method="darts", engine=engine), members)
+    return (f"population engine={engine} members={members} batch={batch} ops_per_step={row['ops_per_step']} "
             f"population_s={row['population_s']:.2f} one_by_one_s={row['one_by_one_s']:.2f} "
             f"member_step_ms={row['member_step_ms']:.1f} peak_cuda_mib={row['peak_cuda_mib']}")
 

@@ -63,6 +63,33 @@ def test_logits_match_each_member(members, batch):
         torch.testing.assert_close(out[:, m], solo, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("layers", [LAYERS, 3])
+def test_pcdarts_members_match_each_member(layers, batch):
+    """Partial channels (each member's first C/K channels through the ops, the rest bypassing, max-pooled on
+    reduction edges, then shuffled) and edge normalisation (each member's betas): logits and every gradient."""
+    cfg = to_typed(compose("search", [f"supernet.C={C}", f"supernet.layers={layers}", "dataset=digits",
+                                      "supernet.fused=false", "supernet.partial_channels=2", "supernet.edge_norm=true"]))
+    members = []
+    for m in range(S):
+        torch.manual_seed(m)
+        net = build_supernet(cfg, 10, 3, layers).double().train()
+        with torch.no_grad():
+            for p in net.arch_parameters():
+                p.normal_(0.0, 0.5 + 0.25 * m)
+        members.append(net)
+    x, y = batch
+    stacked = StackedSuperNet(members)
+    assert [p.shape for p in stacked.arch_parameters()] == [(S, *p.shape) for p in members[0].arch_parameters()]
+    member_loss_sum(stacked(stack_inputs(x)), y.T).backward()
+    names = dict(stacked.named_parameters())
+    for m, net in enumerate(members):
+        F.cross_entropy(net(x[m]), y[m]).backward()
+        for name, p in net.named_parameters():
+            assert p.grad is not None and p.grad.abs().max() > 0, name
+            got = stacked.member_tensor(name, names[name].grad, m)
+            torch.testing.assert_close(got, p.grad, rtol=0, atol=1e-10, msg=f"member {m} {name}")
+
+
 def test_member_concatenation_in_either_layout():
     """The cell's member-major concatenation gives the same tensor from channels-last parts (the CPU's layout)."""
     from nasrun.supernet.stacked import _cat_members
@@ -144,10 +171,11 @@ def test_member_state_dict_is_a_copy(members):
 
 @pytest.mark.parametrize("override, feature", [
     ("supernet.fused=true", "fused"),
-    ("supernet.partial_channels=2", "partial channels"),
-    ("supernet.edge_norm=true", "edge normalisation"),
+    ("space=nb201", "nb201 skeleton"),
+    ("method=snas", "non-softmax alpha map"),
 ])
 def test_refuses_unsupported_members(override, feature):
+    """(PC-DARTS' partial channels and edge normalisation are stacked: see test_pcdarts_members_match_each_member.)"""
     cfg = to_typed(compose("search", [f"supernet.C={C}", "supernet.layers=3", "dataset=digits",
                                       "supernet.fused=false", override]))
     torch.manual_seed(0)

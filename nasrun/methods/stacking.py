@@ -6,11 +6,13 @@ weight). Its Hessian is block-diagonal over the members, so a product of the sum
 a stacked direction is every member's own product at once. Here, for DARTS and Amended-DARTS:
 
 - first order: the gradient of each member's validation loss with respect to its alphas;
-- second order: each member's virtual SGD step on its own blocks, then its ``B v'`` (:func:`stacked_unrolled_grads`);
+- second order: each member's virtual SGD step on its own blocks, then its ``B v'``
+  (:func:`stacked_unrolled_grads`);
 - Amended-DARTS: ``g1 - eta * B (H v)``, each member with its own eta and radius. Exactly (double backward
   of the summed training loss: ``H v`` and ``B u`` blockwise), or by the reference's central differences,
   where each member's step ``epsilon_m = r_m / ||direction_m||`` moves only its own block;
 - SDARTS-ADV's attack on the weight step's mixing weights (:func:`stacked_pgd`), each member with its own radius.
+
 SDARTS-RS needs nothing stacked: each member draws its own noise. The options listed in :data:`STACKED` are the
 ones a stacked population runs; any other is refused by name.
 """
@@ -27,8 +29,8 @@ from nasrun.methods.estimators import preserved_buffers
 from nasrun.spaces.names import DARTS_OPS
 
 #: The options (by schema) a stacked population runs; a selection must not tune (``selection.tunes``).
-STACKED = {o.FirstOrderConf, o.SecondOrderConf, o.AmendedConf, o.NoPerturbationConf, o.RandomConf, o.AdversarialConf, o.SoftmaxConf,
-           o.SingleConf}
+STACKED = {o.FirstOrderConf, o.SecondOrderConf, o.AmendedConf, o.NoPerturbationConf, o.RandomConf,
+           o.AdversarialConf, o.SoftmaxConf, o.SingleConf}
 
 #: ``losses()``: each member's mean cross-entropy ``(S,)`` on its batch (through its alphas), with the logits.
 Losses = Callable[[], tuple[Tensor, Tensor]]
@@ -46,7 +48,6 @@ def unstackable(cfg: Any) -> Optional[str]:
         (s.order != "arch_first" or s.clip_with_alphas, "search.order=weight_first or search.clip_with_alphas"),
         (space.skeleton != "darts" or space.sharing != "shared", f"space={space.name} (DARTS-stacked shared cells)"),
         (any(op not in DARTS_OPS for op in space.ops), f"space={space.name}'s ops (the DARTS ops only)"),
-        (net.partial_channels != 1 or net.edge_norm, "supernet.partial_channels or supernet.edge_norm"),
         (net.aux_skip > 0 or any(p > 0 for p in net.skip_dropout), "supernet.aux_skip or supernet.skip_dropout"),
         (cfg.precision not in ("fp32", "fp64") or cfg.channels_last, f"precision={cfg.precision} or channels_last"),
         (s.compile != "off", f"search.compile={s.compile}"),
@@ -61,8 +62,9 @@ def check_stackable(cfg: Any, who: str) -> None:
 
     why = unstackable(cfg)
     if why is not None:
-        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks DARTS (first and second "
-                          f"order), Amended-DARTS and SDARTS on the DARTS ops, not {why}; use hydra.launcher.engine=turns")
+        raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks DARTS (first and "
+                          f"second order), Amended-DARTS, SDARTS and PC-DARTS on the DARTS ops, not {why}; "
+                          f"use hydra.launcher.engine=turns")
 
 
 def member_norms(net: Any, names: list[str], tensors: list[Tensor]) -> Tensor:

@@ -15,9 +15,9 @@ stacked convolutions sum in another order than a solo one, so float64 members ag
 about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
 
 What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): DARTS (first and second order)
-and Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, one stage,
-the architecture step first, on DARTS-stacked shared cells of the DARTS ops, without partial channels, edge
-normalisation, auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
+and Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, with
+PC-DARTS' partial channels and edge normalisation or without, one stage, the architecture step first, on
+DARTS-stacked shared cells of the DARTS ops, without auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
 own random state (``OwnRandom.drawing``), so it is its solo run's.
 """
 
@@ -146,11 +146,11 @@ def _stacked_evaluation(net: Any, live: dict[int, Any], data: dict[int, tuple]) 
     net.eval()
     streams = [eval_batches(d.train, idx, s.cfg.search.eval_batch_size, d.mean, d.std, s.device)
                for s, (d, idx) in ((live[i], data[i]) for i in live)]
-    mix = _mix(live)
+    mix, edges = _mix(live), _edges(live)
     sums = [[0.0, 0, 0] for _ in live]
     for batches in zip(*streams):
         x = torch.stack([first.numerics.inputs(b[0]) for b in batches])
-        logits = net(stack_inputs(x), mix)
+        logits = net(stack_inputs(x), mix, edges)
         for j, (_, y) in enumerate(batches):
             sums[j][0] += float(F.cross_entropy(logits[:, j], y, reduction="sum"))
             sums[j][1] += int((logits[:, j].argmax(1) == y).sum())
@@ -182,19 +182,34 @@ def _mix(live: dict[int, Any]) -> dict[str, torch.Tensor]:
     return {k: F.softmax(torch.stack([m.alphas(k) for m in models]), dim=-1) for k in models[0].kinds}
 
 
+def _edges(live: dict[int, Any]) -> Optional[dict[str, torch.Tensor]]:
+    """Every member's edge weights (PC-DARTS' edge normalisation), stacked ``(S, num_edges)`` per kind, or None."""
+    models = [s.model for s in live.values()]
+    if not models[0].edge_norm:
+        return None
+    rows = [m.edge_weights() for m in models]
+    return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+
 def _losses(net: Any, live: dict[int, Any], x: torch.Tensor, y: torch.Tensor, detach_alphas: bool = False):
     """Each member's mean cross-entropy ``(S,)`` and the logits ``(N, S, K)`` under its softmax weights."""
+    mix, edges = _mix(live), _edges(live)
+    if detach_alphas:
+        mix, edges = _detached(mix), _detached(edges)
+    return _losses_under(net, mix, x, y, edges)
+
+
+def _detached(weights: Optional[dict[str, torch.Tensor]]) -> Optional[dict[str, torch.Tensor]]:
+    return None if weights is None else {k: v.detach() for k, v in weights.items()}
+
+
+def _losses_under(net: Any, mix: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  edges: Optional[dict[str, torch.Tensor]]):
+    """Each member's mean cross-entropy ``(S,)`` and the logits ``(N, S, K)`` under the stacked weights ``mix``
+    (and edge weights ``edges``)."""
     from nasrun.supernet.stacked import member_losses
 
-    mix = _mix(live)
-    logits = net(x, {k: v.detach() for k, v in mix.items()} if detach_alphas else mix)
-    return member_losses(logits, y), logits
-
-
-def _losses_under(net: Any, mix: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
-    from nasrun.supernet.stacked import member_losses
-
-    logits = net(x, mix)
+    logits = net(x, mix, edges)
     return member_losses(logits, y), logits
 
 
@@ -249,9 +264,11 @@ def _attack(net: Any, live: dict[int, Any], eps: list[float], train: tuple, rand
         start = {k: back_on_simplex(v + torch.stack([n[k] for n in noise]), v, radius, simplex)
                  for k, v in clean.items()}
     x, y = train
+    edges = _detached(_edges(live))
     net.eval()
     try:
-        return stacked_pgd(lambda m: _losses_under(net, m, x, y)[0], clean, start, radius, step, steps, simplex)
+        return stacked_pgd(lambda m: _losses_under(net, m, x, y, edges)[0], clean, start, radius, step, steps,
+                           simplex)
     finally:
         net.train()
 
@@ -309,7 +326,10 @@ def _weight_step(net: Any, live: dict[int, Any], batches: dict, train: tuple, to
         for p in s.model.arch_parameters():  # as a solo weight step leaves them: no gradient
             p.grad = None
     net.zero_member_grads()  # the members' weight gradients are views into the stacked ones
-    losses, logits = _losses(net, live, x, y, detach_alphas=True) if mix is None else _losses_under(net, mix, x, y)
+    if mix is None:
+        losses, logits = _losses(net, live, x, y, detach_alphas=True)
+    else:
+        losses, logits = _losses_under(net, mix, x, y, _detached(_edges(live)))
     values, failed = _checked(live, losses, lrs)
     keep = torch.tensor([i not in failed for i in live], dtype=losses.dtype, device=losses.device)
     (losses * keep).sum().backward()

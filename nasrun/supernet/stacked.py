@@ -18,8 +18,11 @@ Running them one after another dispatches S times the operators; here they share
 On the CPU the network runs channels-last (oneDNN's grouped and depthwise convs are several times
 faster so) and its depthwise convs take the faster equal forms of :mod:`nasrun.supernet.depthwise`.
 
-Limits: the plain DARTS skeleton only (``fused=False``, softmax mixing, no partial channels, edge
-normalisation, auxiliary skip or skip dropout, the DARTS ops); members must have equal structure and
+PC-DARTS' partial channels slice and shuffle each member's block; its edge weights scale each member's edge
+outputs.
+
+Limits: the plain DARTS skeleton only (``fused=False``, softmax mixing, no auxiliary skip or skip dropout,
+the DARTS ops); members must have equal structure and
 equal BN batch counts. Every op but ``none`` always runs: unlike :class:`MixedOp`, an op weighted
 exactly zero is not skipped (same values; its weights get a zero gradient instead of none).
 """
@@ -42,6 +45,8 @@ from nasrun.supernet.network import SuperNet
 
 __all__ = ["StackedSuperNet", "stack_inputs", "member_losses", "member_loss_sum"]
 
+#: Names of a member's architecture parameters: its own, never views into the stacked network.
+_ARCH = ("alphas_", "betas_")
 #: Modules whose forward only chains their children: stacked by stacking the children.
 _CONTAINERS = (nn.Sequential, nn.ModuleList, ReLUConvBN, SepConv, DilConv)
 #: Modules without state that act per channel (or not on channels at all): shared as they are.
@@ -68,6 +73,12 @@ def _blocks(x: Tensor, S: int) -> Tensor:
     """``(N, S*C, H, W)`` -> the view ``(N, S, C, H, W)``."""
     n, c, h, w = x.shape
     return x.view(n, S, c // S, h, w)
+
+
+def _member_slice(x: Tensor, S: int, start: int, stop: int) -> Tensor:
+    """Channels ``start:stop`` of every member's block, member-major: ``(N, S*(stop-start), H, W)``."""
+    n, _, h, w = x.shape
+    return _blocks(x, S)[:, :, start:stop].reshape(n, -1, h, w)
 
 
 def _cat_members(parts: Sequence[Tensor], S: int) -> Tensor:
@@ -173,8 +184,6 @@ class StackedMixedOp(nn.Module):
         for m in mixed:
             if type(m) is not MixedOp:
                 raise ValueError(f"unsupported mixed op {type(m).__name__} (fused edges are not stacked)")
-            if m.partial_channels != 1:
-                raise ValueError("unsupported feature: partial channels (PC-DARTS)")
             if m.aux is not None:
                 raise ValueError("unsupported feature: auxiliary skip (DARTS-)")
             if m.skip_dropout > 0:
@@ -182,20 +191,31 @@ class StackedMixedOp(nn.Module):
             if m.single_op is not None:
                 raise ValueError("unsupported feature: single-op (GDAS) mixing")
         self.S, self.stride, self.op_names = len(mixed), mixed[0].stride, mixed[0].op_names
+        self.K = mixed[0].partial_channels
         self.ops = _stack_module([m.ops for m in mixed])
         self._active = [k for k, name in enumerate(self.op_names) if name != "none"]
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
-        """``weights``: ``(ops, 1, S, 1, 1, 1)`` (the edge's row of every member, shaped to broadcast)."""
+        """``weights``: ``(ops, 1, S, 1, 1, 1)`` (the edge's row of every member, shaped to broadcast).
+
+        With PC-DARTS' partial channels K > 1 each member's first C/K channels go through the ops and the rest
+        bypass them (max-pooled when the edge strides); each member's channels are then shuffled in K groups."""
+        xa = x if self.K == 1 else _member_slice(x, self.S, 0, x.shape[1] // (self.S * self.K))
         w = weights.unbind(0)
         out: Tensor | None = None
         for k in self._active:
-            term = _blocks(self.ops[k](x), self.S) * w[k]
+            term = _blocks(self.ops[k](xa), self.S) * w[k]
             out = term if out is None else out + term
         if out is None:  # only `none` on this edge
-            return Zero(self.stride)(x)
+            out = _blocks(Zero(self.stride)(xa), self.S)
         n, s, c, h, wd = out.shape
-        return out.view(n, s * c, h, wd)
+        if self.K == 1:
+            return out.view(n, s * c, h, wd)
+        xb = _blocks(x, self.S)[:, :, c:]
+        if self.stride == 2:
+            xb = _blocks(F.max_pool2d(xb.reshape(n, -1, *xb.shape[3:]), 2, 2), self.S)
+        both = torch.cat([out, xb], dim=2)  # (N, S, C, H, W): each member's ops' output, then its bypass
+        return both.view(n, s, self.K, -1, h, wd).transpose(2, 3).reshape(n, -1, h, wd)
 
 
 class StackedCell(nn.Module):
@@ -211,16 +231,20 @@ class StackedCell(nn.Module):
         self.preprocess1 = _stack_module([c.preprocess1 for c in cells])
         self.edges = nn.ModuleList(StackedMixedOp([c.edges[e] for c in cells]) for e in range(len(cells[0].edges)))
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
-        """``weights``: the cell kind's mixing weights ``(S, num_edges, ops)``."""
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
+        """``weights``: the cell kind's mixing weights ``(S, num_edges, ops)``; ``edge_weights``: each member's
+        factors for the edges' outputs ``(S, num_edges)`` (PC-DARTS' edge normalisation) or None."""
         S, E, O = weights.shape
         rows = weights.permute(1, 2, 0).reshape(E, O, 1, S, 1, 1, 1).unbind(0)
+        factors = None if edge_weights is None else edge_weights.T.reshape(E, 1, S, 1, 1, 1).unbind(0)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for _ in range(self.nodes):
             total: Tensor | None = None
             for j, h in enumerate(states):
                 y = self.edges[e + j](h, rows[e + j])
+                if factors is not None:
+                    y = (factors[e + j] * _blocks(y, S)).view_as(y)
                 total = y if total is None else total + y
             e += len(states)
             states.append(total)
@@ -272,8 +296,6 @@ def _check_member(net: SuperNet) -> None:
     problems = {
         "the nb201 skeleton": space.skeleton != "darts",
         "fused supernets (fused=True)": net.fused,
-        "partial channels (PC-DARTS)": net.partial_channels != 1,
-        "edge normalisation": net.edge_norm,
         "a non-softmax alpha map": net.alpha_map is not None and type(net.alpha_map) is not Softmax,
         "independent (per-position) cells": space.sharing != "shared",
         "ops outside the DARTS space": any(op not in DARTS_OPS for op in net.ops),
@@ -299,7 +321,7 @@ class StackedSuperNet(nn.Module):
             raise ValueError("a stacked supernet needs at least one member")
         for net in nets:
             _check_member(net)
-        _same(nets, ("C", "num_classes", "layers", "ops", "nodes", "positions", "kinds", "edge_ops"))
+        _same(nets, ("C", "num_classes", "layers", "ops", "nodes", "positions", "kinds", "edge_ops", "edge_norm"))
         first = nets[0]
         self.S, self.C, self.num_classes, self.layers = len(nets), first.C, first.num_classes, first.layers
         self.ops, self.nodes, self.num_edges = first.ops, first.nodes, first.num_edges
@@ -310,10 +332,13 @@ class StackedSuperNet(nn.Module):
         self.head = nn.Identity()
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = StackedLinear([n.classifier for n in nets])
-        for kind in self.kinds:
-            alphas = torch.stack([n.alphas(kind).detach() for n in nets]).clone()
-            setattr(self, f"alphas_{kind}", nn.Parameter(alphas))
-        self._member_index = {f"alphas_{k}" for k in self.kinds} | {"classifier.weight", "classifier.bias"}
+        self.edge_norm, self.inputs = first.edge_norm, first.space.inputs
+        arch = ["alphas"] + (["betas"] if self.edge_norm else [])
+        for prefix in arch:
+            for kind in self.kinds:
+                stacked = torch.stack([getattr(n, f"{prefix}_{kind}").detach() for n in nets]).clone()
+                setattr(self, f"{prefix}_{kind}", nn.Parameter(stacked))
+        self._member_index = {f"{p}_{k}" for p in arch for k in self.kinds} | {"classifier.weight", "classifier.bias"}
 
     @classmethod
     def linked(cls, nets: Sequence[SuperNet]) -> "StackedSuperNet":
@@ -328,7 +353,7 @@ class StackedSuperNet(nn.Module):
         params, buffers = dict(net.named_parameters()), dict(net.named_buffers())
         for m, member in enumerate(nets):
             for name, p in member.named_parameters():
-                if not name.startswith("alphas_"):
+                if not name.startswith(_ARCH):
                     p.data = net.member_tensor(name, params[name].data, m)
             for name, b in list(member.named_buffers()):
                 owner, _, attr = name.rpartition(".")
@@ -351,7 +376,7 @@ class StackedSuperNet(nn.Module):
             p.grad = torch.zeros_like(p)
         for m, member in enumerate(nets):
             for name, p in member.named_parameters():
-                if not name.startswith("alphas_"):
+                if not name.startswith(_ARCH):
                     p.grad = self.member_tensor(name, params[name].grad, m)
 
     # ------------------------------------------------------------------ parameters
@@ -359,8 +384,24 @@ class StackedSuperNet(nn.Module):
         return getattr(self, f"alphas_{kind}")
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The stacked alphas ``(S, num_edges, ops)`` of every kind, in the space's order."""
-        return [self.alphas(kind) for kind in self.kinds]
+        """The stacked alphas ``(S, num_edges, ops)`` of every kind, in the space's order (then the betas
+        ``(S, num_edges)``, with edge normalisation)."""
+        params = [self.alphas(kind) for kind in self.kinds]
+        return params + ([getattr(self, f"betas_{kind}") for kind in self.kinds] if self.edge_norm else [])
+
+    def edge_weights(self) -> dict[str, Tensor] | None:
+        """Edge normalisation: every member's softmax of its betas over each node's incoming edges ``(S, E)``."""
+        if not self.edge_norm:
+            return None
+        out = {}
+        for kind in self.kinds:
+            betas, parts, start = getattr(self, f"betas_{kind}"), [], 0
+            for i in range(self.nodes):
+                width = self.inputs + i
+                parts.append(F.softmax(betas[:, start:start + width], dim=-1))
+                start += width
+            out[kind] = torch.cat(parts, dim=1)
+        return out
 
     def named_weights(self) -> list[tuple[str, nn.Parameter]]:
         """Every stacked parameter except the alphas, with its (the solo supernet's) name."""
@@ -399,11 +440,15 @@ class StackedSuperNet(nn.Module):
         return {name: self.member_tensor(name, t, m).detach().clone() for name, t in self.state_dict().items()}
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: Tensor, mix: dict[str, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, mix: dict[str, Tensor] | None = None, edges: dict[str, Tensor] | None = None
+                ) -> Tensor:
         """Logits ``(N, S, K)`` for the members' batches ``x`` of shape ``(N, S*in_channels, H, W)``
-        (:func:`stack_inputs`); ``mix``: mixing weights ``(S, num_edges, ops)`` per kind (default softmax)."""
+        (:func:`stack_inputs`); ``mix``: mixing weights ``(S, num_edges, ops)`` per kind (default softmax);
+        ``edges``: with edge normalisation, the edge weights ``(S, num_edges)`` per kind (default the betas')."""
         if mix is None:
             mix = self.softmax_weights()
+        if edges is None:
+            edges = self.edge_weights() or {}
         if x.dim() != 4 or x.shape[1] != self.S * self.in_channels:
             raise ValueError(f"x has shape {tuple(x.shape)}, expected (N, {self.S * self.in_channels}, H, W)")
         for kind in self.kinds:
@@ -414,6 +459,6 @@ class StackedSuperNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         s0 = s1 = self.stem(x)
         for cell, (kind, _) in zip(self.cells, self.positions):
-            s0, s1 = s1, cell(s0, s1, mix[kind])
+            s0, s1 = s1, cell(s0, s1, mix[kind], edges.get(kind))
         pooled = self.global_pooling(self.head(s1))
         return self.classifier(pooled.view(pooled.shape[0], self.S, -1))
