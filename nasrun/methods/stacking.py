@@ -27,6 +27,7 @@ from torch import Tensor
 from nasrun.config import options as o
 from nasrun.methods.estimators import preserved_buffers
 from nasrun.spaces.names import DARTS_OPS
+from nasrun.spaces.ops import NB201_OPS
 
 #: The options (by schema) a stacked population runs; a selection must not tune (``selection.tunes``).
 STACKED = {o.FirstOrderConf, o.SecondOrderConf, o.AmendedConf, o.NoPerturbationConf, o.RandomConf,
@@ -46,8 +47,9 @@ def unstackable(cfg: Any) -> Optional[str]:
     reasons = axes + [
         (cfg.selection.tunes, f"selection={cfg.selection.name} (a selection without tuning epochs only)"),
         (s.order != "arch_first" or s.clip_with_alphas, "search.order=weight_first or search.clip_with_alphas"),
-        (space.skeleton != "darts" or space.sharing != "shared", f"space={space.name} (DARTS-stacked shared cells)"),
-        (any(op not in DARTS_OPS for op in space.ops), f"space={space.name}'s ops (the DARTS ops only)"),
+        (space.sharing != "shared", f"space={space.name} (shared cells only)"),
+        (any(op not in DARTS_OPS + NB201_OPS for op in space.ops), f"space={space.name}'s ops (the DARTS and NB201 "
+                                                                    f"ops only)"),
         (net.aux_skip > 0 or any(p > 0 for p in net.skip_dropout), "supernet.aux_skip or supernet.skip_dropout"),
         (cfg.precision not in ("fp32", "fp64") or cfg.channels_last, f"precision={cfg.precision} or channels_last"),
         (s.compile != "off", f"search.compile={s.compile}"),
@@ -63,7 +65,7 @@ def check_stackable(cfg: Any, who: str) -> None:
     why = unstackable(cfg)
     if why is not None:
         raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks DARTS (first and "
-                          f"second order), Amended-DARTS, SDARTS and PC-DARTS on the DARTS ops, not {why}; "
+                          f"second order), Amended-DARTS, SDARTS and PC-DARTS on the DARTS and NB201 spaces, not {why}; "
                           f"use hydra.launcher.engine=turns")
 
 

@@ -17,7 +17,7 @@ about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
 What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): DARTS (first and second order)
 and Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, with
 PC-DARTS' partial channels and edge normalisation or without, one stage, the architecture step first, on
-DARTS-stacked shared cells of the DARTS ops, without auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
+shared cells of the DARTS or NB201 ops, without auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
 own random state (``OwnRandom.drawing``), so it is its solo run's.
 """
 

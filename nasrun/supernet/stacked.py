@@ -1,4 +1,4 @@
-"""S independent DARTS supernets run as one network whose convolutions have one group per member.
+"""S independent supernets run as one network whose convolutions have one group per member.
 
 A population trains S members (each with its own weights, alphas, BN statistics and data batch).
 Running them one after another dispatches S times the operators; here they share every operator:
@@ -21,8 +21,10 @@ faster so) and its depthwise convs take the faster equal forms of :mod:`nasrun.s
 PC-DARTS' partial channels slice and shuffle each member's block; its edge weights scale each member's edge
 outputs.
 
-Limits: the plain DARTS skeleton only (``fused=False``, softmax mixing, no auxiliary skip or skip dropout,
-the DARTS ops); members must have equal structure and
+NB201's skeleton stacks the same way: its single-input cells, residual blocks and BN-ReLU head.
+
+Limits: plain supernets only (``fused=False``, softmax mixing, no auxiliary skip or skip dropout, the DARTS
+and NB201 ops); members must have equal structure and
 equal BN batch counts. Every op but ``none`` always runs: unlike :class:`MixedOp`, an op weighted
 exactly zero is not skipped (same values; its weights get a zero gradient instead of none).
 """
@@ -36,9 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nasrun.nets.nb201 import ResidualBlock
 from nasrun.spaces.names import DARTS_OPS
-from nasrun.spaces.ops import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero, strided_pointwise
-from nasrun.supernet.cell import SearchCell
+from nasrun.spaces.ops import (NB201_OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero,
+                               strided_pointwise)
+from nasrun.supernet.cell import SearchCell, SingleInputCell
 from nasrun.supernet.depthwise import DepthwiseConv2d
 from nasrun.supernet.mixed_op import MixedOp
 from nasrun.supernet.network import SuperNet
@@ -48,7 +52,7 @@ __all__ = ["StackedSuperNet", "stack_inputs", "member_losses", "member_loss_sum"
 #: Names of a member's architecture parameters: its own, never views into the stacked network.
 _ARCH = ("alphas_", "betas_")
 #: Modules whose forward only chains their children: stacked by stacking the children.
-_CONTAINERS = (nn.Sequential, nn.ModuleList, ReLUConvBN, SepConv, DilConv)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, ReLUConvBN, SepConv, DilConv, ResidualBlock)
 #: Modules without state that act per channel (or not on channels at all): shared as they are.
 _STATELESS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, Identity, Zero, nn.Identity, nn.AdaptiveAvgPool2d)
 
@@ -218,14 +222,38 @@ class StackedMixedOp(nn.Module):
         return both.view(n, s, self.K, -1, h, wd).transpose(2, 3).reshape(n, -1, h, wd)
 
 
+def _run_nodes(edges: nn.ModuleList, states: list[Tensor], nodes: int, weights: Tensor,
+               edge_weights: Tensor | None) -> list[Tensor]:
+    """Every node sums one stacked edge from each earlier state (edges in alpha row order); all states.
+    ``weights``: the members' mixing weights ``(S, num_edges, ops)``; ``edge_weights``: ``(S, num_edges)`` or None."""
+    S, E, O = weights.shape
+    rows = weights.permute(1, 2, 0).reshape(E, O, 1, S, 1, 1, 1).unbind(0)
+    factors = None if edge_weights is None else edge_weights.T.reshape(E, 1, S, 1, 1, 1).unbind(0)
+    e = 0
+    for _ in range(nodes):
+        total: Tensor | None = None
+        for j, h in enumerate(states):
+            y = edges[e + j](h, rows[e + j])
+            if factors is not None:
+                y = (factors[e + j] * _blocks(y, S)).view_as(y)
+            total = y if total is None else total + y
+        e += len(states)
+        states.append(total)
+    return states
+
+
+def _plain_cells(cells: Sequence[nn.Module], kind: type) -> None:
+    if any(type(c) is not kind or c._batched for c in cells):
+        raise ValueError("unsupported feature: fused/batched cells (build the members with fused=False)")
+
+
 class StackedCell(nn.Module):
     """A DARTS search cell of S members; its output concatenates the nodes member-major."""
 
     def __init__(self, cells: Sequence[SearchCell]) -> None:
         super().__init__()
         _same(cells, ("nodes", "reduction", "multiplier"))
-        if any(type(c) is not SearchCell or c._batched for c in cells):
-            raise ValueError("unsupported feature: fused/batched cells (build the members with fused=False)")
+        _plain_cells(cells, SearchCell)
         self.S, self.nodes, self.reduction = len(cells), cells[0].nodes, cells[0].reduction
         self.preprocess0 = _stack_module([c.preprocess0 for c in cells])
         self.preprocess1 = _stack_module([c.preprocess1 for c in cells])
@@ -234,21 +262,22 @@ class StackedCell(nn.Module):
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
         """``weights``: the cell kind's mixing weights ``(S, num_edges, ops)``; ``edge_weights``: each member's
         factors for the edges' outputs ``(S, num_edges)`` (PC-DARTS' edge normalisation) or None."""
-        S, E, O = weights.shape
-        rows = weights.permute(1, 2, 0).reshape(E, O, 1, S, 1, 1, 1).unbind(0)
-        factors = None if edge_weights is None else edge_weights.T.reshape(E, 1, S, 1, 1, 1).unbind(0)
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        e = 0
-        for _ in range(self.nodes):
-            total: Tensor | None = None
-            for j, h in enumerate(states):
-                y = self.edges[e + j](h, rows[e + j])
-                if factors is not None:
-                    y = (factors[e + j] * _blocks(y, S)).view_as(y)
-                total = y if total is None else total + y
-            e += len(states)
-            states.append(total)
-        return _cat_members(states[2:], self.S)
+        return _cat_members(_run_nodes(self.edges, states, self.nodes, weights, edge_weights)[2:], self.S)
+
+
+class StackedSingleInputCell(nn.Module):
+    """An NB201 search cell of S members: node j sums a stacked edge from every earlier node; the last is the output."""
+
+    def __init__(self, cells: Sequence[SingleInputCell]) -> None:
+        super().__init__()
+        _same(cells, ("nodes",))
+        _plain_cells(cells, SingleInputCell)
+        self.S, self.nodes = len(cells), cells[0].nodes
+        self.edges = nn.ModuleList(StackedMixedOp([c.edges[e] for c in cells]) for e in range(len(cells[0].edges)))
+
+    def forward(self, x: Tensor, weights: Tensor, edge_weights: Tensor | None = None) -> Tensor:
+        return _run_nodes(self.edges, [x], self.nodes, weights, edge_weights)[-1]
 
 
 #: Module type -> how S members' copies of it become one module.
@@ -259,6 +288,7 @@ _STACKERS: dict[type, Callable[[Sequence], nn.Module]] = {
     FactorizedReduce: StackedFactorizedReduce,
     MixedOp: StackedMixedOp,
     SearchCell: StackedCell,
+    SingleInputCell: StackedSingleInputCell,
 }
 
 
@@ -294,11 +324,10 @@ def _check_member(net: SuperNet) -> None:
 
     space = net.space
     problems = {
-        "the nb201 skeleton": space.skeleton != "darts",
         "fused supernets (fused=True)": net.fused,
         "a non-softmax alpha map": net.alpha_map is not None and type(net.alpha_map) is not Softmax,
         "independent (per-position) cells": space.sharing != "shared",
-        "ops outside the DARTS space": any(op not in DARTS_OPS for op in net.ops),
+        "ops outside the DARTS and NB201 spaces": any(op not in DARTS_OPS + NB201_OPS for op in net.ops),
         "an auxiliary skip (DARTS-)": any(isinstance(m, MixedOp) and m.aux is not None for m in net.modules()),
     }
     for feature, bad in problems.items():
@@ -307,7 +336,7 @@ def _check_member(net: SuperNet) -> None:
 
 
 class StackedSuperNet(nn.Module):
-    """S plain DARTS supernets as one network (see the module docstring for the layout).
+    """S plain supernets (DARTS-like or NB201) as one network (see the module docstring for the layout).
 
     The state dict keeps the solo supernet's names; conv and BN tensors hold the members' tensors
     concatenated along dim 0, the alphas (``(S, E, O)``) and the classifier (``(S, K, F)``, ``(S, K)``)
@@ -327,9 +356,12 @@ class StackedSuperNet(nn.Module):
         self.ops, self.nodes, self.num_edges = first.ops, first.nodes, first.num_edges
         self.kinds, self.positions, self.edge_ops = list(first.kinds), list(first.positions), first.edge_ops
         self.in_channels = first.stem[0].in_channels
+        self.skeleton = first.space.skeleton
         self.stem = _stack_module([n.stem for n in nets])
-        self.cells = nn.ModuleList(StackedCell([n.cells[i] for n in nets]) for i in range(len(first.cells)))
-        self.head = nn.Identity()
+        self.cells = nn.ModuleList(_stack_module([n.cells[i] for n in nets]) for i in range(len(first.cells)))
+        if self.skeleton == "nb201":  # the residual blocks between its stages
+            self.blocks = nn.ModuleList(_stack_module([n.blocks[i] for n in nets]) for i in range(len(first.blocks)))
+        self.head = _stack_module([n.head for n in nets])
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = StackedLinear([n.classifier for n in nets])
         self.edge_norm, self.inputs = first.edge_norm, first.space.inputs
@@ -457,8 +489,19 @@ class StackedSuperNet(nn.Module):
                 raise ValueError(f"mix[{kind!r}] has shape {tuple(mix[kind].shape)}, expected {shape}")
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        s0 = s1 = self.stem(x)
+        s = self._cells(self.stem(x), mix, edges)
+        pooled = self.global_pooling(self.head(s))
+        return self.classifier(pooled.view(pooled.shape[0], self.S, -1))
+
+    def _cells(self, s: Tensor, mix: dict[str, Tensor], edges: dict[str, Tensor]) -> Tensor:
+        """The cells after the stem: DARTS' two-input cells, or NB201's stages joined by residual blocks."""
+        if self.skeleton == "nb201":
+            for i, cell in enumerate(self.cells):
+                if i and i % self.layers == 0:
+                    s = self.blocks[i // self.layers - 1](s)
+                s = cell(s, mix["normal"], edges.get("normal"))
+            return s
+        s0 = s1 = s
         for cell, (kind, _) in zip(self.cells, self.positions):
             s0, s1 = s1, cell(s0, s1, mix[kind], edges.get(kind))
-        pooled = self.global_pooling(self.head(s1))
-        return self.classifier(pooled.view(pooled.shape[0], self.S, -1))
+        return s1
