@@ -174,11 +174,12 @@ def _space_overrides(space: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["turns", "stacked"])
 @pytest.mark.parametrize("space", list(SPACES))
 @pytest.mark.parametrize("method", list(METHODS))
-def test_every_member_method_on_every_space_is_its_solo_run(tmp_path, method, space):
+def test_every_member_method_on_every_space_is_its_solo_run(tmp_path, method, space, engine):
     configs = [to_typed(compose("search", [*_space_overrides(space), *METHODS[method], f"seed={s}"])) for s in (0, 1, 2)]
-    _population_matches_solo(tmp_path, configs)
+    _population_matches_solo(tmp_path, configs, engine)
 
 
 @pytest.mark.parametrize("engine", ["turns", "stacked"])
