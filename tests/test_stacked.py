@@ -116,12 +116,12 @@ def test_nb201_members_match_each_member(batch):
 
 def test_member_concatenation_in_either_layout():
     """The cell's member-major concatenation gives the same tensor from channels-last parts (the CPU's layout)."""
-    from nasrun.supernet.stacked import _cat_members
+    from nasrun.supernet.stacked_layers import cat_members
 
     g = torch.Generator().manual_seed(2)
     parts = [torch.randn(2, S * c, 5, 5, dtype=torch.float64, generator=g) for c in (2, 3)]
-    plain = _cat_members(parts, S)
-    last = _cat_members([p.contiguous(memory_format=torch.channels_last) for p in parts], S)
+    plain = cat_members(parts, S)
+    last = cat_members([p.contiguous(memory_format=torch.channels_last) for p in parts], S)
     assert last.is_contiguous(memory_format=torch.channels_last) and not last.is_contiguous()
     assert torch.equal(plain, last)
     # member m's channels are its block of the first part, then its block of the second

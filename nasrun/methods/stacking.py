@@ -65,8 +65,8 @@ def check_stackable(cfg: Any, who: str) -> None:
     why = unstackable(cfg)
     if why is not None:
         raise ConfigError(f"hydra.launcher.engine=stacked is not allowed for {who}: it stacks DARTS (first and "
-                          f"second order), Amended-DARTS, SDARTS and PC-DARTS on the DARTS and NB201 spaces, not {why}; "
-                          f"use hydra.launcher.engine=turns")
+                          f"second order), Amended-DARTS, SDARTS and PC-DARTS on the DARTS and NB201 spaces, "
+                          f"not {why}; use hydra.launcher.engine=turns")
 
 
 def member_norms(net: Any, names: list[str], tensors: list[Tensor]) -> Tensor:
@@ -150,6 +150,29 @@ def _central(net: Any, names: list[str], weights: list[Tensor], center: list[Ten
         g = torch.autograd.grad(train()[0].sum(), wrt, allow_unused=True)
         out.append([gi if gi is not None else torch.zeros_like(t) for gi, t in zip(g, wrt)])
     return [p - m for p, m in zip(*out)], eps
+
+
+def stacked_grads(net: Any, members: list[tuple[Any, Any]], alphas: list[list[Tensor]], confs: list[Any],
+                  lrs: list[float], val: Losses, train: Losses
+                  ) -> tuple[list[list[Tensor]], list[dict], Tensor, Tensor]:
+    """Every member's architecture gradient by its estimator option: :func:`stacked_unrolled_grads` for second-order
+    DARTS, :func:`stacked_arch_grads` for first order and Amended-DARTS (the arguments are theirs)."""
+    if any(type(c) is o.SecondOrderConf for c in confs):
+        return stacked_unrolled_grads(net, members, alphas, confs, lrs, val, train)
+    return stacked_arch_grads(net, alphas, confs, val, train)
+
+
+#: How a stacked population gets each perturbation's weight-step weights: the clean ones, each member's own draw
+#: as its solo step draws it, or the attack for every member at once (:func:`stacked_pgd`).
+_DRAWS = {o.NoPerturbationConf: "clean", o.RandomConf: "own", o.AdversarialConf: "attack"}
+
+
+def weight_step_draw(confs: list[Any]) -> str:
+    """``clean``, ``own`` or ``attack`` (:data:`_DRAWS`) for the members' perturbation options, which must agree."""
+    kinds = {type(c) for c in confs}
+    if len(kinds) != 1:
+        raise ValueError(f"stacked members differ in perturbation: {sorted(c.name for c in confs)}")
+    return _DRAWS[kinds.pop()]
 
 
 def stacked_unrolled_grads(net: Any, members: list[tuple[Any, Any]], alphas: list[list[Tensor]], confs: list[Any],
@@ -244,5 +267,5 @@ def stacked_pgd(losses_of: Callable[[dict[str, Tensor]], Tensor], clean: dict[st
     return {k: torch.where(worse, clean[k], mix[k]).detach() for k in keys}
 
 
-__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_arch_grads", "stacked_unrolled_grads", "member_norms",
-           "stacked_pgd"]
+__all__ = ["STACKED", "unstackable", "check_stackable", "stacked_grads", "stacked_arch_grads", "stacked_unrolled_grads",
+           "weight_step_draw", "member_norms", "stacked_pgd"]

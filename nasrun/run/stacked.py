@@ -17,8 +17,8 @@ about 1e-12, not bit for bit (the turn-taking engine is bit for bit).
 What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): DARTS (first and second order)
 and Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, with
 PC-DARTS' partial channels and edge normalisation or without, one stage, the architecture step first, on
-shared cells of the DARTS or NB201 ops, without auxiliary skip or skip dropout, in fp32 or fp64. A member's perturbation noise comes from its
-own random state (``OwnRandom.drawing``), so it is its solo run's.
+shared cells of the DARTS or NB201 ops, without auxiliary skip or skip dropout, in fp32 or fp64. A member's
+perturbation noise comes from its own random state (``OwnRandom.drawing``), so it is its solo run's.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from nasrun.methods.stacking import stacked_arch_grads, stacked_pgd, stacked_unrolled_grads
+from nasrun.methods.stacking import stacked_grads, stacked_pgd, weight_step_draw
 from nasrun.run.rng import OwnRandom
 
 
@@ -218,18 +218,15 @@ def _weight_mix(net: Any, live: dict[int, Any], plans: dict, batches: dict, trai
     """The stacked mixing weights the weight step trains under: None for the clean ones (no perturbation), each
     member's own SDARTS-RS draw, or SDARTS-ADV's attack for every member at once. A member's noise comes from its
     own random state, in the order its solo step draws it."""
-    from nasrun.config.options import AdversarialConf, NoPerturbationConf
     from nasrun.methods.perturbations import epsilon_at
 
     states = list(live.items())
     confs = [s.cfg.perturbation for _, s in states]
-    kinds = {type(c) for c in confs}
-    if kinds == {NoPerturbationConf}:
+    draw = weight_step_draw(confs)
+    if draw == "clean":
         return None
-    if len(kinds) != 1:
-        raise ValueError(f"stacked members differ in perturbation: {sorted(c.name for c in confs)}")
     epochs = [(plans[i].stage_epoch, s.schedule.epochs) for i, s in states]
-    if kinds != {AdversarialConf}:  # SDARTS-RS: each member's own perturbation, drawn as in its solo step
+    if draw == "own":  # SDARTS-RS: each member's own perturbation, drawn as in its solo step
         mixes = []
         for (i, s), (epoch, total) in zip(states, epochs):
             with randoms[i].drawing(s.cfg):
@@ -291,18 +288,12 @@ def _arch_step(net: Any, live: dict[int, Any], arch: list[int], batches: dict, t
                totals: dict, lrs: dict) -> None:
     """Each member's architecture step on its validation batch (first order, or Amended-DARTS' products on
     its training batch), members past their warm-up."""
-    from nasrun.config.options import SecondOrderConf
     from nasrun.methods.estimators import ArchGrad, apply_arch_step
 
     alphas = [live[i].model.arch_parameters() for i in live]
-    confs = [s.cfg.estimator for s in live.values()]
-    val_losses, train_losses = lambda: _losses(net, live, *val), lambda: _losses(net, live, *train)
-    if any(isinstance(c, SecondOrderConf) for c in confs):
-        grads, stats, losses, logits = stacked_unrolled_grads(
-            net, [(s.model, s.w_opt) for s in live.values()], alphas, confs, [lrs[i] for i in live], val_losses,
-            train_losses)
-    else:
-        grads, stats, losses, logits = stacked_arch_grads(net, alphas, confs, val_losses, train_losses)
+    grads, stats, losses, logits = stacked_grads(
+        net, [(s.model, s.w_opt) for s in live.values()], alphas, [s.cfg.estimator for s in live.values()],
+        [lrs[i] for i in live], lambda: _losses(net, live, *val), lambda: _losses(net, live, *train))
     for j, (i, s) in enumerate(live.items()):
         if i not in arch:
             continue

@@ -40,12 +40,13 @@ from torch import Tensor, nn
 
 from nasrun.nets.nb201 import ResidualBlock
 from nasrun.spaces.names import DARTS_OPS
-from nasrun.spaces.ops import (NB201_OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero,
-                               strided_pointwise)
+from nasrun.spaces.ops import NB201_OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
 from nasrun.supernet.cell import SearchCell, SingleInputCell
-from nasrun.supernet.depthwise import DepthwiseConv2d
 from nasrun.supernet.mixed_op import MixedOp
 from nasrun.supernet.network import SuperNet
+from nasrun.supernet.stacked_layers import (StackedFactorizedReduce, StackedLinear, blocks, cat_members,
+                                            member_loss_sum, member_losses, member_slice, same_structure, stack_bn,
+                                            stack_conv, stack_inputs)
 
 __all__ = ["StackedSuperNet", "stack_inputs", "member_losses", "member_loss_sum"]
 
@@ -57,134 +58,12 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, ReLUConvBN, SepConv, DilConv, Resid
 _STATELESS = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, Identity, Zero, nn.Identity, nn.AdaptiveAvgPool2d)
 
 
-def stack_inputs(xs: Tensor) -> Tensor:
-    """``(S, N, C, H, W)`` member batches -> ``(N, S*C, H, W)``, member-major (one copy)."""
-    S, N, C, H, W = xs.shape
-    return xs.transpose(0, 1).reshape(N, S * C, H, W)
-
-
-def member_losses(logits: Tensor, targets: Tensor) -> Tensor:
-    """Each member's mean cross-entropy ``(S,)``; ``logits (N, S, K)``, ``targets (N, S)``."""
-    return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(0)
-
-
-def member_loss_sum(logits: Tensor, targets: Tensor) -> Tensor:
-    """Sum over members of each member's mean cross-entropy (its gradient is every member's own)."""
-    return member_losses(logits, targets).sum()
-
-
-def _blocks(x: Tensor, S: int) -> Tensor:
-    """``(N, S*C, H, W)`` -> the view ``(N, S, C, H, W)``."""
-    n, c, h, w = x.shape
-    return x.view(n, S, c // S, h, w)
-
-
-def _member_slice(x: Tensor, S: int, start: int, stop: int) -> Tensor:
-    """Channels ``start:stop`` of every member's block, member-major: ``(N, S*(stop-start), H, W)``."""
-    n, _, h, w = x.shape
-    return _blocks(x, S)[:, :, start:stop].reshape(n, -1, h, w)
-
-
-def _cat_members(parts: Sequence[Tensor], S: int) -> Tensor:
-    """Concatenate per-member channel blocks so the result stays member-major (and channels-last if the parts are)."""
-    n, _, h, w = parts[0].shape
-    if all(_channels_last(p) for p in parts):
-        # (N, H, W, S, C_i) -> (N, H, W, S, sum C_i): the same member-major order, laid out channels-last
-        nhwc = [p.permute(0, 2, 3, 1).reshape(n, h, w, S, -1) for p in parts]
-        return torch.cat(nhwc, dim=4).view(n, h, w, -1).permute(0, 3, 1, 2)
-    return torch.cat([_blocks(p, S) for p in parts], dim=2).view(n, -1, h, w)
-
-
-def _channels_last(x: Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def _same(mods: Sequence[nn.Module], attrs: Sequence[str]) -> None:
-    """Refuse members whose modules differ in a structural attribute."""
-    for a in attrs:
-        values = {repr(getattr(m, a)) for m in mods}
-        if len(values) != 1:
-            raise ValueError(f"members differ in {type(mods[0]).__name__}.{a}: {sorted(values)}")
-
-
-def _cat_param(tensors: Sequence[Tensor]) -> nn.Parameter:
-    return nn.Parameter(torch.cat([t.detach() for t in tensors]).clone())
-
-
-def _stack_conv(convs: Sequence[nn.Conv2d]) -> nn.Conv2d:
-    """One conv with ``S * groups`` groups: member m's output block m reads only its input block m."""
-    _same(convs, ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                  "padding_mode"))
-    c, S = convs[0], len(convs)
-    if c.bias is not None or c.padding_mode != "zeros":
-        raise ValueError("stacked convs support bias-free, zero-padded convs only")
-    w = c.weight
-    kind = DepthwiseConv2d if c.groups == c.in_channels == c.out_channels else nn.Conv2d
-    out = kind(S * c.in_channels, S * c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation,
-                    S * c.groups, bias=False, device=w.device, dtype=w.dtype)
-    out.weight = _cat_param([m.weight for m in convs])
-    return out
-
-
-def _stack_bn(bns: Sequence[nn.BatchNorm2d]) -> nn.BatchNorm2d:
-    """One BN over ``S*C`` channels: the statistics of channel ``m*C + c`` are member m's."""
-    _same(bns, ("num_features", "eps", "momentum", "affine", "track_running_stats"))
-    b, S = bns[0], len(bns)
-    if b.track_running_stats and len({int(m.num_batches_tracked) for m in bns}) != 1:
-        raise ValueError("members' BatchNorm num_batches_tracked differ (stacked BNs share one counter)")
-    ref = b.running_mean if b.track_running_stats else b.weight
-    out = nn.BatchNorm2d(S * b.num_features, b.eps, b.momentum, b.affine, b.track_running_stats,
-                         device=ref.device, dtype=ref.dtype)
-    if b.affine:
-        out.weight = _cat_param([m.weight for m in bns])
-        out.bias = _cat_param([m.bias for m in bns])
-    if b.track_running_stats:
-        with torch.no_grad():
-            out.running_mean.copy_(torch.cat([m.running_mean for m in bns]))
-            out.running_var.copy_(torch.cat([m.running_var for m in bns]))
-            out.num_batches_tracked.copy_(b.num_batches_tracked)
-    return out
-
-
-class StackedLinear(nn.Module):
-    """S classifiers at once: ``(N, S, F) -> (N, S, K)`` with weight ``(S, K, F)`` and bias ``(S, K)``."""
-
-    def __init__(self, layers: Sequence[nn.Linear]) -> None:
-        super().__init__()
-        _same(layers, ("in_features", "out_features"))
-        if any(m.bias is None for m in layers):
-            raise ValueError("stacked classifier needs a bias (the SuperNet classifier has one)")
-        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())
-        self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        # (S, N, F) @ (S, F, K) -> (S, N, K): one batched matmul for all members
-        return torch.baddbmm(self.bias.unsqueeze(1), x.transpose(0, 1), self.weight.transpose(1, 2)).transpose(0, 1)
-
-
-class StackedFactorizedReduce(nn.Module):
-    """FactorizedReduce of S members: both strided convs grouped, their halves joined member-major."""
-
-    def __init__(self, frs: Sequence[FactorizedReduce]) -> None:
-        super().__init__()
-        self.S = len(frs)
-        self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = _stack_conv([m.conv_1 for m in frs])
-        self.conv_2 = _stack_conv([m.conv_2 for m in frs])
-        self.bn = _stack_bn([m.bn for m in frs])
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(x)
-        halves = [strided_pointwise(self.conv_1, x), strided_pointwise(self.conv_2, x[:, :, 1:, 1:])]
-        return self.bn(_cat_members(halves, self.S))
-
-
 class StackedMixedOp(nn.Module):
     """A mixed edge of S members: ``sum_k w[m, k] * op_k(x)`` on each member's channel block."""
 
     def __init__(self, mixed: Sequence[MixedOp]) -> None:
         super().__init__()
-        _same(mixed, ("op_names", "stride", "partial_channels"))
+        same_structure(mixed, ("op_names", "stride", "partial_channels"))
         for m in mixed:
             if type(m) is not MixedOp:
                 raise ValueError(f"unsupported mixed op {type(m).__name__} (fused edges are not stacked)")
@@ -204,20 +83,20 @@ class StackedMixedOp(nn.Module):
 
         With PC-DARTS' partial channels K > 1 each member's first C/K channels go through the ops and the rest
         bypass them (max-pooled when the edge strides); each member's channels are then shuffled in K groups."""
-        xa = x if self.K == 1 else _member_slice(x, self.S, 0, x.shape[1] // (self.S * self.K))
+        xa = x if self.K == 1 else member_slice(x, self.S, 0, x.shape[1] // (self.S * self.K))
         w = weights.unbind(0)
         out: Tensor | None = None
         for k in self._active:
-            term = _blocks(self.ops[k](xa), self.S) * w[k]
+            term = blocks(self.ops[k](xa), self.S) * w[k]
             out = term if out is None else out + term
         if out is None:  # only `none` on this edge
-            out = _blocks(Zero(self.stride)(xa), self.S)
+            out = blocks(Zero(self.stride)(xa), self.S)
         n, s, c, h, wd = out.shape
         if self.K == 1:
             return out.view(n, s * c, h, wd)
-        xb = _blocks(x, self.S)[:, :, c:]
+        xb = blocks(x, self.S)[:, :, c:]
         if self.stride == 2:
-            xb = _blocks(F.max_pool2d(xb.reshape(n, -1, *xb.shape[3:]), 2, 2), self.S)
+            xb = blocks(F.max_pool2d(xb.reshape(n, -1, *xb.shape[3:]), 2, 2), self.S)
         both = torch.cat([out, xb], dim=2)  # (N, S, C, H, W): each member's ops' output, then its bypass
         return both.view(n, s, self.K, -1, h, wd).transpose(2, 3).reshape(n, -1, h, wd)
 
@@ -235,7 +114,7 @@ def _run_nodes(edges: nn.ModuleList, states: list[Tensor], nodes: int, weights: 
         for j, h in enumerate(states):
             y = edges[e + j](h, rows[e + j])
             if factors is not None:
-                y = (factors[e + j] * _blocks(y, S)).view_as(y)
+                y = (factors[e + j] * blocks(y, S)).view_as(y)
             total = y if total is None else total + y
         e += len(states)
         states.append(total)
@@ -252,7 +131,7 @@ class StackedCell(nn.Module):
 
     def __init__(self, cells: Sequence[SearchCell]) -> None:
         super().__init__()
-        _same(cells, ("nodes", "reduction", "multiplier"))
+        same_structure(cells, ("nodes", "reduction", "multiplier"))
         _plain_cells(cells, SearchCell)
         self.S, self.nodes, self.reduction = len(cells), cells[0].nodes, cells[0].reduction
         self.preprocess0 = _stack_module([c.preprocess0 for c in cells])
@@ -263,7 +142,7 @@ class StackedCell(nn.Module):
         """``weights``: the cell kind's mixing weights ``(S, num_edges, ops)``; ``edge_weights``: each member's
         factors for the edges' outputs ``(S, num_edges)`` (PC-DARTS' edge normalisation) or None."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        return _cat_members(_run_nodes(self.edges, states, self.nodes, weights, edge_weights)[2:], self.S)
+        return cat_members(_run_nodes(self.edges, states, self.nodes, weights, edge_weights)[2:], self.S)
 
 
 class StackedSingleInputCell(nn.Module):
@@ -271,7 +150,7 @@ class StackedSingleInputCell(nn.Module):
 
     def __init__(self, cells: Sequence[SingleInputCell]) -> None:
         super().__init__()
-        _same(cells, ("nodes",))
+        same_structure(cells, ("nodes",))
         _plain_cells(cells, SingleInputCell)
         self.S, self.nodes = len(cells), cells[0].nodes
         self.edges = nn.ModuleList(StackedMixedOp([c.edges[e] for c in cells]) for e in range(len(cells[0].edges)))
@@ -282,8 +161,8 @@ class StackedSingleInputCell(nn.Module):
 
 #: Module type -> how S members' copies of it become one module.
 _STACKERS: dict[type, Callable[[Sequence], nn.Module]] = {
-    nn.Conv2d: _stack_conv,
-    nn.BatchNorm2d: _stack_bn,
+    nn.Conv2d: stack_conv,
+    nn.BatchNorm2d: stack_bn,
     nn.Linear: StackedLinear,
     FactorizedReduce: StackedFactorizedReduce,
     MixedOp: StackedMixedOp,
@@ -350,7 +229,8 @@ class StackedSuperNet(nn.Module):
             raise ValueError("a stacked supernet needs at least one member")
         for net in nets:
             _check_member(net)
-        _same(nets, ("C", "num_classes", "layers", "ops", "nodes", "positions", "kinds", "edge_ops", "edge_norm"))
+        same_structure(nets, ("C", "num_classes", "layers", "ops", "nodes", "positions", "kinds", "edge_ops",
+                              "edge_norm"))
         first = nets[0]
         self.S, self.C, self.num_classes, self.layers = len(nets), first.C, first.num_classes, first.layers
         self.ops, self.nodes, self.num_edges = first.ops, first.nodes, first.num_edges
