@@ -109,7 +109,7 @@ def test_stacked_pcdarts_members_end_at_their_solo_runs(tmp_path):
     assert float(np.abs(edges[0] - edges[2]).max()) > 1e-6 and float(np.abs(edges[0] - edges[1]).max()) > 1e-6
 
 
-@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+@pytest.mark.parametrize("hvp", ["finite_difference", pytest.param("exact", marks=pytest.mark.slow)])
 def test_stacked_second_order_members_end_at_their_solo_runs(tmp_path, hvp):
     """Each member's virtual step is its own SGD step (its lr xi, momentum buffer and decay) on its blocks; B v' is
     blockwise, each member with its own radius."""
@@ -124,7 +124,8 @@ def test_stacked_second_order_members_end_at_their_solo_runs(tmp_path, hvp):
 @pytest.mark.parametrize("method,extra", [
     ("sdarts_rs", []),
     ("sdarts_adv", []),
-    ("sdarts_adv", ["perturbation.simplex=project", "perturbation.epsilon_ramp=to_max", "perturbation.pgd_steps=3"]),
+    pytest.param("sdarts_adv", ["perturbation.simplex=project", "perturbation.epsilon_ramp=to_max",
+                                "perturbation.pgd_steps=3"], marks=pytest.mark.slow),
 ])
 def test_stacked_sdarts_members_with_their_own_radius_end_at_their_solo_runs(tmp_path, method, extra):
     """Each member draws its noise (SDARTS-RS, the attack's start) from its own random state; the attack runs for
@@ -134,7 +135,8 @@ def test_stacked_sdarts_members_with_their_own_radius_end_at_their_solo_runs(tmp
     _population_matches_solo(tmp_path, configs, "stacked")
 
 
-@pytest.mark.parametrize("method", [["method=darts"], ["method=amended", "estimator.eta=0.5"]])
+@pytest.mark.parametrize("method", [["method=darts"],
+                                    pytest.param(["method=amended", "estimator.eta=0.5"], marks=pytest.mark.slow)])
 def test_stacked_members_on_nb201_end_at_their_solo_runs(tmp_path, method):
     configs = [to_typed(compose("search", [*_space_overrides("nb201"), *method, f"seed={s}"])) for s in (0, 1, 2)]
     _population_matches_solo(tmp_path, configs, "stacked")

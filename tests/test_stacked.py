@@ -63,7 +63,7 @@ def test_logits_match_each_member(members, batch):
         torch.testing.assert_close(out[:, m], solo, rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("layers", [LAYERS, 3])
+@pytest.mark.parametrize("layers", [pytest.param(LAYERS, marks=pytest.mark.slow), 3])
 def test_pcdarts_members_match_each_member(layers, batch):
     """Partial channels (each member's first C/K channels through the ops, the rest bypassing, max-pooled on
     reduction edges, then shuffled) and edge normalisation (each member's betas): logits and every gradient."""

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from nasrun.nets.nb201 import ResidualBlock
 from nasrun.spaces.names import DARTS_OPS
 from nasrun.spaces.ops import NB201_OPS, DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero
-from nasrun.supernet.cell import SearchCell, SingleInputCell
+from nasrun.supernet.cell import SearchCell, SingleInputCell, run_nodes
 from nasrun.supernet.mixed_op import MixedOp
 from nasrun.supernet.network import SuperNet
 from nasrun.supernet.stacked_layers import (StackedFactorizedReduce, StackedLinear, blocks, cat_members,
@@ -103,22 +103,16 @@ class StackedMixedOp(nn.Module):
 
 def _run_nodes(edges: nn.ModuleList, states: list[Tensor], nodes: int, weights: Tensor,
                edge_weights: Tensor | None) -> list[Tensor]:
-    """Every node sums one stacked edge from each earlier state (edges in alpha row order); all states.
-    ``weights``: the members' mixing weights ``(S, num_edges, ops)``; ``edge_weights``: ``(S, num_edges)`` or None."""
+    """The solo cell's node loop (:func:`nasrun.supernet.cell.run_nodes`) over stacked edges; all states.
+    ``weights``: the members' mixing weights ``(S, num_edges, ops)``; ``edge_weights``: ``(S, num_edges)`` or None,
+    each member's factor repeated over its channels."""
     S, E, O = weights.shape
     rows = weights.permute(1, 2, 0).reshape(E, O, 1, S, 1, 1, 1).unbind(0)
-    factors = None if edge_weights is None else edge_weights.T.reshape(E, 1, S, 1, 1, 1).unbind(0)
-    e = 0
-    for _ in range(nodes):
-        total: Tensor | None = None
-        for j, h in enumerate(states):
-            y = edges[e + j](h, rows[e + j])
-            if factors is not None:
-                y = (factors[e + j] * blocks(y, S)).view_as(y)
-            total = y if total is None else total + y
-        e += len(states)
-        states.append(total)
-    return states
+    factors = None
+    if edge_weights is not None:
+        per_member = states[0].shape[1] // S
+        factors = edge_weights.T.repeat_interleave(per_member, dim=1).view(E, 1, -1, 1, 1).unbind(0)
+    return run_nodes(edges, states, nodes, rows, factors)
 
 
 def _plain_cells(cells: Sequence[nn.Module], kind: type) -> None:
