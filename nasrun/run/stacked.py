@@ -247,7 +247,7 @@ def _attack(net: Any, live: dict[int, Any], eps: list[float], train: tuple, rand
     if len(shared) != 1:
         raise ValueError(f"stacked SDARTS-ADV members differ in pgd_steps, pgd_random_start or simplex: {shared}")
     steps, simplex = confs[0].pgd_steps, confs[0].simplex
-    clean = {k: v.detach() for k, v in _mix(live).items()}
+    clean = _detached(_mix(live))
     rows = {"dtype": torch.float64, "device": next(iter(clean.values())).device}
     radius = torch.tensor(eps, **rows).view(-1, 1, 1)
     step = torch.tensor([2 * e / steps if c.pgd_step_size is None else c.pgd_step_size for e, c in zip(eps, confs)],
