@@ -143,8 +143,11 @@ def test_stacked_members_on_nb201_end_at_their_solo_runs(tmp_path, method):
 
 
 @pytest.mark.slow
-def test_stacked_members_on_rdarts_s3_end_at_their_solo_runs(tmp_path):
-    _population_matches_solo(tmp_path, [to_typed(compose("search", [*_space_overrides("rdarts_s3"), f"seed={s}"]))
+@pytest.mark.parametrize("space", ["rdarts_s3", "rdarts_s1"])
+def test_stacked_members_on_rdarts_spaces_end_at_their_solo_runs(tmp_path, space):
+    """S3's three ops on every edge; S1's own op pair per edge."""
+    keep = [o for o in FP64 if not o.startswith(("space.", "supernet.layers"))]
+    _population_matches_solo(tmp_path, [to_typed(compose("search", [*keep, f"space={space}", f"seed={s}"]))
                                         for s in (0, 1)], "stacked")
 
 
