@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 from nasrun.errors import RunFolderError
 from nasrun.run.files import AFRESH
@@ -73,18 +74,25 @@ class OwnRandom:
         device = resolve_device(cfg.device)
         self.state = (device, rng_state(device), {k: v.clone() for k, v in NOISE.state_dict().items()})
 
-    @contextmanager
-    def drawing(self, cfg: Any) -> Iterator[None]:
-        """Inside, the process draws from this member's state, which keeps the draws; the process's own state
-        comes back after (a stacked population's members draw their noise one by one in a shared step)."""
-        outer = OwnRandom()
-        outer.keep(cfg)
-        self.restore()
-        try:
-            yield
-        finally:
-            self.keep(cfg)
-            outer.restore()
+
+
+def draw_as_each(members: Sequence[tuple[OwnRandom, Any]], draw: Callable[[int], T]) -> list[T]:
+    """``draw(j)`` for each population member j, with the process drawing from that member's own state (which
+    keeps the draws); the process's own state is saved once and comes back after. A stacked population's members
+    draw their noise so, one by one, in a shared step. ``members``: each member's state and config."""
+    outer = OwnRandom()
+    outer.keep(members[0][1])
+    out = []
+    try:
+        for j, (own, cfg) in enumerate(members):
+            own.restore()
+            try:
+                out.append(draw(j))
+            finally:
+                own.keep(cfg)
+    finally:
+        outer.restore()
+    return out
 
 
 def resolve_device(name: str) -> torch.device:

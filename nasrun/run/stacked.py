@@ -18,7 +18,7 @@ What can be stacked (:func:`nasrun.methods.stacking.unstackable` says why not): 
 and Amended-DARTS on softmax mixing weights, with SDARTS' perturbation of the weight step or without, with
 PC-DARTS' partial channels and edge normalisation or without, one stage, the architecture step first, on
 shared cells of the DARTS or NB201 ops, without auxiliary skip or skip dropout, in fp32 or fp64. A member's
-perturbation noise comes from its own random state (``OwnRandom.drawing``), so it is its solo run's.
+perturbation noise comes from its own random state (``draw_as_each``), so it is its solo run's.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from nasrun.methods.stacking import stacked_grads, stacked_pgd, weight_step_draw
-from nasrun.run.rng import OwnRandom
+from nasrun.run.rng import OwnRandom, draw_as_each
 
 
 class Lockstep:
@@ -227,10 +227,11 @@ def _weight_mix(net: Any, live: dict[int, Any], plans: dict, batches: dict, trai
         return None
     epochs = [(plans[i].stage_epoch, s.schedule.epochs) for i, s in states]
     if draw == "own":  # SDARTS-RS: each member's own perturbation, drawn as in its solo step
-        mixes = []
-        for (i, s), (epoch, total) in zip(states, epochs):
-            with randoms[i].drawing(s.cfg):
-                mixes.append(s.perturbation(s.model, *batches[i][0], epoch, total))
+        def own_draw(j: int) -> dict:
+            i, s = states[j]
+            return s.perturbation(s.model, *batches[i][0], *epochs[j])
+
+        mixes = draw_as_each([(randoms[i], s.cfg) for i, s in states], own_draw)
         return {k: torch.stack([m[k].detach() for m in mixes]) for k in mixes[0]}
     return _attack(net, live, [epsilon_at(c, *e) for c, e in zip(confs, epochs)], train, randoms)
 
@@ -254,10 +255,8 @@ def _attack(net: Any, live: dict[int, Any], eps: list[float], train: tuple, rand
                         **rows).view(-1, 1, 1)
     start = {k: v.clone() for k, v in clean.items()}
     if confs[0].pgd_random_start:
-        noise = []
-        for j, (i, s) in enumerate(states):
-            with randoms[i].drawing(s.cfg):
-                noise.append({k: uniform_noise(v[j], eps[j]) for k, v in clean.items()})
+        noise = draw_as_each([(randoms[i], s.cfg) for i, s in states],
+                             lambda j: {k: uniform_noise(v[j], eps[j]) for k, v in clean.items()})
         start = {k: back_on_simplex(v + torch.stack([n[k] for n in noise]), v, radius, simplex)
                  for k, v in clean.items()}
     x, y = train
