@@ -193,6 +193,24 @@ def test_member_state_dict_is_a_copy(members):
         stacked.member_state_dict(S)
 
 
+def test_links_tells_whether_the_members_are_still_views_into_it(members, batch):
+    x, y = batch
+    net = StackedSuperNet.linked(members)
+    assert net.links(members)
+    # a stacked step moves each member's own weights: they are the stacked tensors' slices
+    member_loss_sum(net(stack_inputs(x)), y.T).backward()
+    with torch.no_grad():
+        net.stem[0].weight.add_(1.0)
+    torch.testing.assert_close(members[2].stem[0].weight, net.member_tensor("stem.0.weight", net.stem[0].weight, 2))
+    assert members[2].stem[0].weight.grad.abs().max() > 0
+    assert not net.links(members[::-1])  # same memory, other places
+    assert not net.links(members[:2])
+    members[1].cells[0].preprocess0.op[1].weight.data = members[1].cells[0].preprocess0.op[1].weight.data.clone()
+    assert not net.links(members)
+    again = StackedSuperNet.linked(members)
+    assert again.links(members) and not net.links(members)
+
+
 @pytest.mark.parametrize("override, feature", [
     ("supernet.fused=true", "fused"),
     ("space=rdarts_s4", "ops outside"),

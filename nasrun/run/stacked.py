@@ -46,6 +46,8 @@ class Lockstep:
         self.data: dict[int, tuple] = {}  # each member's dataset and search-val indices
         self.done: dict[int, Any] = {}
         self.scores: dict[int, tuple[float, float]] = {}
+        self._net: Any = None  # the last epoch's stacked network, kept while its members stay linked to it
+        self._net_models: tuple = ()
 
     def hook(self, i: int) -> "_MemberHook":
         return _MemberHook(self, i)
@@ -60,14 +62,25 @@ class Lockstep:
                 by_epoch.setdefault(state.epoch, []).append(i)
         for group in by_epoch.values():
             started = time.perf_counter()
-            done, net, trained = _stacked_epoch({i: self.states[i] for i in group}, randoms)
+            live = {i: self.states[i] for i in group}
+            done, net, trained = _stacked_epoch(live, randoms, self._linked(live))
             if trained:
+                self._net, self._net_models = net, tuple(s.model for s in trained.values())
                 self.scores.update(_stacked_evaluation(net, trained, {i: self.data[i] for i in trained}))
             share = (time.perf_counter() - started) / len(group)  # each member's part of the shared work
             for stats in done.values():
                 if isinstance(stats, dict):
                     stats["train_seconds"] = share
             self.done.update(done)
+
+    def _linked(self, live: dict[int, Any]) -> Any:
+        """The kept stacked network when it is still that of exactly these members, with every member tensor
+        still a view into it (linking again costs a network build per epoch); else None."""
+        models = tuple(s.model for s in live.values())
+        if self._net is None or len(models) != len(self._net_models) or any(
+                a is not b for a, b in zip(models, self._net_models)):
+            return None
+        return self._net if self._net.links(models) else None
 
 
 class _MemberHook:
@@ -92,10 +105,11 @@ class _MemberHook:
         return outcome
 
 
-def _stacked_epoch(states: dict[int, Any], randoms: Sequence[OwnRandom]
+def _stacked_epoch(states: dict[int, Any], randoms: Sequence[OwnRandom], net: Any = None
                    ) -> tuple[dict[int, Any], Any, dict[int, Any]]:
-    """One epoch of the members in ``states``: per member its statistics or the exception that ended it, and the
-    stacked network of the members still live at its end (with their states)."""
+    """One epoch of the members in ``states`` (``net``: their stacked network, if one is already linked): per
+    member its statistics or the exception that ended it, and the stacked network of the members still live at
+    its end (with their states)."""
     from nasrun.search.loop import _Totals
 
     out: dict[int, Any] = {}
@@ -110,7 +124,8 @@ def _stacked_epoch(states: dict[int, Any], randoms: Sequence[OwnRandom]
     if len(steps) != 1:
         raise RuntimeError(f"stacked members differ in steps per epoch: {sorted(steps)}")
     random_before = torch.random.get_rng_state()
-    net = _link(live)
+    net = net if net is not None else _link(live)
+    net.train()
     for _ in range(steps.pop()):
         for s in live.values():
             s.alpha_map.begin_step()

@@ -269,6 +269,29 @@ class StackedSuperNet(nn.Module):
         net._link_grads(nets)
         return net
 
+    def links(self, nets: Sequence[SuperNet]) -> bool:
+        """Whether ``nets`` are still this network's members in this order, as :meth:`linked` left them: every
+        weight, weight gradient and buffer of member m at member m's place in this network's tensors (addresses
+        are compared, no tensor is read)."""
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        grads = {name: p.grad for name, p in self.named_parameters()}
+
+        def at(t: Tensor | None, mine: Tensor | None, m: int) -> bool:
+            if t is None or mine is None:
+                return False
+            offset = 0 if mine.dim() == 0 else m * (mine.shape[0] // self.S) * mine.stride(0)
+            return t.data_ptr() == mine.data_ptr() + offset * mine.element_size()
+
+        if len(nets) != self.S:
+            return False
+        for m, net in enumerate(nets):
+            for name, p in net.named_parameters():
+                if not name.startswith(_ARCH) and not (at(p, own.get(name), m) and at(p.grad, grads.get(name), m)):
+                    return False
+            if not all(at(b, own.get(name), m) for name, b in net.named_buffers()):
+                return False
+        return True
+
     def zero_member_grads(self) -> None:
         """Zero the stacked weights' gradients in place (one call): the members' ``.grad`` are views into them."""
         torch._foreach_zero_([p.grad for p in self._linked_weights])
