@@ -10,9 +10,14 @@ ways, in turn for --repeats rounds: as a population (``nasrun.run.population``) 
 one after another in the same process (what Hydra's basic launcher does with a sweep). It prints per S
 
     members=S ops_per_step=N   ATen operators per population step in steady state: all members' work, with
-                               their share of each epoch's evaluation and checkpoints (the difference between
-                               populations of one epoch more and less, divided by the steps of an epoch)
-    population / one-by-one    median wall time of the whole search, and per member-step
+                               their share of each epoch's fixed work (checkpoints, genotypes, metrics) over an
+                               epoch of --epoch-steps steps; beside it the two parts, per step (evaluation
+                               included) and per epoch, from populations one epoch longer and shorter at two
+                               epoch lengths
+    step ... ms                median wall time of one population step in steady state (the difference between
+                               searches one epoch longer and shorter, per step of an epoch; evaluation included),
+                               per member-step, and per member-step of the solo searches one after another
+    whole search               median wall time of the whole population and of the solo searches, set-up included
     peak_rss_mib               the process's peak resident memory (and peak CUDA memory on a GPU)
 
 With ``--engine turns`` (the default) each member's step is its solo step (the members take turns, one
@@ -44,7 +49,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def one_size(args: argparse.Namespace, members: int) -> dict:
-    """In this process: the population and the one-by-one searches of ``members`` seeds, timed in turn."""
+    """In this process: the population and the one-by-one searches of ``members`` seeds, timed in turn, each at
+    --epochs and at one epoch more (the difference is one epoch in steady state, set-up left out)."""
     import resource
 
     import torch
@@ -53,42 +59,64 @@ def one_size(args: argparse.Namespace, members: int) -> dict:
     from nasrun.run.population import Member, run_population
     from nasrun.search.loop import run_search
 
+    def configs(extra: int) -> list:
+        return [to_typed(compose("search", [*overrides(args), f"seed={s}", f"search.epochs={args.epochs + extra}"]))
+                for s in range(members)]
+
+    def as_population(tmp: Path, cfgs: list) -> None:
+        run_population([Member(c, tmp / f"p{i}") for i, c in enumerate(cfgs)], args.engine)
+
+    def one_after_another(tmp: Path, cfgs: list) -> None:
+        for i, c in enumerate(cfgs):
+            run_search(c, tmp / f"s{i}")
+
+    sized = {0: configs(0), 1: configs(1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        run_search(sized[0][0], Path(tmp) / "warm-up")  # first-call costs (imports, allocator) out of the timings
+    times: dict = {(way, extra): [] for way in (as_population, one_after_another) for extra in (0, 1)}
+    for round_ in range(args.repeats):  # in turn, the first one alternating, so a busy machine slows both alike
+        for way, extra in (list(times) if round_ % 2 == 0 else list(times)[::-1]):
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                way(Path(tmp), sized[extra])
+                times[way, extra].append(time.perf_counter() - t0)
+    steps = -(-args.images // 2 // args.batch)  # steps per epoch of each member
+
+    def step_ms(way) -> float:  # one epoch's time (the median of the rounds' differences) per step
+        return 1000 * statistics.median(b - a for a, b in zip(times[way, 0], times[way, 1])) / steps
+
+    per_step, per_epoch = _op_counts(args, members)
+    peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"members": members, "ops_step": round(per_step), "ops_epoch": round(per_epoch),
+            "ops_per_step": round(per_step + per_epoch / args.epoch_steps),
+            "population_s": statistics.median(times[as_population, 0]),
+            "one_by_one_s": statistics.median(times[one_after_another, 0]),
+            "step_ms": step_ms(as_population), "one_by_one_step_ms": step_ms(one_after_another),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_cuda_mib": peak_cuda}
+
+
+def _op_counts(args: argparse.Namespace, members: int) -> tuple[float, float]:
+    """ATen operators of one population epoch in steady state, split as ``per_step * steps + per_epoch``:
+    populations one epoch longer and shorter give an epoch's operators, at two epoch lengths (2 and 4 steps)
+    the line through them (the evaluation of the search-val images is per step, as they grow with the epoch)."""
+    from nasrun.config.compose import compose, to_typed
+    from nasrun.run.population import Member, run_population
+
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench import OpCounter
 
-    configs = [to_typed(compose("search", [*overrides(args), f"seed={s}"])) for s in range(members)]
-    steps = -(-args.images // 2 // args.batch) * args.epochs * members  # member-steps of one search of all
-
-    def as_population(tmp: Path) -> None:
-        run_population([Member(c, tmp / f"p{i}") for i, c in enumerate(configs)], args.engine)
-
-    def one_after_another(tmp: Path) -> None:
-        for i, c in enumerate(configs):
-            run_search(c, tmp / f"s{i}")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        run_search(configs[0], Path(tmp) / "warm-up")  # first-call costs (imports, allocator) out of the timings
-    times: dict = {as_population: [], one_after_another: []}
-    for round_ in range(args.repeats):  # in turn, the first one alternating, so a busy machine slows both alike
-        for way in (list(times) if round_ % 2 == 0 else list(times)[::-1]):
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                way(Path(tmp))
-                times[way].append(time.perf_counter() - t0)
-    population, one_by_one = times[as_population], times[one_after_another]
-    counts = []
-    for extra in (0, 1):  # the population with one epoch more: the difference is one epoch in steady state
-        longer = [to_typed(compose("search", [*overrides(args), f"seed={s}", f"search.epochs={args.epochs + extra}"]))
-                  for s in range(members)]
-        with tempfile.TemporaryDirectory() as tmp, OpCounter() as counter:
-            run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(longer)], args.engine)
-        counts.append(counter.ops)
-    per_epoch_steps = -(-args.images // 2 // args.batch)
-    peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"members": members, "ops_per_step": round((counts[1] - counts[0]) / per_epoch_steps),
-            "population_s": statistics.median(population), "one_by_one_s": statistics.median(one_by_one),
-            "member_step_ms": 1000 * statistics.median(population) / steps,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_cuda_mib": peak_cuda}
+    epoch_ops = {}
+    for steps in (2, 4):
+        counts = []
+        for epochs in (1, 2):
+            sized = [*overrides(args), f"dataset.num_train={2 * steps * args.batch}", f"search.epochs={epochs}"]
+            configs = [to_typed(compose("search", [*sized, f"seed={s}"])) for s in range(members)]
+            with tempfile.TemporaryDirectory() as tmp, OpCounter() as counter:
+                run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(configs)], args.engine)
+            counts.append(counter.ops)
+        epoch_ops[steps] = counts[1] - counts[0]
+    per_step = (epoch_ops[4] - epoch_ops[2]) / 2
+    return per_step, epoch_ops[2] - 2 * per_step
 
 
 def main() -> None:
@@ -101,6 +129,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=16)
     p.add_argument("--images", type=int, default=1024, help="synthetic training images (half search, half val)")
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epoch-steps", type=int, default=391,
+                   help="the epoch length ops_per_step spreads each epoch's fixed operators over (391: a CIFAR-10 "
+                        "search at batch 64)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -117,8 +148,11 @@ def main() -> None:
         row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         base = base or row
         print(f"members={members} ops_per_step={row['ops_per_step']} ({row['ops_per_step'] / base['ops_per_step']:.2f}x "
-              f"of S={base['members']})  population {row['population_s']:.2f} s, one by one {row['one_by_one_s']:.2f} s "
-              f"(ratio {row['population_s'] / row['one_by_one_s']:.2f}); {row['member_step_ms']:.1f} ms per member-step; "
+              f"of S={base['members']}; {row['ops_step']} per step {row['ops_step'] / base['ops_step']:.2f}x, "
+              f"{row['ops_epoch']} per epoch {row['ops_epoch'] / base['ops_epoch']:.2f}x)  "
+              f"step {row['step_ms']:.0f} ms ({row['step_ms'] / base['step_ms']:.2f}x of S={base['members']}; "
+              f"{row['step_ms'] / members:.0f} ms per member-step, one by one {row['one_by_one_step_ms'] / members:.0f}); "
+              f"whole search {row['population_s']:.1f} s, one by one {row['one_by_one_s']:.1f} s; "
               f"peak_rss_mib={row['peak_rss_mib']:.0f}"
               + (f" peak_cuda_mib={row['peak_cuda_mib']:.0f}" if row["peak_cuda_mib"] is not None else ""), flush=True)
 

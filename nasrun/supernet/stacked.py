@@ -32,6 +32,7 @@ exactly zero is not skipped (same values; its weights get a zero gradient instea
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -77,17 +78,28 @@ class StackedMixedOp(nn.Module):
         self.K = mixed[0].partial_channels
         self.ops = _stack_module([m.ops for m in mixed])
         self._active = [k for k, name in enumerate(self.op_names) if name != "none"]
+        self._after_relu = {k: _after_relu(self.ops[k]) for k in self._active}
 
-    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, weights: Tensor, relus: dict[int, Tensor] | None = None) -> Tensor:
         """``weights``: ``(ops, 1, S, 1, 1, 1)`` (the edge's row of every member, shaped to broadcast).
 
+        The ops that begin with a ReLU of the input share one (the solo ops each apply their own: the same
+        values); ``relus`` keeps it per input for the cell's other edges from the same state.
         With PC-DARTS' partial channels K > 1 each member's first C/K channels go through the ops and the rest
         bypass them (max-pooled when the edge strides); each member's channels are then shuffled in K groups."""
         xa = x if self.K == 1 else member_slice(x, self.S, 0, x.shape[1] // (self.S * self.K))
+        relus = {} if relus is None else relus
         w = weights.unbind(0)
         out: Tensor | None = None
         for k in self._active:
-            term = blocks(self.ops[k](xa), self.S) * w[k]
+            tail = self._after_relu[k]
+            if tail is None:
+                y = self.ops[k](xa)
+            else:
+                if id(x) not in relus:
+                    relus[id(x)] = F.relu(xa)
+                y = tail(relus[id(x)])
+            term = blocks(y, self.S) * w[k]
             out = term if out is None else out + term
         if out is None:  # only `none` on this edge
             out = blocks(Zero(self.stride)(xa), self.S)
@@ -101,18 +113,35 @@ class StackedMixedOp(nn.Module):
         return both.view(n, s, self.K, -1, h, wd).transpose(2, 3).reshape(n, -1, h, wd)
 
 
+def _after_relu(op: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """What a stacked op computes after its leading ReLU of the input, or None when it does not begin so."""
+    if isinstance(op, (ReLUConvBN, SepConv, DilConv)) and isinstance(op.op[0], nn.ReLU):
+        rest = list(op.op)[1:]  # a plain list: these modules stay registered once, under the op
+
+        def tail(r: Tensor) -> Tensor:
+            for module in rest:
+                r = module(r)
+            return r
+        return tail
+    if isinstance(op, StackedFactorizedReduce):
+        return op.after_relu
+    return None
+
+
 def _run_nodes(edges: nn.ModuleList, states: list[Tensor], nodes: int, weights: Tensor,
                edge_weights: Tensor | None) -> list[Tensor]:
     """The solo cell's node loop (:func:`nasrun.supernet.cell.run_nodes`) over stacked edges; all states.
     ``weights``: the members' mixing weights ``(S, num_edges, ops)``; ``edge_weights``: ``(S, num_edges)`` or None,
-    each member's factor repeated over its channels."""
+    each member's factor repeated over its channels. The edges from one state share its ReLU."""
     S, E, O = weights.shape
     rows = weights.permute(1, 2, 0).reshape(E, O, 1, S, 1, 1, 1).unbind(0)
     factors = None
     if edge_weights is not None:
         per_member = states[0].shape[1] // S
         factors = edge_weights.T.repeat_interleave(per_member, dim=1).view(E, 1, -1, 1, 1).unbind(0)
-    return run_nodes(edges, states, nodes, rows, factors)
+    relus: dict[int, Tensor] = {}  # id of a state -> its ReLU; the states live in `states` all along
+    sharing = [functools.partial(edge, relus=relus) for edge in edges]
+    return run_nodes(sharing, states, nodes, rows, factors)
 
 
 def _plain_cells(cells: Sequence[nn.Module], kind: type) -> None:

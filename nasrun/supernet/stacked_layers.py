@@ -137,6 +137,9 @@ class StackedFactorizedReduce(nn.Module):
         self.bn = stack_bn([m.bn for m in frs])
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(x)
+        return self.after_relu(self.relu(x))
+
+    def after_relu(self, x: Tensor) -> Tensor:
+        """The op on the ReLU of its input (a stacked edge shares that ReLU among its ops)."""
         halves = [strided_pointwise(self.conv_1, x), strided_pointwise(self.conv_2, x[:, :, 1:, 1:])]
         return self.bn(cat_members(halves, self.S))
