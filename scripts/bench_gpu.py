@@ -31,8 +31,10 @@ process in turn; one that fails (e.g. out of memory) prints its error and the re
 
 Then the population rows (``--population``, default 1 and 8 members; none with ``--population`` alone), for each
 engine of ``--engines`` (default turns and stacked): ``scripts/bench_population.py``'s measurement on this device
-at the first batch size, one epoch of 8 steps per member on synthetic images, as ``population engine=E
-members=S ops_per_step=N population_s=... one_by_one_s=... member_step_ms=...``.
+at the first batch size, epochs of 8 steps per member on synthetic images, as ``population engine=E
+members=S ops_per_step=N ops_step=... ops_epoch=... step_ms=... one_by_one_step_ms=... population_s=...
+one_by_one_s=...`` (``step_ms``: one population step in steady state; ``ops_per_step`` spreads each epoch's
+fixed operators over a CIFAR-10 epoch of 391 steps).
 """
 
 from __future__ import annotations
@@ -229,10 +231,11 @@ def population_row(engine: str, members: int, args: argparse.Namespace) -> str:
     batch = args.batches[0]
     row = one_size(argparse.Namespace(C=args.C, layers=args.layers, batch=batch, size=args.size, images=16 * batch,
                                       epochs=1, repeats=1 if args.quick else 3, threads=args.threads or 1,
-                                      device=args.device, method="darts", engine=engine), members)
+                                      device=args.device, method="darts", engine=engine, epoch_steps=391), members)
     return (f"population engine={engine} members={members} batch={batch} ops_per_step={row['ops_per_step']} "
-            f"population_s={row['population_s']:.2f} one_by_one_s={row['one_by_one_s']:.2f} "
-            f"member_step_ms={row['member_step_ms']:.1f} peak_cuda_mib={row['peak_cuda_mib']}")
+            f"ops_step={row['ops_step']} ops_epoch={row['ops_epoch']} step_ms={row['step_ms']:.1f} "
+            f"one_by_one_step_ms={row['one_by_one_step_ms']:.1f} population_s={row['population_s']:.2f} "
+            f"one_by_one_s={row['one_by_one_s']:.2f} peak_cuda_mib={row['peak_cuda_mib']}")
 
 
 if __name__ == "__main__":
