@@ -13,6 +13,7 @@ several seeds with the same settings and the eigenvalue tracked, then writes
     python scripts/collapse.py                                  # fashion_mnist, rdarts_s3, 3 seeds
     python scripts/collapse.py --dataset digits --space rdarts_s2 --epochs 20 --jobs 2
     python scripts/collapse.py --population --seeds 0 1 2 3 4       # each method's seeds as one population
+    python scripts/collapse.py --population --engine stacked        # ... trained stacked in one network
 
 Each run is an ordinary search run folder under <out>/runs/, so `nasrun report` can read them too.
 """
@@ -62,8 +63,9 @@ def run_one(job: tuple[str, int, list[str], str, int]) -> tuple[str, int, dict[s
     return collect_one(name, seed, out)
 
 
-def run_populations(jobs: list[tuple[str, int, list[str], str, int]]) -> list:
-    """Every (method, seed) run, the runs that differ only in member keys as one population each."""
+def run_populations(jobs: list[tuple[str, int, list[str], str, int]], engine: str = "turns") -> list:
+    """Every (method, seed) run, the runs that differ only in member keys as one population each (``engine``:
+    the population's engine, turns or stacked)."""
     import time
 
     import torch
@@ -78,11 +80,12 @@ def run_populations(jobs: list[tuple[str, int, list[str], str, int]]) -> list:
     groups = group_jobs([as_plain_dict(c) for c in configs], "search", len(configs))
     started = time.perf_counter()
     for group in groups:
-        run_population([Member(configs[i], Path(jobs[i][3]) / "runs" / f"{jobs[i][0]}_s{jobs[i][1]}") for i in group])
+        run_population([Member(configs[i], Path(jobs[i][3]) / "runs" / f"{jobs[i][0]}_s{jobs[i][1]}") for i in group],
+                       engine)
     wall = time.perf_counter() - started
     own = sum(json.loads((Path(out) / "runs" / f"{name}_s{seed}" / "result.json").read_text())["wall_seconds"]
               for name, seed, _, out, _ in jobs)
-    print(f"{len(jobs)} searches as {len(groups)} populations: {wall:.0f} s wall; the members' own search times sum "
+    print(f"{len(jobs)} searches as {len(groups)} populations ({engine}): {wall:.0f} s wall; the members' own search times sum "
           f"to {own:.0f} s", flush=True)
     return [collect_one(name, seed, out) for name, seed, _, out, _ in jobs]
 
@@ -119,6 +122,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--population", action="store_true",
                    help="run the seeds (and etas) of each method as one population in this process")
+    p.add_argument("--engine", default="turns", choices=["turns", "stacked"],
+                   help="with --population: members take turns, or train stacked in one network")
     p.add_argument("--collect", action="store_true",
                    help="only build the table and plot from the run folders already under <out>/runs "
                         "(unfinished runs count up to the last epoch every run reached)")
@@ -145,7 +150,7 @@ def main() -> None:
         shortest = min(len(r[2]["skip_normal"]) for r in results)
         results = [(m, s, {k: v[:shortest] for k, v in series.items()}) for m, s, series in results]
     elif args.population:
-        results = run_populations(jobs)
+        results = run_populations(jobs, args.engine)
     elif args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(run_one, jobs, chunksize=1)

@@ -21,8 +21,8 @@ def mixed_op(C: int, stride: int, ops: Sequence[str], partial_channels: int, fus
     return MixedOp(C, stride, ops, partial_channels)
 
 
-def run_nodes(edges: Sequence[Callable[[Tensor, Tensor], Tensor]], states: list[Tensor], nodes: int, weights: Tensor | Sequence[Tensor],
-              edge_weights: Tensor | Sequence[Tensor] | None) -> list[Tensor]:
+def run_nodes(edges: Sequence[Callable[[Tensor, Tensor], Tensor]], states: list[Tensor], nodes: int,
+              weights: Tensor | Sequence[Tensor], edge_weights: Tensor | Sequence[Tensor] | None) -> list[Tensor]:
     """Every node sums one mixed edge from each earlier state (edges in alpha row order); all states.
     ``weights`` and ``edge_weights`` are indexed by edge (a stacked population passes each edge's rows)."""
     e = 0

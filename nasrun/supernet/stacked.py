@@ -78,7 +78,7 @@ class StackedMixedOp(nn.Module):
         self.K = mixed[0].partial_channels
         self.ops = _stack_module([m.ops for m in mixed])
         self._active = [k for k, name in enumerate(self.op_names) if name != "none"]
-        self._after_relu = {k: _after_relu(self.ops[k]) for k in self._active}
+        self._relu_first = {k for k in self._active if _begins_with_relu(self.ops[k])}
 
     def forward(self, x: Tensor, weights: Tensor, relus: dict[int, Tensor] | None = None) -> Tensor:
         """``weights``: ``(ops, 1, S, 1, 1, 1)`` (the edge's row of every member, shaped to broadcast).
@@ -92,13 +92,12 @@ class StackedMixedOp(nn.Module):
         w = weights.unbind(0)
         out: Tensor | None = None
         for k in self._active:
-            tail = self._after_relu[k]
-            if tail is None:
-                y = self.ops[k](xa)
-            else:
+            if k in self._relu_first:
                 if id(x) not in relus:
                     relus[id(x)] = F.relu(xa)
-                y = tail(relus[id(x)])
+                y = _after_relu(self.ops[k], relus[id(x)])
+            else:
+                y = self.ops[k](xa)
             term = blocks(y, self.S) * w[k]
             out = term if out is None else out + term
         if out is None:  # only `none` on this edge
@@ -113,19 +112,20 @@ class StackedMixedOp(nn.Module):
         return both.view(n, s, self.K, -1, h, wd).transpose(2, 3).reshape(n, -1, h, wd)
 
 
-def _after_relu(op: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """What a stacked op computes after its leading ReLU of the input, or None when it does not begin so."""
-    if isinstance(op, (ReLUConvBN, SepConv, DilConv)) and isinstance(op.op[0], nn.ReLU):
-        rest = list(op.op)[1:]  # a plain list: these modules stay registered once, under the op
+def _begins_with_relu(op: nn.Module) -> bool:
+    """Whether a stacked op's first step is a ReLU of its input."""
+    return isinstance(op, StackedFactorizedReduce) or (
+        isinstance(op, (ReLUConvBN, SepConv, DilConv)) and isinstance(op.op[0], nn.ReLU))
 
-        def tail(r: Tensor) -> Tensor:
-            for module in rest:
-                r = module(r)
-            return r
-        return tail
+
+def _after_relu(op: nn.Module, r: Tensor) -> Tensor:
+    """What an op that begins with a ReLU (:func:`_begins_with_relu`) computes from ``r``, that ReLU's output."""
     if isinstance(op, StackedFactorizedReduce):
-        return op.after_relu
-    return None
+        return op.after_relu(r)
+    for j, module in enumerate(op.op):
+        if j:
+            r = module(r)
+    return r
 
 
 def _run_nodes(edges: nn.ModuleList, states: list[Tensor], nodes: int, weights: Tensor,
