@@ -226,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
 def population_row(engine: str, members: int, args: argparse.Namespace) -> str:
     """One line of scripts/bench_population.py's figures for ``members`` under ``engine`` on this device."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_population import one_size
+    from bench_population import CIFAR10_EPOCH_STEPS, one_size
 
     batch = args.batches[0]
     row = one_size(argparse.Namespace(C=args.C, layers=args.layers, batch=batch, size=args.size, images=16 * batch,
                                       epochs=1, repeats=1 if args.quick else 3, threads=args.threads or 1,
-                                      device=args.device, method="darts", engine=engine, epoch_steps=391), members)
+                                      device=args.device, method="darts", engine=engine,
+                                      epoch_steps=CIFAR10_EPOCH_STEPS), members)
     return (f"population engine={engine} members={members} batch={batch} ops_per_step={row['ops_per_step']} "
             f"ops_step={row['ops_step']} ops_epoch={row['ops_epoch']} step_ms={row['step_ms']:.1f} "
             f"one_by_one_step_ms={row['one_by_one_step_ms']:.1f} population_s={row['population_s']:.2f} "

@@ -48,6 +48,17 @@ def overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
+#: Steps of a CIFAR-10 search epoch at batch 64 (25,000 search images): what ops_per_step spreads an epoch over.
+CIFAR10_EPOCH_STEPS = 391
+
+
+def member_configs(args: argparse.Namespace, members: int, *extra: str) -> list:
+    """The typed search configs of seeds 0..members-1 under the benchmark's overrides and ``extra``."""
+    from nasrun.config.compose import compose, to_typed
+
+    return [to_typed(compose("search", [*overrides(args), *extra, f"seed={s}"])) for s in range(members)]
+
+
 def one_size(args: argparse.Namespace, members: int) -> dict:
     """In this process: the population and the one-by-one searches of ``members`` seeds, timed in turn, each at
     --epochs and at one epoch more (the difference is one epoch in steady state, set-up left out)."""
@@ -55,13 +66,8 @@ def one_size(args: argparse.Namespace, members: int) -> dict:
 
     import torch
 
-    from nasrun.config.compose import compose, to_typed
     from nasrun.run.population import Member, run_population
     from nasrun.search.loop import run_search
-
-    def configs(extra: int) -> list:
-        return [to_typed(compose("search", [*overrides(args), f"seed={s}", f"search.epochs={args.epochs + extra}"]))
-                for s in range(members)]
 
     def as_population(tmp: Path, cfgs: list) -> None:
         run_population([Member(c, tmp / f"p{i}") for i, c in enumerate(cfgs)], args.engine)
@@ -70,7 +76,7 @@ def one_size(args: argparse.Namespace, members: int) -> dict:
         for i, c in enumerate(cfgs):
             run_search(c, tmp / f"s{i}")
 
-    sized = {0: configs(0), 1: configs(1)}
+    sized = {extra: member_configs(args, members, f"search.epochs={args.epochs + extra}") for extra in (0, 1)}
     with tempfile.TemporaryDirectory() as tmp:
         run_search(sized[0][0], Path(tmp) / "warm-up")  # first-call costs (imports, allocator) out of the timings
     times: dict = {(way, extra): [] for way in (as_population, one_after_another) for extra in (0, 1)}
@@ -99,7 +105,6 @@ def _op_counts(args: argparse.Namespace, members: int) -> tuple[float, float]:
     """ATen operators of one population epoch in steady state, split as ``per_step * steps + per_epoch``:
     populations one epoch longer and shorter give an epoch's operators, at two epoch lengths (2 and 4 steps)
     the line through them (the evaluation of the search-val images is per step, as they grow with the epoch)."""
-    from nasrun.config.compose import compose, to_typed
     from nasrun.run.population import Member, run_population
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,14 +114,29 @@ def _op_counts(args: argparse.Namespace, members: int) -> tuple[float, float]:
     for steps in (2, 4):
         counts = []
         for epochs in (1, 2):
-            sized = [*overrides(args), f"dataset.num_train={2 * steps * args.batch}", f"search.epochs={epochs}"]
-            configs = [to_typed(compose("search", [*sized, f"seed={s}"])) for s in range(members)]
+            configs = member_configs(args, members, f"dataset.num_train={2 * steps * args.batch}",
+                                     f"search.epochs={epochs}")
             with tempfile.TemporaryDirectory() as tmp, OpCounter() as counter:
                 run_population([Member(c, Path(tmp) / f"p{i}") for i, c in enumerate(configs)], args.engine)
             counts.append(counter.ops)
         epoch_ops[steps] = counts[1] - counts[0]
     per_step = (epoch_ops[4] - epoch_ops[2]) / 2
     return per_step, epoch_ops[2] - 2 * per_step
+
+
+def format_row(row: dict, base: dict) -> str:
+    """One S's line, each figure beside its ratio to the first S's (``base``)."""
+    S, first = row["members"], base["members"]
+
+    def ratio(key: str) -> str:
+        return f"{row[key] / base[key]:.2f}x"
+
+    peak_cuda = f" peak_cuda_mib={row['peak_cuda_mib']:.0f}" if row["peak_cuda_mib"] is not None else ""
+    return (f"members={S} ops_per_step={row['ops_per_step']} ({ratio('ops_per_step')} of S={first}; "
+            f"{row['ops_step']} per step {ratio('ops_step')}, {row['ops_epoch']} per epoch {ratio('ops_epoch')})  "
+            f"step {row['step_ms']:.0f} ms ({ratio('step_ms')} of S={first}; {row['step_ms'] / S:.0f} ms per "
+            f"member-step, one by one {row['one_by_one_step_ms'] / S:.0f}); whole search {row['population_s']:.1f} s, "
+            f"one by one {row['one_by_one_s']:.1f} s; peak_rss_mib={row['peak_rss_mib']:.0f}{peak_cuda}")
 
 
 def main() -> None:
@@ -129,9 +149,9 @@ def main() -> None:
     p.add_argument("--size", type=int, default=16)
     p.add_argument("--images", type=int, default=1024, help="synthetic training images (half search, half val)")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--epoch-steps", type=int, default=391,
-                   help="the epoch length ops_per_step spreads each epoch's fixed operators over (391: a CIFAR-10 "
-                        "search at batch 64)")
+    p.add_argument("--epoch-steps", type=int, default=CIFAR10_EPOCH_STEPS,
+                   help=f"the epoch length ops_per_step spreads each epoch's fixed operators over "
+                        f"({CIFAR10_EPOCH_STEPS}: a CIFAR-10 search at batch 64)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -147,14 +167,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--one", str(members)]
         row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         base = base or row
-        print(f"members={members} ops_per_step={row['ops_per_step']} ({row['ops_per_step'] / base['ops_per_step']:.2f}x "
-              f"of S={base['members']}; {row['ops_step']} per step {row['ops_step'] / base['ops_step']:.2f}x, "
-              f"{row['ops_epoch']} per epoch {row['ops_epoch'] / base['ops_epoch']:.2f}x)  "
-              f"step {row['step_ms']:.0f} ms ({row['step_ms'] / base['step_ms']:.2f}x of S={base['members']}; "
-              f"{row['step_ms'] / members:.0f} ms per member-step, one by one {row['one_by_one_step_ms'] / members:.0f}); "
-              f"whole search {row['population_s']:.1f} s, one by one {row['one_by_one_s']:.1f} s; "
-              f"peak_rss_mib={row['peak_rss_mib']:.0f}"
-              + (f" peak_cuda_mib={row['peak_cuda_mib']:.0f}" if row["peak_cuda_mib"] is not None else ""), flush=True)
+        print(format_row(row, base), flush=True)
 
 
 if __name__ == "__main__":

@@ -85,8 +85,8 @@ def run_populations(jobs: list[tuple[str, int, list[str], str, int]], engine: st
     wall = time.perf_counter() - started
     own = sum(json.loads((Path(out) / "runs" / f"{name}_s{seed}" / "result.json").read_text())["wall_seconds"]
               for name, seed, _, out, _ in jobs)
-    print(f"{len(jobs)} searches as {len(groups)} populations ({engine}): {wall:.0f} s wall; the members' own search times sum "
-          f"to {own:.0f} s", flush=True)
+    print(f"{len(jobs)} searches as {len(groups)} populations ({engine}): {wall:.0f} s wall; the members' own "
+          f"search times sum to {own:.0f} s", flush=True)
     return [collect_one(name, seed, out) for name, seed, _, out, _ in jobs]
 
 

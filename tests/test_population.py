@@ -187,6 +187,28 @@ def test_every_member_method_on_every_space_is_its_solo_run(tmp_path, method, sp
     _population_matches_solo(tmp_path, configs, engine)
 
 
+def test_a_stacked_population_builds_its_network_once_and_again_only_after_a_failure(tmp_path, monkeypatch):
+    from nasrun.supernet.stacked import StackedSuperNet
+
+    built: list[int] = []
+    linked = StackedSuperNet.linked.__func__
+
+    def counting(cls, nets):
+        built.append(len(nets))
+        return linked(cls, nets)
+    monkeypatch.setattr(StackedSuperNet, "linked", classmethod(counting))
+    configs = [_typed("seed=0", "search.epochs=3"), _typed("seed=1", "search.epochs=3")]
+    run_population([Member(cfg, tmp_path / f"a{i}") for i, cfg in enumerate(configs)], "stacked")
+    assert built == [2]  # kept from epoch to epoch
+    built.clear()
+    configs.insert(1, _typed("seed=2", "search.epochs=3", "search.lr=1e300"))
+    outcomes = run_population([Member(cfg, tmp_path / f"b{i}") for i, cfg in enumerate(configs)], "stacked")
+    assert [o.status for o in outcomes] == ["completed", "failed", "completed"]
+    assert built == [3, 2]  # the survivors once more, then kept
+    run_search(configs[2], tmp_path / "solo")
+    _assert_same_run(tmp_path / "b2", tmp_path / "solo")
+
+
 @pytest.mark.parametrize("engine", ["turns", "stacked"])
 def test_a_member_that_fails_fails_alone(tmp_path, engine):
     configs = [_typed("seed=0"), _typed("seed=0", "search.lr=1e300"), _typed("seed=1")]

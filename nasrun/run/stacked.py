@@ -47,7 +47,6 @@ class Lockstep:
         self.done: dict[int, Any] = {}
         self.scores: dict[int, tuple[float, float]] = {}
         self._net: Any = None  # the last epoch's stacked network, kept while its members stay linked to it
-        self._net_models: tuple = ()
 
     def hook(self, i: int) -> "_MemberHook":
         return _MemberHook(self, i)
@@ -65,7 +64,7 @@ class Lockstep:
             live = {i: self.states[i] for i in group}
             done, net, trained = _stacked_epoch(live, randoms, self._linked(live))
             if trained:
-                self._net, self._net_models = net, tuple(s.model for s in trained.values())
+                self._net = net
                 self.scores.update(_stacked_evaluation(net, trained, {i: self.data[i] for i in trained}))
             share = (time.perf_counter() - started) / len(group)  # each member's part of the shared work
             for stats in done.values():
@@ -74,13 +73,10 @@ class Lockstep:
             self.done.update(done)
 
     def _linked(self, live: dict[int, Any]) -> Any:
-        """The kept stacked network when it is still that of exactly these members, with every member tensor
-        still a view into it (linking again costs a network build per epoch); else None."""
-        models = tuple(s.model for s in live.values())
-        if self._net is None or len(models) != len(self._net_models) or any(
-                a is not b for a, b in zip(models, self._net_models)):
-            return None
-        return self._net if self._net.links(models) else None
+        """The kept stacked network when these members, in this order, are still views into it (linking again
+        costs a network build per epoch); else None."""
+        models = [s.model for s in live.values()]
+        return self._net if self._net is not None and self._net.links(models) else None
 
 
 class _MemberHook:

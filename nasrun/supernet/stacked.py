@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 from typing import Callable, Sequence
 
 import torch
@@ -122,9 +123,8 @@ def _after_relu(op: nn.Module, r: Tensor) -> Tensor:
     """What an op that begins with a ReLU (:func:`_begins_with_relu`) computes from ``r``, that ReLU's output."""
     if isinstance(op, StackedFactorizedReduce):
         return op.after_relu(r)
-    for j, module in enumerate(op.op):
-        if j:
-            r = module(r)
+    for module in itertools.islice(op.op, 1, None):
+        r = module(r)
     return r
 
 
